@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/sealstore"
+)
+
+// common holds the flags every command that touches the TPM or the store
+// shares. Precedence: flag, then environment, then config file, then
+// default.
+type common struct {
+	tpm     string
+	store   string
+	config  string
+	verbose bool
+
+	cfg Config
+	log *slog.Logger
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.tpm, "tpm", "", "TPM to use: auto, a device such as /dev/tpmrm0, swtpm:unix:PATH, swtpm:tcp:HOST:PORT, or sim (insecure development TPM) (env ICN_AGENT_TPM; default from config, else auto)")
+	fs.StringVar(&c.store, "store", "", "directory of sealed identities (default $XDG_DATA_HOME/icn-agent/identities)")
+	fs.StringVar(&c.config, "config", "", "config file (default $XDG_CONFIG_HOME/icn-agent/config.toml)")
+	fs.BoolVar(&c.verbose, "v", false, "verbose: log debug messages")
+}
+
+// setup loads the config and builds the logger. Call it after parsing.
+func (c *common) setup(e *env) error {
+	path, explicit := c.config, c.config != ""
+	if !explicit {
+		path = DefaultConfigPath()
+	}
+	cfg, err := LoadConfig(path, explicit)
+	if err != nil {
+		return err
+	}
+	c.cfg = cfg
+	level := slog.LevelWarn
+	if c.verbose {
+		level = slog.LevelDebug
+	}
+	c.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	if c.tpm == "" {
+		c.tpm = e.getenv("ICN_AGENT_TPM")
+	}
+	if c.tpm == "" {
+		c.tpm = cfg.Identity.TPM.Device
+	}
+	if c.store == "" {
+		c.store = sealstore.DefaultDir()
+	}
+	return nil
+}
+
+// openTPM opens the selected TPM.
+func (c *common) openTPM(ctx context.Context) (*tpmdev.TPM, error) {
+	spec, err := tpmdev.ParseSpec(c.tpm)
+	if err != nil {
+		return nil, err
+	}
+	return tpmdev.Open(ctx, spec, tpmdev.Options{Logger: c.log})
+}
+
+// pcrList is a flag.Value for "0,7"-style PCR lists.
+type pcrList struct {
+	pcrs []int
+	set  bool
+}
+
+func (p *pcrList) String() string {
+	s := make([]string, len(p.pcrs))
+	for i, v := range p.pcrs {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pcrList) Set(v string) error {
+	pcrs, err := parsePCRs(v)
+	if err != nil {
+		return err
+	}
+	p.pcrs, p.set = pcrs, true
+	return nil
+}
+
+// parsePCRs parses a comma-separated list of PCR indexes 0-23.
+func parsePCRs(v string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 || n >= tpmdev.NumPCRs {
+			return nil, fmt.Errorf("bad PCR %q: want numbers 0-%d separated by commas, e.g. 0,7", f, tpmdev.NumPCRs-1)
+		}
+		if slices.Contains(out, n) {
+			return nil, fmt.Errorf("PCR %d listed twice", n)
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// pcrs returns the flag's PCRs if given, else the config's.
+func (p *pcrList) or(cfg []int) []int {
+	if p.set {
+		return p.pcrs
+	}
+	return cfg
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/adrg/xdg"
+)
+
+// The configuration file is TOML, by default at
+// $XDG_CONFIG_HOME/icn-agent/config.toml. Every key is optional; a missing
+// key keeps its default, and so does a missing file at the default path:
+//
+//	[identity.tpm]
+//	enabled = true                # must stay true: identities are TPM-sealed
+//	pcrs = [0, 7]                 # PCRs (SHA-256 bank) the seeds are sealed to
+//	device = "auto"               # auto | /dev/tpmrm0 | swtpm:unix:PATH | swtpm:tcp:HOST:PORT | sim
+//	auto_lock_timeout_secs = 300  # idle seconds before cached keys are dropped
+//
+// Unknown keys are rejected rather than ignored, so that a typo such as
+// "pcr = [7]" cannot silently leave the defaults in force.
+
+// maxPCR is the highest PCR index a PC-client TPM has (24 PCRs, 0..23).
+const maxPCR = 23
+
+// maxAutoLockSecs is the largest timeout whose time.Duration does not
+// overflow (about 292 years).
+const maxAutoLockSecs = math.MaxInt64 / int64(time.Second)
+
+// Config is the icn-agent configuration file.
+type Config struct {
+	Identity struct {
+		// TPM configures the TPM-sealed identity store.
+		TPM TPMConfig `toml:"tpm"`
+	} `toml:"identity"`
+}
+
+// TPMConfig is the [identity.tpm] table.
+type TPMConfig struct {
+	// Enabled must be true; icn-agent serves nothing but TPM-sealed
+	// identities. The key exists so that "enabled = false" fails loudly
+	// instead of being mistaken for a way to run without a TPM.
+	Enabled bool `toml:"enabled"`
+	// PCRs lists the SHA-256 PCR indices (0..23) new seeds are sealed to.
+	PCRs []int `toml:"pcrs"`
+	// Device selects the TPM: "auto", a device path such as /dev/tpmrm0,
+	// "swtpm:unix:PATH", "swtpm:tcp:HOST:PORT" or "sim".
+	Device string `toml:"device"`
+	// AutoLockTimeoutSecs is how long unlocked keys stay cached without use;
+	// see [TPMConfig.AutoLockTimeout].
+	AutoLockTimeoutSecs int `toml:"auto_lock_timeout_secs"`
+}
+
+// DefaultConfig returns the configuration used when no file exists: TPM
+// enabled, sealed to PCRs 0 (firmware) and 7 (Secure Boot state), device
+// "auto", auto-lock after 300 seconds.
+func DefaultConfig() Config {
+	var c Config
+	c.Identity.TPM = TPMConfig{
+		Enabled:             true,
+		PCRs:                []int{0, 7},
+		Device:              "auto",
+		AutoLockTimeoutSecs: 300,
+	}
+	return c
+}
+
+// DefaultConfigPath returns $XDG_CONFIG_HOME/icn-agent/config.toml
+// (~/.config/icn-agent/config.toml when XDG_CONFIG_HOME is unset).
+func DefaultConfigPath() string {
+	return filepath.Join(xdg.ConfigHome, "icn-agent", "config.toml")
+}
+
+// LoadConfig reads and validates the configuration file at path. Keys the
+// file leaves out keep their [DefaultConfig] values.
+//
+// explicit says whether the user named the file (a command-line flag) or
+// path is [DefaultConfigPath]: a missing default file yields DefaultConfig,
+// a missing explicit one is an error wrapping [os.ErrNotExist].
+//
+// Errors name the file; TOML syntax and type errors also give the line.
+// Unknown keys are errors that name them.
+func LoadConfig(path string, explicit bool) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if !explicit && errors.Is(err, os.ErrNotExist) {
+			return DefaultConfig(), nil
+		}
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c := DefaultConfig()
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %s: %s", path, tomlErrorText(err))
+	}
+	if unknown := unknownKeys(md.Undecoded()); len(unknown) > 0 {
+		noun := "key"
+		if len(unknown) > 1 {
+			noun = "keys"
+		}
+		return Config{}, fmt.Errorf("config: %s: unknown %s %s", path, noun, strings.Join(unknown, ", "))
+	}
+	if err := c.validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// tomlErrorText renders a decode error as "line N: message", without the
+// library's "toml: " prefix.
+func tomlErrorText(err error) string {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		if pe.LastKey != "" {
+			return fmt.Sprintf("line %d: %s (key %s)", pe.Position.Line, pe.Message, pe.LastKey)
+		}
+		return fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)
+	}
+	// Type mismatches come as plain errors that already carry the line:
+	// `toml: line 3 (last key "identity.tpm.pcrs"): incompatible types: ...`;
+	// reshape them like parse errors.
+	msg := strings.TrimPrefix(err.Error(), "toml: ")
+	if m := typeErrorRE.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("line %s: %s (key %s)", m[1], m[3], m[2])
+	}
+	return msg
+}
+
+var typeErrorRE = regexp.MustCompile(`^line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// unknownKeys returns the quoted dotted names of undecoded keys, leaving out
+// keys nested in a table that is itself unknown (report "[foo]", not each of
+// its keys).
+func unknownKeys(keys []toml.Key) []string {
+	seen := make(map[string]bool, len(keys))
+	var names []string
+	for _, k := range keys {
+		parentUnknown := false
+		for n := 1; n < len(k); n++ {
+			if seen[k[:n].String()] {
+				parentUnknown = true
+				break
+			}
+		}
+		seen[k.String()] = true
+		if !parentUnknown {
+			names = append(names, fmt.Sprintf("%q", k.String()))
+		}
+	}
+	return names
+}
+
+// Validate checks c the way [LoadConfig] checks a file, for configurations
+// built or modified in code.
+func (c Config) Validate() error {
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
+
+func (c Config) validate() error {
+	t := c.Identity.TPM
+	if !t.Enabled {
+		return errors.New("identity.tpm.enabled = false: icn-agent only serves TPM-sealed identities; remove the line or set it to true")
+	}
+	if len(t.PCRs) == 0 {
+		return errors.New("identity.tpm.pcrs is empty: seal to at least one PCR, for example [0, 7]")
+	}
+	for n, pcr := range t.PCRs {
+		if pcr < 0 || pcr > maxPCR {
+			return fmt.Errorf("identity.tpm.pcrs: PCR %d out of range 0..%d", pcr, maxPCR)
+		}
+		if slices.Contains(t.PCRs[:n], pcr) {
+			return fmt.Errorf("identity.tpm.pcrs: PCR %d listed twice", pcr)
+		}
+	}
+	if strings.TrimSpace(t.Device) == "" {
+		return errors.New(`identity.tpm.device is empty: use "auto" or a device such as /dev/tpmrm0`)
+	}
+	if t.AutoLockTimeoutSecs < 0 {
+		return fmt.Errorf("identity.tpm.auto_lock_timeout_secs = %d: must be 0 or more", t.AutoLockTimeoutSecs)
+	}
+	if int64(t.AutoLockTimeoutSecs) > maxAutoLockSecs {
+		return fmt.Errorf("identity.tpm.auto_lock_timeout_secs = %d: must be at most %d", t.AutoLockTimeoutSecs, maxAutoLockSecs)
+	}
+	return nil
+}
+
+// AutoLockTimeout returns auto_lock_timeout_secs as a duration. Zero means
+// the agent never locks on its own.
+func (c TPMConfig) AutoLockTimeout() time.Duration {
+	return time.Duration(c.AutoLockTimeoutSecs) * time.Second
+}

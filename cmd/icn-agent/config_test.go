@@ -1,0 +1,264 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/adrg/xdg"
+)
+
+// tpmConfig builds the expected Config from an identity.tpm table.
+func tpmConfig(t TPMConfig) Config {
+	var c Config
+	c.Identity.TPM = t
+	return c
+}
+
+func TestLoadConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string   // file content; "" means the file does not exist
+		want    Config   // on success
+		wantErr []string // substrings of the error, besides the path
+	}{
+		{
+			name:    "empty file gives defaults",
+			content: "\n",
+			want:    DefaultConfig(),
+		},
+		{
+			name:    "comments only",
+			content: "# nothing configured\n[identity.tpm]\n",
+			want:    DefaultConfig(),
+		},
+		{
+			name: "full file",
+			content: `[identity.tpm]
+enabled = true
+pcrs = [0, 2, 4, 7, 23]
+device = "swtpm:unix:/run/swtpm/sock"
+auto_lock_timeout_secs = 60
+`,
+			want: tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 2, 4, 7, 23}, Device: "swtpm:unix:/run/swtpm/sock", AutoLockTimeoutSecs: 60}),
+		},
+		{
+			name:    "partial file keeps other defaults",
+			content: "[identity.tpm]\npcrs = [7]\n",
+			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{7}, Device: "auto", AutoLockTimeoutSecs: 300}),
+		},
+		{
+			name:    "dotted keys",
+			content: "identity.tpm.device = \"/dev/tpmrm0\"\n",
+			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "/dev/tpmrm0", AutoLockTimeoutSecs: 300}),
+		},
+		{
+			name:    "zero timeout allowed",
+			content: "[identity.tpm]\nauto_lock_timeout_secs = 0\n",
+			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 0}),
+		},
+		{
+			name:    "unknown top-level key",
+			content: "verbose = true\n[identity.tpm]\npcrs = [7]\n",
+			wantErr: []string{`unknown key "verbose"`},
+		},
+		{
+			name:    "unknown top-level table reported once",
+			content: "[logging]\nlevel = \"debug\"\nfile = \"/tmp/x\"\n",
+			wantErr: []string{`unknown key "logging"`},
+		},
+		{
+			name:    "unknown nested key",
+			content: "[identity.tpm]\npcr = [7]\n",
+			wantErr: []string{`unknown key "identity.tpm.pcr"`},
+		},
+		{
+			name:    "several unknown keys",
+			content: "[identity]\nssh = 1\n[identity.tpm]\ndevise = \"auto\"\n",
+			wantErr: []string{`unknown keys "identity.ssh", "identity.tpm.devise"`},
+		},
+		{
+			name:    "enabled false",
+			content: "[identity.tpm]\nenabled = false\n",
+			wantErr: []string{"identity.tpm.enabled = false: icn-agent only serves TPM-sealed identities; remove the line or set it to true"},
+		},
+		{
+			name:    "bad pcr 24",
+			content: "[identity.tpm]\npcrs = [0, 24]\n",
+			wantErr: []string{"identity.tpm.pcrs: PCR 24 out of range 0..23"},
+		},
+		{
+			name:    "negative pcr",
+			content: "[identity.tpm]\npcrs = [-1]\n",
+			wantErr: []string{"identity.tpm.pcrs: PCR -1 out of range 0..23"},
+		},
+		{
+			name:    "duplicate pcr",
+			content: "[identity.tpm]\npcrs = [7, 0, 7]\n",
+			wantErr: []string{"identity.tpm.pcrs: PCR 7 listed twice"},
+		},
+		{
+			name:    "empty pcrs",
+			content: "[identity.tpm]\npcrs = []\n",
+			wantErr: []string{"identity.tpm.pcrs is empty"},
+		},
+		{
+			name:    "negative timeout",
+			content: "[identity.tpm]\nauto_lock_timeout_secs = -5\n",
+			wantErr: []string{"identity.tpm.auto_lock_timeout_secs = -5: must be 0 or more"},
+		},
+		{
+			name:    "timeout overflowing a duration",
+			content: "[identity.tpm]\nauto_lock_timeout_secs = 9223372037\n",
+			wantErr: []string{"identity.tpm.auto_lock_timeout_secs = 9223372037: must be at most 9223372036"},
+		},
+		{
+			name:    "empty device",
+			content: "[identity.tpm]\ndevice = \" \"\n",
+			wantErr: []string{"identity.tpm.device is empty"},
+		},
+		{
+			name:    "syntax error",
+			content: "[identity.tpm]\npcrs = [0, 7]\ndevice = \"auto\n",
+			wantErr: []string{"line 3: "},
+		},
+		{
+			name:    "wrong type",
+			content: "[identity.tpm]\n\npcrs = \"0,7\"\n",
+			wantErr: []string{"line 3: incompatible types: TOML value has type string; destination has type slice (key identity.tpm.pcrs)"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.toml")
+			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, explicit := range []bool{false, true} {
+				got, err := LoadConfig(path, explicit)
+				if tt.wantErr != nil {
+					if err == nil {
+						t.Fatalf("LoadConfig(explicit=%v) = %+v; want error", explicit, got)
+					}
+					msg := err.Error()
+					prefix := "config: " + path + ": "
+					if !strings.HasPrefix(msg, prefix) {
+						t.Errorf("error %q does not start with %q", msg, prefix)
+					}
+					for _, want := range tt.wantErr {
+						if !strings.Contains(msg, want) {
+							t.Errorf("error %q does not contain %q", msg, want)
+						}
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("LoadConfig(explicit=%v): %v", explicit, err)
+				}
+				if !reflect.DeepEqual(got, tt.want) {
+					t.Errorf("LoadConfig(explicit=%v) = %+v; want %+v", explicit, got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	tests := []struct {
+		name     string
+		explicit bool
+		wantErr  bool
+	}{
+		{"missing default file gives defaults", false, false},
+		{"missing explicit file is an error", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "nope", "config.toml")
+			got, err := LoadConfig(path, tt.explicit)
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatalf("LoadConfig: %v", err)
+				}
+				if !reflect.DeepEqual(got, DefaultConfig()) {
+					t.Fatalf("LoadConfig = %+v; want defaults", got)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("LoadConfig = %+v; want error", got)
+			}
+			if !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("error %v does not wrap os.ErrNotExist", err)
+			}
+			if !strings.HasPrefix(err.Error(), "config: ") || !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q lacks prefix or path", err)
+			}
+		})
+	}
+}
+
+func TestLoadConfigUnreadable(t *testing.T) {
+	// A directory where the file should be is an error even at the default
+	// path: only a missing file means "use the defaults".
+	path := t.TempDir()
+	if _, err := LoadConfig(path, false); err == nil {
+		t.Fatal("LoadConfig on a directory succeeded")
+	}
+}
+
+func TestDefaultConfig(t *testing.T) {
+	c := DefaultConfig()
+	want := TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 300}
+	if !reflect.DeepEqual(c.Identity.TPM, want) {
+		t.Fatalf("DefaultConfig().Identity.TPM = %+v; want %+v", c.Identity.TPM, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	// Each call returns its own PCR slice.
+	c.Identity.TPM.PCRs[0] = 5
+	if DefaultConfig().Identity.TPM.PCRs[0] != 0 {
+		t.Fatal("DefaultConfig shares its PCR slice between calls")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	c := DefaultConfig()
+	c.Identity.TPM.PCRs = []int{7, 7}
+	err := c.Validate()
+	if err == nil || err.Error() != "config: identity.tpm.pcrs: PCR 7 listed twice" {
+		t.Fatalf("Validate = %v", err)
+	}
+}
+
+func TestDefaultConfigPath(t *testing.T) {
+	t.Cleanup(xdg.Reload) // runs after Setenv restores the variable
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", dir)
+	xdg.Reload()
+	if got, want := DefaultConfigPath(), filepath.Join(dir, "icn-agent", "config.toml"); got != want {
+		t.Fatalf("DefaultConfigPath() = %q; want %q", got, want)
+	}
+}
+
+func TestAutoLockTimeout(t *testing.T) {
+	tests := []struct {
+		secs int
+		want time.Duration
+	}{
+		{0, 0},
+		{1, time.Second},
+		{300, 5 * time.Minute},
+		{86400, 24 * time.Hour},
+	}
+	for _, tt := range tests {
+		if got := (TPMConfig{AutoLockTimeoutSecs: tt.secs}).AutoLockTimeout(); got != tt.want {
+			t.Errorf("AutoLockTimeout(%d s) = %v; want %v", tt.secs, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/internal/didkey"
+	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/sealstore"
+)
+
+func init() {
+	register(&command{
+		name:    "list",
+		args:    "[--json]",
+		summary: "List the sealed identities with their fingerprint, PCRs, did:key and whether this TPM can unseal them.",
+		run:     runList,
+	})
+	register(&command{
+		name:    "pubkey",
+		args:    "NAME",
+		summary: "Print an identity's public key as an authorized_keys line.",
+		run:     runPubkey,
+	})
+	register(&command{
+		name:    "check",
+		args:    "NAME",
+		summary: "Try to unseal an identity and report whether it works, or exactly why not. The secret is never shown.",
+		run:     runCheck,
+	})
+}
+
+// listEntry is one line of "icn-agent list"; its JSON form is for scripts.
+type listEntry struct {
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	PCRs        []int  `json:"pcrs,omitempty"`
+	DIDKey      string `json:"did_key,omitempty"`
+	Comment     string `json:"comment,omitempty"`
+	// Status is "usable", "pcr-mismatch", "other-tpm" or "unreadable".
+	Status string `json:"status"`
+	// MismatchedPCRs lists the PCRs that changed since sealing.
+	MismatchedPCRs []int  `json:"mismatched_pcrs,omitempty"`
+	Error          string `json:"error,omitempty"`
+	Path           string `json:"path"`
+}
+
+func runList(e *env, args []string) error {
+	c := lookup("list")
+	var f common
+	fs := newFlagSet(c)
+	f.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("list takes no arguments")
+	}
+	if err := f.setup(e); err != nil {
+		return err
+	}
+	store, err := sealstore.Open(f.store)
+	if err != nil {
+		return err
+	}
+	entries, err := store.List()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	out := make([]listEntry, 0, len(entries))
+	var tpmErr error
+	var tpm sealstore.TPM
+	if len(entries) > 0 {
+		t, err := f.openTPM(ctx)
+		if err != nil {
+			tpmErr = err
+		} else {
+			defer t.Close()
+			tpm = t
+		}
+	}
+	for _, en := range entries {
+		le := listEntry{Name: en.Name, Path: en.Path}
+		if en.Err != nil {
+			le.Status, le.Error = "unreadable", en.Err.Error()
+			out = append(out, le)
+			continue
+		}
+		b := en.Blob
+		le.Fingerprint = ssh.FingerprintSHA256(b.PublicKey)
+		le.PCRs = b.Policy.Indexes()
+		le.Comment = b.Comment
+		if did, err := didOf(b.PublicKey); err == nil {
+			le.DIDKey = did
+		}
+		switch {
+		case tpmErr != nil:
+			le.Status, le.Error = "unknown", tpmErr.Error()
+		default:
+			le.Status, le.MismatchedPCRs, le.Error = blobStatus(ctx, tpm, b)
+		}
+		out = append(out, le)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintf(e.stderr, "no identities in %s; create one with: icn-agent keygen NAME\n", store.Dir())
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tPCRS\tDID\tSTATUS")
+	for _, le := range out {
+		status := le.Status
+		switch le.Status {
+		case "pcr-mismatch":
+			status = "PCR mismatch: " + joinInts(le.MismatchedPCRs)
+		case "unreadable", "unknown", "other-tpm":
+			status = le.Status + ": " + le.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", le.Name, dash(le.Fingerprint), dash(joinInts(le.PCRs)), dash(le.DIDKey), status)
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// blobStatus says whether this TPM should unseal b, by comparing the SRK
+// and the current PCR values with those recorded at seal time. It does not
+// unseal.
+func blobStatus(ctx context.Context, tpm sealstore.TPM, b *sealstore.Blob) (string, []int, string) {
+	mm, err := sealstore.CurrentPCRMismatch(ctx, tpm, b)
+	switch {
+	case errors.Is(err, sealstore.ErrSRKMismatch):
+		return "other-tpm", nil, err.Error()
+	case err != nil:
+		return "unknown", nil, err.Error()
+	case len(mm) > 0:
+		return "pcr-mismatch", mm, ""
+	}
+	return "usable", nil, ""
+}
+
+func didOf(pub ssh.PublicKey) (string, error) {
+	cpk, ok := pub.(ssh.CryptoPublicKey)
+	if !ok {
+		return "", errors.New("not a crypto public key")
+	}
+	edpub, ok := cpk.CryptoPublicKey().(ed25519.PublicKey)
+	if !ok {
+		return "", errors.New("not an Ed25519 key")
+	}
+	return didkey.Encode(edpub), nil
+}
+
+func runPubkey(e *env, args []string) error {
+	c := lookup("pubkey")
+	var f common
+	fs := newFlagSet(c)
+	f.register(fs)
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one NAME")
+	}
+	if err := f.setup(e); err != nil {
+		return err
+	}
+	store, err := sealstore.Open(f.store)
+	if err != nil {
+		return err
+	}
+	b, err := store.Load(pos[0])
+	if err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(b.AuthorizedKey())
+	return err
+}
+
+func runCheck(e *env, args []string) error {
+	c := lookup("check")
+	var f common
+	fs := newFlagSet(c)
+	f.register(fs)
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one NAME")
+	}
+	if err := f.setup(e); err != nil {
+		return err
+	}
+	store, err := sealstore.Open(f.store)
+	if err != nil {
+		return err
+	}
+	b, err := store.Load(pos[0])
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	tpm, err := f.openTPM(ctx)
+	if err != nil {
+		return err
+	}
+	defer tpm.Close()
+	seed, err := secmem.New(sealstore.SeedSize)
+	if err != nil {
+		return err
+	}
+	defer seed.Destroy()
+	if err := sealstore.Unseal(ctx, tpm, b, seed.Bytes()); err != nil {
+		return err
+	}
+	priv := ed25519.NewKeyFromSeed(seed.Bytes())
+	defer secmem.Wipe(priv)
+	want := b.PublicKey.(ssh.CryptoPublicKey).CryptoPublicKey().(ed25519.PublicKey)
+	if !bytes.Equal(priv.Public().(ed25519.PublicKey), want) {
+		return fmt.Errorf("%s unseals, but the seed does not match its public key: the blob is damaged; restore it from a backup", b.Name)
+	}
+	fmt.Fprintf(e.stdout, "ok: %s unseals on this TPM (%s, PCRs %s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), joinInts(b.Policy.Indexes()))
+	return nil
+}

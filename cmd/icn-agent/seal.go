@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/term"
+
+	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/sealstore"
+)
+
+func init() {
+	register(&command{
+		name:    "keygen",
+		args:    "NAME [--pcrs 0,7] [--comment TEXT]",
+		summary: "Generate a new Ed25519 identity sealed to this TPM and print its public key.",
+		run:     runKeygen,
+	})
+	register(&command{
+		name:    "import",
+		args:    "NAME FILE [--pcrs 0,7] [--comment TEXT] [--passphrase-file FILE]",
+		summary: "Seal an existing OpenSSH Ed25519 private key to this TPM. FILE is left as it is.",
+		run:     runImport,
+	})
+}
+
+type sealFlags struct {
+	common
+	pcrs    pcrList
+	comment string
+}
+
+func (s *sealFlags) register(c *command) *flag.FlagSet {
+	fs := newFlagSet(c)
+	s.common.register(fs)
+	fs.Var(&s.pcrs, "pcrs", "PCRs (SHA-256 bank) to bind the seed to (default from config, else 0,7)")
+	fs.StringVar(&s.comment, "comment", "", "comment for the public key (default: the name)")
+	return fs
+}
+
+func runKeygen(e *env, args []string) error {
+	c := lookup("keygen")
+	var f sealFlags
+	fs := f.register(c)
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one NAME")
+	}
+	return sealIdentity(e, &f, pos[0], nil)
+}
+
+func runImport(e *env, args []string) error {
+	c := lookup("import")
+	var f sealFlags
+	fs := f.register(c)
+	passFile := fs.String("passphrase-file", "", "read the key's passphrase from this file (first line) instead of prompting")
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("want NAME and FILE")
+	}
+	name, file := pos[0], pos[1]
+	if err := sealstore.ValidName(name); err != nil {
+		return err
+	}
+	seed, err := readEd25519Seed(file, *passFile)
+	if err != nil {
+		return err
+	}
+	defer seed.Destroy()
+	return sealIdentity(e, &f, name, seed.Bytes())
+}
+
+// sealIdentity seals seed (a new one if nil) as NAME and prints the public
+// key line. Nothing is written unless sealing succeeds, and an existing
+// identity is never replaced.
+func sealIdentity(e *env, f *sealFlags, name string, seed []byte) error {
+	if err := sealstore.ValidName(name); err != nil {
+		return err
+	}
+	if err := f.setup(e); err != nil {
+		return err
+	}
+	store, err := sealstore.Open(f.store)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(store.Path(name)); err == nil {
+		return fmt.Errorf("identity %q already exists in %s; pick another name, or remove %s first", name, store.Dir(), store.Path(name))
+	}
+	ctx := context.Background()
+	tpm, err := f.openTPM(ctx)
+	if err != nil {
+		return err
+	}
+	defer tpm.Close()
+	opts := sealstore.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
+	var blob *sealstore.Blob
+	if seed == nil {
+		blob, err = sealstore.Generate(ctx, tpm, opts)
+	} else {
+		blob, err = sealstore.Seal(ctx, tpm, seed, opts)
+	}
+	if err != nil {
+		return err
+	}
+	if err := store.Create(blob); err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(blob.AuthorizedKey())
+	return err
+}
+
+// maxKeyFile bounds what import reads: an OpenSSH Ed25519 key is ~400 bytes.
+const maxKeyFile = 64 << 10
+
+// readEd25519Seed reads an OpenSSH (or PKCS#8) Ed25519 private key and
+// returns its seed in locked memory.
+func readEd25519Seed(file, passFile string) (*secmem.Buffer, error) {
+	data, err := readLimited(file, maxKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	defer secmem.Wipe(data)
+	key, err := ssh.ParseRawPrivateKey(data)
+	var missing *ssh.PassphraseMissingError
+	if errors.As(err, &missing) {
+		pass, perr := readPassphrase(file, passFile)
+		if perr != nil {
+			return nil, perr
+		}
+		key, err = ssh.ParseRawPrivateKeyWithPassphrase(data, pass)
+		secmem.Wipe(pass)
+		if errors.Is(err, x509.IncorrectPasswordError) {
+			return nil, fmt.Errorf("wrong passphrase for %s; nothing was written", file)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s is not an OpenSSH private key (%v); icn-agent imports OpenSSH Ed25519 keys such as ~/.ssh/id_ed25519", file, err)
+	}
+	var priv ed25519.PrivateKey
+	switch k := key.(type) {
+	case ed25519.PrivateKey:
+		priv = k
+	case *ed25519.PrivateKey:
+		priv = *k
+	default:
+		return nil, fmt.Errorf("%s holds a %s key; icn-agent seals only Ed25519 keys (make one with ssh-keygen -t ed25519, or use icn-agent keygen)", file, keyKind(key))
+	}
+	defer secmem.Wipe(priv)
+	buf, err := secmem.New(sealstore.SeedSize)
+	if err != nil {
+		return nil, err
+	}
+	copy(buf.Bytes(), priv.Seed())
+	return buf, nil
+}
+
+func keyKind(key any) string {
+	s := fmt.Sprintf("%T", key)
+	switch {
+	case strings.Contains(s, "rsa"):
+		return "RSA"
+	case strings.Contains(s, "ecdsa"):
+		return "ECDSA"
+	case strings.Contains(s, "dsa"):
+		return "DSA"
+	}
+	return s
+}
+
+// readPassphrase reads a key passphrase from passFile, or prompts on the
+// terminal.
+func readPassphrase(keyFile, passFile string) ([]byte, error) {
+	if passFile != "" {
+		data, err := readLimited(passFile, 4096)
+		if err != nil {
+			return nil, err
+		}
+		line, _, _ := bytes.Cut(data, []byte("\n"))
+		pass := bytes.Clone(bytes.TrimSuffix(line, []byte("\r")))
+		secmem.Wipe(data)
+		return pass, nil
+	}
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s is encrypted and there is no terminal to ask for its passphrase; pass --passphrase-file FILE", keyFile)
+	}
+	defer tty.Close()
+	fmt.Fprintf(tty, "Enter passphrase for %s: ", keyFile)
+	pass, err := term.ReadPassword(int(tty.Fd()))
+	fmt.Fprintln(tty)
+	if err != nil {
+		return nil, fmt.Errorf("read passphrase: %w", err)
+	}
+	return pass, nil
+}
+
+// readLimited reads a whole file of at most max bytes.
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes; not a key file", path, max)
+	}
+	return data, nil
+}

@@ -1,0 +1,303 @@
+// Package tpmdev opens the TPM and owns it: one connection, one mutex, one
+// storage root key (SRK) per process.
+//
+// The same code path serves a kernel device (/dev/tpmrm0), a running swtpm
+// (over its unix or TCP server socket) and the in-process reference
+// simulator. Whatever the TPM, commands go through the same stack:
+//
+//	caller ── Run(ctx, fn) ── retrier ── guard ── [Wrap] ── device / swtpm / simulator
+//
+// The retrier resends commands the TPM answered with a transient warning
+// (TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING) with bounded backoff; the
+// guard gives every command a deadline so a hung TPM never hangs a client;
+// Wrap is where tests count, record or inject faults.
+//
+// The SRK is the TCG ECC P-256 storage key. The persistent handle
+// 0x81000001 is used only when ReadPublic shows exactly that template;
+// otherwise the SRK is created once per process and kept loaded.
+// CreatePrimary is never run per operation: on a real chip it takes
+// 50-250 ms.
+package tpmdev
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/adrg/xdg"
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// PersistentSRK is the TCG's reserved handle for the storage root key.
+const PersistentSRK = tpm2.TPMHandle(0x81000001)
+
+// Defaults for Options.
+const (
+	DefaultCommandTimeout = 30 * time.Second
+	defaultRetries        = 8
+	defaultBackoff        = 20 * time.Millisecond
+)
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// StateDir keeps the simulator's seed. Default: $XDG_STATE_HOME/icn-agent.
+	StateDir string
+	// CommandTimeout bounds every TPM command. Default: DefaultCommandTimeout.
+	CommandTimeout time.Duration
+	// Wrap, if set, wraps the raw transport: tests use it to count and
+	// record commands and to inject faults.
+	Wrap func(transport.TPM) transport.TPM
+	// Logger receives warnings (simulator in use, stale handles flushed).
+	Logger *slog.Logger
+}
+
+// DefaultStateDir returns $XDG_STATE_HOME/icn-agent.
+func DefaultStateDir() string { return filepath.Join(xdg.StateHome, "icn-agent") }
+
+// SRK is the loaded storage root key: the parent of every sealed object and
+// the key that salts sessions so secrets never cross the bus in clear.
+type SRK struct {
+	Handle tpm2.TPMHandle
+	Name   tpm2.TPM2BName
+	Public tpm2.TPMTPublic
+	// Persistent is true when the SRK is the one at PersistentSRK.
+	Persistent bool
+}
+
+// AuthHandle returns the SRK as a parent for commands that need its
+// (empty) authorization.
+func (s *SRK) AuthHandle() tpm2.AuthHandle {
+	return tpm2.AuthHandle{Handle: s.Handle, Name: s.Name, Auth: tpm2.PasswordAuth(nil)}
+}
+
+// TPM is the process's one connection to its TPM. All access goes through
+// Run, which holds the TPM's mutex.
+type TPM struct {
+	spec Spec
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	raw    transport.TPMCloser
+	guard  *guard
+	tpm    transport.TPM // the full stack callers see
+	sim    *simTransport // non-nil for KindSim
+	srk    *SRK
+	closed bool
+}
+
+// Open connects to the TPM the spec selects. On swtpm, transient objects
+// and sessions left behind by a client that died are flushed.
+func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = DefaultCommandTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = DefaultStateDir()
+	}
+	t := &TPM{spec: spec, log: opts.Logger}
+	switch spec.Kind {
+	case KindDevice:
+		d, err := openDevice(spec.Path)
+		if err != nil {
+			return nil, err
+		}
+		t.raw = d
+	case KindSwtpmUnix:
+		t.raw = &streamTransport{network: "unix", addr: spec.Path, timeout: opts.CommandTimeout}
+	case KindSwtpmTCP:
+		t.raw = &streamTransport{network: "tcp", addr: spec.Addr, timeout: opts.CommandTimeout}
+	case KindSim:
+		s, err := openSim(opts.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		t.raw, t.sim = s, s
+		t.log.Warn("using the in-process TPM simulator: an INSECURE development TPM; anyone who can read its seed file can unseal every identity",
+			"seed", filepath.Join(opts.StateDir, SimSeedFile))
+	default:
+		return nil, fmt.Errorf("tpmdev: invalid spec %v", spec)
+	}
+	var next transport.TPM = t.raw
+	if opts.Wrap != nil {
+		next = opts.Wrap(next)
+	}
+	t.guard = &guard{next: next, timeout: opts.CommandTimeout}
+	t.tpm = &retrier{next: t.guard, attempts: defaultRetries, backoff: defaultBackoff, sleep: time.Sleep}
+
+	if spec.Kind == KindSwtpmUnix || spec.Kind == KindSwtpmTCP {
+		if err := t.Run(ctx, func(tpm transport.TPM) error { return t.flushStaleLocked() }); err != nil {
+			t.raw.Close()
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// Spec returns the spec the TPM was opened with.
+func (t *TPM) Spec() Spec { return t.spec }
+
+// Run calls fn with exclusive use of the TPM. Every command fn sends is
+// bounded by the command timeout and by ctx.
+func (t *TPM) Run(ctx context.Context, fn func(tpm transport.TPM) error) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("tpmdev: TPM is closed")
+	}
+	t.guard.setContext(ctx)
+	defer t.guard.setContext(nil)
+	return fn(t.tpm)
+}
+
+// RunWithSRK is Run with the SRK loaded. If fn fails because the SRK is no
+// longer loaded (the TPM was reset, or another client flushed it), the SRK
+// is loaded again and fn runs once more.
+func (t *TPM) RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, srk *SRK) error) error {
+	return t.Run(ctx, func(tpm transport.TPM) error {
+		srk, err := t.srkLocked()
+		if err != nil {
+			return err
+		}
+		err = fn(tpm, srk)
+		if !isStaleHandle(err) {
+			return err
+		}
+		t.log.Warn("TPM lost the storage root key (reset or flushed by another client); loading it again", "err", err)
+		t.srk = nil
+		if srk, err = t.srkLocked(); err != nil {
+			return err
+		}
+		return fn(tpm, srk)
+	})
+}
+
+// isStaleHandle reports whether err says a handle no longer refers to a
+// loaded object.
+func isStaleHandle(err error) bool {
+	for _, rc := range []tpm2.TPMRC{tpm2.TPMRCReferenceH0, tpm2.TPMRCReferenceH1, tpm2.TPMRCHandle} {
+		if errors.Is(err, rc) {
+			return true
+		}
+	}
+	return false
+}
+
+// srkLocked returns the SRK, loading it the first time. t.mu must be held.
+func (t *TPM) srkLocked() (*SRK, error) {
+	if t.srk != nil {
+		return t.srk, nil
+	}
+	if srk, ok := t.persistentSRKLocked(); ok {
+		t.srk = srk
+		return srk, nil
+	}
+	rsp, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.TPMRHOwner,
+		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
+	}.Execute(t.tpm)
+	if err != nil {
+		if errors.Is(err, tpm2.TPMRCBadAuth) || errors.Is(err, tpm2.TPMRCAuthFail) {
+			return nil, fmt.Errorf("tpmdev: create storage root key: the owner hierarchy has a password; provision an SRK at 0x81000001 with the TCG ECC template (tpm2_createprimary -C o -g sha256 -G ecc256:aes128cfb -c srk.ctx && tpm2_evictcontrol -c srk.ctx 0x81000001): %w", err)
+		}
+		return nil, fmt.Errorf("tpmdev: create storage root key: %w", err)
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("tpmdev: storage root key: %w", err)
+	}
+	t.srk = &SRK{Handle: rsp.ObjectHandle, Name: rsp.Name, Public: *pub}
+	return t.srk, nil
+}
+
+// persistentSRKLocked returns the SRK at PersistentSRK if one is there with
+// exactly the TCG ECC P-256 template.
+func (t *TPM) persistentSRKLocked() (*SRK, bool) {
+	rsp, err := tpm2.ReadPublic{ObjectHandle: PersistentSRK}.Execute(t.tpm)
+	if err != nil {
+		return nil, false
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil || !isSRKTemplate(pub) {
+		t.log.Debug("object at 0x81000001 is not the TCG ECC P-256 SRK; creating one", "handle", "0x81000001")
+		return nil, false
+	}
+	return &SRK{Handle: PersistentSRK, Name: rsp.Name, Public: *pub, Persistent: true}, true
+}
+
+// isSRKTemplate reports whether pub is the TCG ECC P-256 storage template,
+// whatever its unique field.
+func isSRKTemplate(pub *tpm2.TPMTPublic) bool {
+	a, b := *pub, tpm2.ECCSRKTemplate
+	a.Unique, b.Unique = tpm2.TPMUPublicID{}, tpm2.TPMUPublicID{}
+	return bytes.Equal(tpm2.Marshal(a), tpm2.Marshal(b))
+}
+
+// flushStaleLocked flushes transient objects and loaded sessions that a
+// client which died left behind on a TPM without a resource manager
+// (swtpm). t.mu must be held.
+func (t *TPM) flushStaleLocked() error {
+	n := 0
+	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000, 0x03000000} {
+		rsp, err := tpm2.GetCapability{
+			Capability:    tpm2.TPMCapHandles,
+			Property:      uint32(first),
+			PropertyCount: 64,
+		}.Execute(t.tpm)
+		if err != nil {
+			return fmt.Errorf("tpmdev: list handles on %v: %w", t.spec, err)
+		}
+		hs, err := rsp.CapabilityData.Data.Handles()
+		if err != nil {
+			return fmt.Errorf("tpmdev: list handles: %w", err)
+		}
+		for _, h := range hs.Handle {
+			if ht := h >> 24; ht != 0x80 && ht != 0x02 && ht != 0x03 {
+				continue // never a persistent or NV handle
+			}
+			if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(t.tpm); err == nil {
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		t.log.Warn("flushed handles a previous TPM client left behind", "count", n, "tpm", t.spec.String())
+	}
+	return nil
+}
+
+// SimulateReboot power-cycles the in-process simulator: PCRs return to
+// their initial values and loaded and persistent objects are gone, while
+// the hierarchy seeds (so every sealed blob) survive. Only for KindSim.
+func (t *TPM) SimulateReboot() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sim == nil {
+		return errors.New("tpmdev: reboot is only simulated for the in-process simulator")
+	}
+	t.srk = nil
+	return t.sim.reboot()
+}
+
+// Close flushes the SRK if this process created it and closes the TPM.
+func (t *TPM) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	if t.srk != nil && !t.srk.Persistent {
+		tpm2.FlushContext{FlushHandle: t.srk.Handle}.Execute(t.tpm)
+		t.srk = nil
+	}
+	return t.raw.Close()
+}

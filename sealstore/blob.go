@@ -1,0 +1,606 @@
+package sealstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/go-tpm/tpm2"
+	"golang.org/x/crypto/ssh"
+)
+
+// FormatVersion is the blob format version this package reads and writes.
+const FormatVersion = 1
+
+// pemType is the type of the PEM block of a blob file.
+const pemType = "ICN AGENT SEALED IDENTITY"
+
+// blobMagic opens the binary content of every blob.
+const blobMagic = "icn-agent-sealed-identity"
+
+// Size bounds. Lengths read from a blob are checked against these before
+// anything is allocated.
+const (
+	// maxFileSize bounds a whole blob file, PEM armour included.
+	maxFileSize = 64 << 10
+	// maxComment bounds the comment, in bytes.
+	maxComment = 1024
+	// maxSSHKey bounds the SSH wire public key; an Ed25519 one is 51 bytes.
+	maxSSHKey = 512
+	// maxDigest bounds a PCR value or policy digest (SHA-512 size).
+	maxDigest = 64
+	// srkNameSize is the size of a SHA-256 TPM Name: alg id + digest.
+	srkNameSize = 2 + sha256Size
+	// maxTPM2B bounds the TPM2B_PUBLIC and TPM2B_PRIVATE fields.
+	maxTPM2B = 1024
+	// sha256Size is the size of a SHA-256 digest.
+	sha256Size = 32
+)
+
+// ErrMalformedBlob is wrapped by every error reporting a blob that is not a
+// well-formed version 1 blob (bad PEM, a field out of bounds or inconsistent,
+// truncated or trailing data). It is also wrapped by [Blob.Marshal] errors
+// about a Blob value that would not make a well-formed blob.
+var ErrMalformedBlob = errors.New("sealstore: malformed blob")
+
+// ErrUnsupportedVersion is wrapped by the error [ParseBlob] returns for a
+// blob whose magic is right but whose version is not [FormatVersion],
+// typically one written by a newer icn-agent. Such an error does not wrap
+// [ErrMalformedBlob].
+var ErrUnsupportedVersion = errors.New("sealstore: unsupported blob version")
+
+// malformed returns an error wrapping ErrMalformedBlob that names field.
+func malformed(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrMalformedBlob, field, fmt.Sprintf(format, args...))
+}
+
+// PolicyKind says how a sealed object's authPolicy is built.
+type PolicyKind uint8
+
+// PolicyPCR is a single TPM2_PolicyPCR from the empty policy: the object
+// unseals only while the selected PCRs hold the recorded values.
+const PolicyPCR PolicyKind = 1
+
+// PCRValue is one PCR's value recorded at seal time.
+type PCRValue struct {
+	// Index is the PCR number, 0 to 23.
+	Index int
+	// Value is the PCR's content in the policy's bank.
+	Value []byte
+}
+
+// Policy is the authorization policy a sealed object is bound to.
+type Policy struct {
+	// Kind is the kind of policy; only PolicyPCR exists.
+	Kind PolicyKind
+	// Bank is the PCR bank, tpm2.TPMAlgSHA256.
+	Bank tpm2.TPMIAlgHash
+	// PCRs are the selected PCRs and their values, sorted by Index.
+	PCRs []PCRValue
+	// Digest is the PolicyPCR digest, equal to the sealed object's
+	// authPolicy; see PolicyPCRDigest.
+	Digest []byte
+}
+
+// Indexes returns the PCR indexes of the policy, ascending.
+func (p Policy) Indexes() []int {
+	idx := make([]int, len(p.PCRs))
+	for i, v := range p.PCRs {
+		idx[i] = v.Index
+	}
+	return idx
+}
+
+// Blob is a sealed identity as stored on disk: everything needed to load the
+// sealed seed into the TPM that sealed it, plus the public key and metadata
+// needed to list the identity without the TPM. See the package
+// documentation for the file format.
+type Blob struct {
+	// Name is the identity name; see ValidName.
+	Name string
+	// Comment is the key comment, possibly empty.
+	Comment string
+	// PublicKey is the Ed25519 public key (type ssh-ed25519).
+	PublicKey ssh.PublicKey
+	// Policy is the policy the sealed object is bound to.
+	Policy Policy
+	// SRKName is the TPM Name (TPM2B_NAME contents) of the parent SRK.
+	SRKName []byte
+	// Public is the marshalled TPM2B_PUBLIC of the sealed object.
+	Public []byte
+	// Private is the marshalled TPM2B_PRIVATE of the sealed object.
+	Private []byte
+	// Created is when the identity was sealed; it is stored with a
+	// resolution of one second.
+	Created time.Time
+}
+
+// Marshal checks b as ParseBlob would check a parsed blob and returns its
+// encoding as a PEM blob file. Errors wrap ErrMalformedBlob.
+func (b *Blob) Marshal() ([]byte, error) {
+	if b == nil {
+		return nil, fmt.Errorf("%w: nil blob", ErrMalformedBlob)
+	}
+	if err := b.validate(); err != nil {
+		return nil, err
+	}
+	var w []byte
+	w = appendString(w, []byte(blobMagic))
+	w = binary.BigEndian.AppendUint32(w, FormatVersion)
+	w = appendString(w, []byte(b.Name))
+	w = appendString(w, []byte(b.Comment))
+	w = appendString(w, b.PublicKey.Marshal())
+	w = append(w, byte(b.Policy.Kind))
+	w = binary.BigEndian.AppendUint16(w, uint16(b.Policy.Bank))
+	w = binary.BigEndian.AppendUint32(w, uint32(len(b.Policy.PCRs)))
+	for _, p := range b.Policy.PCRs {
+		w = append(w, byte(p.Index))
+		w = appendString(w, p.Value)
+	}
+	w = appendString(w, b.Policy.Digest)
+	w = appendString(w, b.SRKName)
+	w = appendString(w, b.Public)
+	w = appendString(w, b.Private)
+	w = binary.BigEndian.AppendUint64(w, uint64(b.Created.Unix()))
+	out := pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: w})
+	if len(out) > maxFileSize {
+		// Unreachable with the field bounds above; kept so that the
+		// writer can never produce a file the reader refuses.
+		return nil, fmt.Errorf("%w: encoded blob is %d bytes, more than %d", ErrMalformedBlob, len(out), maxFileSize)
+	}
+	return out, nil
+}
+
+func appendString(w, s []byte) []byte {
+	w = binary.BigEndian.AppendUint32(w, uint32(len(s)))
+	return append(w, s...)
+}
+
+// ParseBlob parses and checks a blob file. Errors wrap ErrMalformedBlob, or
+// ErrUnsupportedVersion for a blob of another format version.
+func ParseBlob(data []byte) (*Blob, error) {
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("%w: file too large: %d bytes, max %d", ErrMalformedBlob, len(data), maxFileSize)
+	}
+	body, err := decodePEM(data)
+	if err != nil {
+		return nil, err
+	}
+	r := reader{buf: body}
+
+	magic, err := r.string("magic", 64)
+	if err != nil {
+		return nil, err
+	}
+	if string(magic) != blobMagic {
+		return nil, malformed("magic", "not an icn-agent sealed identity")
+	}
+	version, err := r.uint32("version")
+	if err != nil {
+		return nil, err
+	}
+	if version != FormatVersion {
+		return nil, fmt.Errorf("%w %d (this icn-agent reads version %d)", ErrUnsupportedVersion, version, FormatVersion)
+	}
+
+	b := &Blob{}
+	name, err := r.string("name", maxNameLen)
+	if err != nil {
+		return nil, err
+	}
+	b.Name = string(name)
+	comment, err := r.string("comment", maxComment)
+	if err != nil {
+		return nil, err
+	}
+	b.Comment = string(comment)
+	keyBytes, err := r.string("ssh public key", maxSSHKey)
+	if err != nil {
+		return nil, err
+	}
+	if b.PublicKey, err = parseSSHKey(keyBytes); err != nil {
+		return nil, err
+	}
+
+	kind, err := r.byte("policy kind")
+	if err != nil {
+		return nil, err
+	}
+	b.Policy.Kind = PolicyKind(kind)
+	bank, err := r.uint16("pcr bank")
+	if err != nil {
+		return nil, err
+	}
+	b.Policy.Bank = tpm2.TPMIAlgHash(bank)
+	count, err := r.uint32("pcr count")
+	if err != nil {
+		return nil, err
+	}
+	if count < 1 || count > maxPCRs {
+		return nil, malformed("pcr count", "want 1 to %d, got %d", maxPCRs, count)
+	}
+	b.Policy.PCRs = make([]PCRValue, count)
+	for i := range b.Policy.PCRs {
+		idx, err := r.byte(fmt.Sprintf("pcr entry %d index", i))
+		if err != nil {
+			return nil, err
+		}
+		val, err := r.string(fmt.Sprintf("pcr %d value", idx), maxDigest)
+		if err != nil {
+			return nil, err
+		}
+		b.Policy.PCRs[i] = PCRValue{Index: int(idx), Value: val}
+	}
+	if b.Policy.Digest, err = r.string("policy digest", maxDigest); err != nil {
+		return nil, err
+	}
+	if b.SRKName, err = r.string("srk name", srkNameSize); err != nil {
+		return nil, err
+	}
+	if b.Public, err = r.string("tpm2b public", maxTPM2B); err != nil {
+		return nil, err
+	}
+	if b.Private, err = r.string("tpm2b private", maxTPM2B); err != nil {
+		return nil, err
+	}
+	created, err := r.uint64("created")
+	if err != nil {
+		return nil, err
+	}
+	b.Created = time.Unix(int64(created), 0).UTC()
+	if n := len(r.buf); n > 0 {
+		return nil, malformed("end", "%d trailing bytes", n)
+	}
+
+	if err := b.validate(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// decodePEM returns the content of the single PEM block data must consist
+// of.
+func decodePEM(data []byte) ([]byte, error) {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
+		return nil, malformed("pem", "empty file")
+	}
+	// pem.Decode skips anything before a BEGIN line and, if a block is
+	// malformed, silently moves on to the next one. Insisting that the
+	// input starts with the only BEGIN line there is makes sure the block
+	// decoded is the whole input.
+	if !bytes.HasPrefix(trimmed, []byte("-----BEGIN ")) {
+		return nil, malformed("pem", "data before the PEM block")
+	}
+	if bytes.Count(trimmed, []byte("-----BEGIN ")) != 1 {
+		return nil, malformed("pem", "want exactly one PEM block")
+	}
+	block, rest := pem.Decode(trimmed)
+	if block == nil {
+		return nil, malformed("pem", "no valid PEM block")
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, malformed("pem", "data after the PEM block")
+	}
+	if block.Type != pemType {
+		return nil, malformed("pem", "type %q, want %q", truncate(block.Type, 64), pemType)
+	}
+	if len(block.Headers) != 0 {
+		return nil, malformed("pem", "unexpected PEM headers")
+	}
+	return block.Bytes, nil
+}
+
+// parseSSHKey parses an SSH wire public key and checks it is a canonically
+// encoded ssh-ed25519 key.
+func parseSSHKey(wire []byte) (ssh.PublicKey, error) {
+	key, err := ssh.ParsePublicKey(wire)
+	if err != nil {
+		return nil, malformed("ssh public key", "%v", err)
+	}
+	if key.Type() != ssh.KeyAlgoED25519 {
+		return nil, malformed("ssh public key", "type %q, want %q", truncate(key.Type(), 64), ssh.KeyAlgoED25519)
+	}
+	if !bytes.Equal(key.Marshal(), wire) {
+		return nil, malformed("ssh public key", "non-canonical encoding")
+	}
+	return key, nil
+}
+
+// validate applies the checks of the file format to b's fields.
+func (b *Blob) validate() error {
+	if err := ValidName(b.Name); err != nil {
+		return malformed("name", "%v", err)
+	}
+	if err := checkComment(b.Comment); err != nil {
+		return err
+	}
+	if b.PublicKey == nil {
+		return malformed("ssh public key", "missing")
+	}
+	if _, err := parseSSHKey(b.PublicKey.Marshal()); err != nil {
+		return err
+	}
+	if err := b.Policy.validate(); err != nil {
+		return err
+	}
+	if len(b.SRKName) != srkNameSize {
+		return malformed("srk name", "want %d bytes, got %d", srkNameSize, len(b.SRKName))
+	}
+	if alg := binary.BigEndian.Uint16(b.SRKName); alg != uint16(tpm2.TPMAlgSHA256) {
+		return malformed("srk name", "name algorithm 0x%04x, want SHA-256 (0x%04x)", alg, uint16(tpm2.TPMAlgSHA256))
+	}
+	if _, err := checkPublic(b.Public, b.Policy.Digest); err != nil {
+		return err
+	}
+	return checkPrivate(b.Private)
+}
+
+func checkComment(c string) error {
+	if len(c) > maxComment {
+		return malformed("comment", "%d bytes, max %d", len(c), maxComment)
+	}
+	if !utf8.ValidString(c) {
+		return malformed("comment", "not valid UTF-8")
+	}
+	for i, r := range c {
+		if unicode.IsControl(r) {
+			return malformed("comment", "control character %U at byte %d", r, i)
+		}
+	}
+	return nil
+}
+
+// validate checks the policy's kind, bank and PCRs and that Digest is their
+// PolicyPCR digest.
+func (p *Policy) validate() error {
+	if p.Kind != PolicyPCR {
+		return malformed("policy kind", "%d is not supported (want %d, PolicyPCR)", p.Kind, PolicyPCR)
+	}
+	if p.Bank != tpm2.TPMAlgSHA256 {
+		return malformed("pcr bank", "0x%04x is not supported (want SHA-256, 0x%04x)", uint16(p.Bank), uint16(tpm2.TPMAlgSHA256))
+	}
+	if n := len(p.PCRs); n < 1 || n > maxPCRs {
+		return malformed("pcr count", "want 1 to %d, got %d", maxPCRs, n)
+	}
+	for i, v := range p.PCRs {
+		if v.Index < 0 || v.Index >= maxPCRs {
+			return malformed(fmt.Sprintf("pcr entry %d index", i), "%d out of range 0 to %d", v.Index, maxPCRs-1)
+		}
+		if i > 0 && v.Index <= p.PCRs[i-1].Index {
+			return malformed(fmt.Sprintf("pcr entry %d index", i), "%d after %d, want strictly increasing", v.Index, p.PCRs[i-1].Index)
+		}
+		if len(v.Value) != sha256Size {
+			return malformed(fmt.Sprintf("pcr %d value", v.Index), "want %d bytes, got %d", sha256Size, len(v.Value))
+		}
+	}
+	want, err := PolicyPCRDigest(p.Bank, p.PCRs)
+	if err != nil {
+		// Unreachable after the checks above.
+		return malformed("policy digest", "%v", err)
+	}
+	if len(p.Digest) != len(want) {
+		return malformed("policy digest", "want %d bytes, got %d", len(want), len(p.Digest))
+	}
+	if !bytes.Equal(p.Digest, want) {
+		return malformed("policy digest", "does not match the pcr values")
+	}
+	return nil
+}
+
+// Header of a sealed-data TPMT_PUBLIC: type TPM_ALG_KEYEDHASH, nameAlg
+// TPM_ALG_SHA256. checkPublic checks it before handing the bytes to the
+// reflection-based TPM unmarshaller, so that only this simple structure
+// ever reaches it.
+var sealedPublicHeader = []byte{
+	byte(tpm2.TPMAlgKeyedHash >> 8), byte(tpm2.TPMAlgKeyedHash),
+	byte(tpm2.TPMAlgSHA256 >> 8), byte(tpm2.TPMAlgSHA256),
+}
+
+// checkPublic decodes a marshalled TPM2B_PUBLIC and checks that it is a
+// PCR-policy sealed-data object with authPolicy digest.
+func checkPublic(pub2b, digest []byte) (*tpm2.TPMTPublic, error) {
+	const field = "tpm2b public"
+	if len(pub2b) > maxTPM2B {
+		return nil, malformed(field, "%d bytes, max %d", len(pub2b), maxTPM2B)
+	}
+	if len(pub2b) < 2 {
+		return nil, malformed(field, "truncated size")
+	}
+	inner := pub2b[2:]
+	if size := int(binary.BigEndian.Uint16(pub2b)); size != len(inner) {
+		return nil, malformed(field, "size field says %d bytes, %d present", size, len(inner))
+	}
+	if !bytes.HasPrefix(inner, sealedPublicHeader) {
+		return nil, malformed(field, "not a SHA-256 keyedHash object")
+	}
+	tpm2b, err := tpm2.Unmarshal[tpm2.TPM2BPublic](pub2b)
+	if err != nil {
+		return nil, malformed(field, "%v", err)
+	}
+	pub, err := tpm2b.Contents()
+	if err != nil {
+		return nil, malformed(field, "%v", err)
+	}
+	// The TPM unmarshaller ignores trailing bytes; re-marshalling and
+	// comparing catches them and any other non-canonical encoding.
+	if re, err := marshalPublic(pub); err != nil || !bytes.Equal(re, inner) {
+		return nil, malformed(field, "trailing bytes or non-canonical encoding")
+	}
+
+	params, err := pub.Parameters.KeyedHashDetail()
+	if err != nil {
+		return nil, malformed(field, "%v", err)
+	}
+	if params.Scheme.Scheme != tpm2.TPMAlgNull {
+		return nil, malformed(field, "keyedHash scheme 0x%04x, want TPM_ALG_NULL for sealed data", uint16(params.Scheme.Scheme))
+	}
+	unique, err := pub.Unique.KeyedHash()
+	if err != nil {
+		return nil, malformed(field, "%v", err)
+	}
+	if len(unique.Buffer) != sha256Size {
+		return nil, malformed(field, "unique: want %d bytes, got %d", sha256Size, len(unique.Buffer))
+	}
+	a := pub.ObjectAttributes
+	for _, c := range []struct {
+		name      string
+		got, want bool
+	}{
+		{"fixedTPM", a.FixedTPM, true},
+		{"fixedParent", a.FixedParent, true},
+		{"noDA", a.NoDA, true},
+		{"adminWithPolicy", a.AdminWithPolicy, true},
+		{"userWithAuth", a.UserWithAuth, false},
+		{"sensitiveDataOrigin", a.SensitiveDataOrigin, false},
+		{"sign", a.SignEncrypt, false},
+		{"decrypt", a.Decrypt, false},
+	} {
+		if c.got != c.want {
+			state := "clear"
+			if c.want {
+				state = "set"
+			}
+			return nil, malformed(field, "attribute %s must be %s", c.name, state)
+		}
+	}
+	if !bytes.Equal(pub.AuthPolicy.Buffer, digest) {
+		return nil, malformed(field, "authPolicy does not match the policy digest")
+	}
+	return pub, nil
+}
+
+// marshalPublic is tpm2.Marshal turning its panic on unmarshallable input
+// into an error, so that no input can crash a caller.
+func marshalPublic(pub *tpm2.TPMTPublic) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("marshal: %v", r)
+		}
+	}()
+	return tpm2.Marshal(pub), nil
+}
+
+// checkPrivate checks a marshalled TPM2B_PRIVATE.
+func checkPrivate(priv []byte) error {
+	const field = "tpm2b private"
+	if len(priv) > maxTPM2B {
+		return malformed(field, "%d bytes, max %d", len(priv), maxTPM2B)
+	}
+	if len(priv) < 2 {
+		return malformed(field, "truncated size")
+	}
+	if size := int(binary.BigEndian.Uint16(priv)); size != len(priv)-2 {
+		return malformed(field, "size field says %d bytes, %d present", size, len(priv)-2)
+	}
+	p, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](priv)
+	if err != nil {
+		return malformed(field, "%v", err)
+	}
+	if len(p.Buffer) == 0 {
+		return malformed(field, "empty")
+	}
+	return nil
+}
+
+// SealedPublic returns the decoded public area of the sealed object, after
+// checking it as ParseBlob does.
+func (b *Blob) SealedPublic() (*tpm2.TPMTPublic, error) {
+	return checkPublic(b.Public, b.Policy.Digest)
+}
+
+// AuthorizedKey returns the public key as an authorized_keys line ending in
+// a newline, with the comment, or the name if the comment is empty. It
+// returns nil if b has no public key.
+func (b *Blob) AuthorizedKey() []byte {
+	if b == nil || b.PublicKey == nil {
+		return nil
+	}
+	line := bytes.TrimSuffix(ssh.MarshalAuthorizedKey(b.PublicKey), []byte("\n"))
+	comment := b.Comment
+	if comment == "" {
+		comment = b.Name
+	}
+	if comment != "" {
+		line = append(line, ' ')
+		line = append(line, comment...)
+	}
+	return append(line, '\n')
+}
+
+// truncate shortens s for inclusion in an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// reader decodes the binary content of a blob. Every method names the field
+// it reads in its errors.
+type reader struct {
+	buf []byte
+}
+
+func (r *reader) next(field string, n int) ([]byte, error) {
+	if len(r.buf) < n {
+		return nil, malformed(field, "truncated: want %d bytes, %d left", n, len(r.buf))
+	}
+	b := r.buf[:n:n]
+	r.buf = r.buf[n:]
+	return b, nil
+}
+
+func (r *reader) byte(field string) (byte, error) {
+	b, err := r.next(field, 1)
+	if err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+func (r *reader) uint16(field string) (uint16, error) {
+	b, err := r.next(field, 2)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint16(b), nil
+}
+
+func (r *reader) uint32(field string) (uint32, error) {
+	b, err := r.next(field, 4)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint32(b), nil
+}
+
+func (r *reader) uint64(field string) (uint64, error) {
+	b, err := r.next(field, 8)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// string reads a string of at most max bytes and returns a copy of it. The
+// length is checked before anything is allocated.
+func (r *reader) string(field string, max int) ([]byte, error) {
+	n, err := r.uint32(field + " length")
+	if err != nil {
+		return nil, err
+	}
+	if uint64(n) > uint64(max) {
+		return nil, malformed(field, "length %d exceeds the maximum of %d", n, max)
+	}
+	b, err := r.next(field, int(n))
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Clone(b), nil
+}

@@ -1,0 +1,86 @@
+package sealstore
+
+import (
+	"crypto/sha256"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+)
+
+// maxPCRs is the number of PCRs a policy can select: PCR 0 to 23, the
+// minimum a PC Client TPM implements and what a 3-byte selection bitmap can
+// express.
+const maxPCRs = 24
+
+// pcrSelectSize is the size of the PCR selection bitmap (sizeofSelect) in
+// the TPML_PCR_SELECTION built by PCRSelection.
+const pcrSelectSize = maxPCRs / 8
+
+// PolicyPCRDigest returns the policy digest a TPM computes for
+// TPM2_PolicyPCR over the given PCRs of the given bank, starting from an
+// empty policy, in a SHA-256 policy session (the sealed object's nameAlg):
+//
+//	SHA256(0^32 || TPM_CC_PolicyPCR || TPML_PCR_SELECTION || SHA256(values in index order))
+//
+// where TPM_CC_PolicyPCR is the uint32 0x0000017F and TPML_PCR_SELECTION is
+// the marshalled [PCRSelection] of the bank and the indexes. This is the
+// authPolicy of an object sealed to these PCR values.
+//
+// pcrs must be non-empty, sorted by strictly increasing Index in 0..23, and
+// each Value must be exactly the bank's digest size. bank must be a hash
+// algorithm the TPM library knows (SHA-1, SHA-256, SHA-384, SHA-512); the
+// blob format further restricts it to SHA-256.
+func PolicyPCRDigest(bank tpm2.TPMIAlgHash, pcrs []PCRValue) ([]byte, error) {
+	h, err := bank.Hash()
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: policy pcr: unsupported pcr bank 0x%04x", uint16(bank))
+	}
+	if len(pcrs) == 0 || len(pcrs) > maxPCRs {
+		return nil, fmt.Errorf("sealstore: policy pcr: want 1 to %d pcrs, got %d", maxPCRs, len(pcrs))
+	}
+	values := sha256.New()
+	indexes := make([]int, len(pcrs))
+	for i, p := range pcrs {
+		if p.Index < 0 || p.Index >= maxPCRs {
+			return nil, fmt.Errorf("sealstore: policy pcr: pcr index %d out of range 0 to %d", p.Index, maxPCRs-1)
+		}
+		if i > 0 && p.Index <= pcrs[i-1].Index {
+			return nil, fmt.Errorf("sealstore: policy pcr: pcr index %d after %d: indexes must be strictly increasing", p.Index, pcrs[i-1].Index)
+		}
+		if len(p.Value) != h.Size() {
+			return nil, fmt.Errorf("sealstore: policy pcr: pcr %d value: want %d bytes, got %d", p.Index, h.Size(), len(p.Value))
+		}
+		values.Write(p.Value)
+		indexes[i] = p.Index
+	}
+	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: policy pcr: %w", err)
+	}
+	// The PCR digest is hashed raw (a []byte marshals without a size), as
+	// TPM2_PolicyPCR extends the policy with the digest itself, not a
+	// TPM2B_DIGEST.
+	if err := calc.Update(tpm2.TPMCCPolicyPCR, PCRSelection(bank, indexes), values.Sum(nil)); err != nil {
+		return nil, fmt.Errorf("sealstore: policy pcr: %w", err)
+	}
+	return calc.Hash().Digest, nil
+}
+
+// PCRSelection returns the TPML_PCR_SELECTION selecting the given PCR
+// indexes of the given bank: a single TPMS_PCR_SELECTION with a 3-byte
+// (sizeofSelect = 3) bitmap, bit i%8 of byte i/8 set for PCR i. This is the
+// encoding a PC Client TPM expects and the one the policy digest is computed
+// over, so the same selection must be used for TPM2_PolicyPCR and
+// TPM2_PCR_Read. Indexes outside 0..23 cannot be expressed and are ignored;
+// duplicates select the PCR once.
+func PCRSelection(bank tpm2.TPMIAlgHash, indexes []int) tpm2.TPMLPCRSelection {
+	bitmap := make([]byte, pcrSelectSize)
+	for _, i := range indexes {
+		if i >= 0 && i < maxPCRs {
+			bitmap[i/8] |= 1 << (i % 8)
+		}
+	}
+	return tpm2.TPMLPCRSelection{
+		PCRSelections: []tpm2.TPMSPCRSelection{{Hash: bank, PCRSelect: bitmap}},
+	}
+}
