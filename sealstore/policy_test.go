@@ -68,7 +68,7 @@ func specPolicyPCR(pcrs []PCRValue) []byte {
 		bitmap[p.Index/8] |= 1 << (p.Index % 8)
 	}
 	h := sha256.New()
-	h.Write(make([]byte, 32))                           // policyDigest_old
+	h.Write(make([]byte, 32))                          // policyDigest_old
 	h.Write(binary.BigEndian.AppendUint32(nil, 0x17f)) // TPM_CC_PolicyPCR
 	h.Write([]byte{0, 0, 0, 1, 0x00, 0x0b, 3})         // TPML_PCR_SELECTION header
 	h.Write(bitmap[:])

@@ -74,6 +74,21 @@ type SealOptions struct {
 	PCRs []int
 }
 
+// PublicKey returns the SSH public key of an Ed25519 seed. The expanded
+// private key it computes on the way is wiped.
+func PublicKey(seed []byte) (ssh.PublicKey, error) {
+	if len(seed) != SeedSize {
+		return nil, fmt.Errorf("sealstore: seed is %d bytes, want %d", len(seed), SeedSize)
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	defer secmem.Wipe(priv)
+	pub, err := ssh.NewPublicKey(ed25519.PublicKey(bytes.Clone(priv[SeedSize:])))
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: %w", err)
+	}
+	return pub, nil
+}
+
 // sealedTemplate is the public area of a sealed seed: a KEYEDHASH object
 // that only this TPM (fixedTPM) under this SRK (fixedParent) can load, whose
 // data is ours (no sensitiveDataOrigin), usable only through its policy (no
@@ -135,9 +150,9 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 			return nil, fmt.Errorf("sealstore: PCR %d out of range 0-%d", p, tpmdev.NumPCRs-1)
 		}
 	}
-	pub, err := ssh.NewPublicKey(ed25519.NewKeyFromSeed(seed).Public())
+	pub, err := PublicKey(seed)
 	if err != nil {
-		return nil, fmt.Errorf("sealstore: %w", err)
+		return nil, err
 	}
 	const bank = tpm2.TPMAlgSHA256
 

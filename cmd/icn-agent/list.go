@@ -234,10 +234,11 @@ func runCheck(e *env, args []string) error {
 	if err := sealstore.Unseal(ctx, tpm, b, seed.Bytes()); err != nil {
 		return err
 	}
-	priv := ed25519.NewKeyFromSeed(seed.Bytes())
-	defer secmem.Wipe(priv)
-	want := b.PublicKey.(ssh.CryptoPublicKey).CryptoPublicKey().(ed25519.PublicKey)
-	if !bytes.Equal(priv.Public().(ed25519.PublicKey), want) {
+	got, err := sealstore.PublicKey(seed.Bytes())
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got.Marshal(), b.PublicKey.Marshal()) {
 		return fmt.Errorf("%s unseals, but the seed does not match its public key: the blob is damaged; restore it from a backup", b.Name)
 	}
 	fmt.Fprintf(e.stdout, "ok: %s unseals on this TPM (%s, PCRs %s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), joinInts(b.Policy.Indexes()))

@@ -29,7 +29,7 @@ func init() {
 	register(&command{
 		name:    "import",
 		args:    "NAME FILE [--pcrs 0,7] [--comment TEXT] [--passphrase-file FILE]",
-		summary: "Seal an existing OpenSSH Ed25519 private key to this TPM. FILE is left as it is.",
+		summary: "Seal an existing OpenSSH Ed25519 private key to this TPM. FILE is left as it is; the comment comes from FILE.pub if it is there.",
 		run:     runImport,
 	})
 }
@@ -83,6 +83,9 @@ func runImport(e *env, args []string) error {
 		return err
 	}
 	defer seed.Destroy()
+	if f.comment == "" {
+		f.comment = pubComment(file+".pub", seed.Bytes())
+	}
 	return sealIdentity(e, &f, name, seed.Bytes())
 }
 
@@ -124,6 +127,24 @@ func sealIdentity(e *env, f *sealFlags, name string, seed []byte) error {
 	}
 	_, err = e.stdout.Write(blob.AuthorizedKey())
 	return err
+}
+
+// pubComment returns the comment of the public key file beside an imported
+// key, as ssh-keygen wrote it, if that file holds the key's public half.
+func pubComment(path string, seed []byte) string {
+	data, err := readLimited(path, maxKeyFile)
+	if err != nil {
+		return ""
+	}
+	pub, comment, _, _, err := ssh.ParseAuthorizedKey(data)
+	if err != nil {
+		return ""
+	}
+	want, err := sealstore.PublicKey(seed)
+	if err != nil || !bytes.Equal(pub.Marshal(), want.Marshal()) {
+		return ""
+	}
+	return comment
 }
 
 // maxKeyFile bounds what import reads: an OpenSSH Ed25519 key is ~400 bytes.
