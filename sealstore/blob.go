@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -315,7 +316,7 @@ func parseSSHKey(wire []byte) (ssh.PublicKey, error) {
 // validate applies the checks of the file format to b's fields.
 func (b *Blob) validate() error {
 	if err := ValidName(b.Name); err != nil {
-		return malformed("name", "%v", err)
+		return malformed("name", "%s", strings.TrimPrefix(err.Error(), "sealstore: "))
 	}
 	if err := checkComment(b.Comment); err != nil {
 		return err
@@ -382,7 +383,7 @@ func (p *Policy) validate() error {
 	want, err := PolicyPCRDigest(p.Bank, p.PCRs)
 	if err != nil {
 		// Unreachable after the checks above.
-		return malformed("policy digest", "%v", err)
+		return malformed("policy digest", "%s", strings.TrimPrefix(err.Error(), "sealstore: "))
 	}
 	if len(p.Digest) != len(want) {
 		return malformed("policy digest", "want %d bytes, got %d", len(want), len(p.Digest))

@@ -312,8 +312,8 @@ func TestParseBlobMalformed(t *testing.T) {
 	}{
 		{"bad magic", func(r *rawBlob) { r.magic = "icn-agent-sealed-identitx" }, "magic: not an icn-agent"},
 		{"long magic", func(r *rawBlob) { r.magic = strings.Repeat("m", 65) }, "magic: length 65 exceeds"},
-		{"empty name", func(r *rawBlob) { r.name = "" }, "name: sealstore: bad identity name: empty"},
-		{"bad name", func(r *rawBlob) { r.name = "../etc" }, "name: sealstore: bad identity name"},
+		{"empty name", func(r *rawBlob) { r.name = "" }, "name: bad identity name: empty"},
+		{"bad name", func(r *rawBlob) { r.name = "../etc" }, `name: bad identity name "../etc": contains a character`},
 		{"long name", func(r *rawBlob) { r.name = strings.Repeat("a", 65) }, "name: length 65 exceeds the maximum of 64"},
 		{"comment newline", func(r *rawBlob) { r.comment = "a\nb" }, "comment: control character U+000A at byte 1"},
 		{"comment C1 control", func(r *rawBlob) { r.comment = "a\u0085" }, "comment: control character U+0085"},

@@ -3,6 +3,7 @@ package sealstore
 import (
 	"crypto/sha256"
 	"fmt"
+	"github.com/icn/icn-agent/internal/tpmdev"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -10,11 +11,7 @@ import (
 // maxPCRs is the number of PCRs a policy can select: PCR 0 to 23, the
 // minimum a PC Client TPM implements and what a 3-byte selection bitmap can
 // express.
-const maxPCRs = 24
-
-// pcrSelectSize is the size of the PCR selection bitmap (sizeofSelect) in
-// the TPML_PCR_SELECTION built by PCRSelection.
-const pcrSelectSize = maxPCRs / 8
+const maxPCRs = tpmdev.NumPCRs
 
 // PolicyPCRDigest returns the policy digest a TPM computes for
 // TPM2_PolicyPCR over the given PCRs of the given bank, starting from an
@@ -60,27 +57,8 @@ func PolicyPCRDigest(bank tpm2.TPMIAlgHash, pcrs []PCRValue) ([]byte, error) {
 	// The PCR digest is hashed raw (a []byte marshals without a size), as
 	// TPM2_PolicyPCR extends the policy with the digest itself, not a
 	// TPM2B_DIGEST.
-	if err := calc.Update(tpm2.TPMCCPolicyPCR, PCRSelection(bank, indexes), values.Sum(nil)); err != nil {
+	if err := calc.Update(tpm2.TPMCCPolicyPCR, tpmdev.Selection(bank, indexes), values.Sum(nil)); err != nil {
 		return nil, fmt.Errorf("sealstore: policy pcr: %w", err)
 	}
 	return calc.Hash().Digest, nil
-}
-
-// PCRSelection returns the TPML_PCR_SELECTION selecting the given PCR
-// indexes of the given bank: a single TPMS_PCR_SELECTION with a 3-byte
-// (sizeofSelect = 3) bitmap, bit i%8 of byte i/8 set for PCR i. This is the
-// encoding a PC Client TPM expects and the one the policy digest is computed
-// over, so the same selection must be used for TPM2_PolicyPCR and
-// TPM2_PCR_Read. Indexes outside 0..23 cannot be expressed and are ignored;
-// duplicates select the PCR once.
-func PCRSelection(bank tpm2.TPMIAlgHash, indexes []int) tpm2.TPMLPCRSelection {
-	bitmap := make([]byte, pcrSelectSize)
-	for _, i := range indexes {
-		if i >= 0 && i < maxPCRs {
-			bitmap[i/8] |= 1 << (i % 8)
-		}
-	}
-	return tpm2.TPMLPCRSelection{
-		PCRSelections: []tpm2.TPMSPCRSelection{{Hash: bank, PCRSelect: bitmap}},
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"github.com/icn/icn-agent/internal/tpmdev"
 	"os"
 	"reflect"
 	"strings"
@@ -32,7 +33,7 @@ func readGolden(t *testing.T, path string) []byte {
 	return b
 }
 
-func TestPCRSelection(t *testing.T) {
+func TestSelection(t *testing.T) {
 	tests := []struct {
 		indexes []int
 		want    []byte
@@ -45,14 +46,14 @@ func TestPCRSelection(t *testing.T) {
 		{[]int{-1, 24, 1000, 1}, []byte{0x02, 0, 0}},
 	}
 	for _, tt := range tests {
-		got := PCRSelection(tpm2.TPMAlgSHA256, tt.indexes)
+		got := tpmdev.Selection(tpm2.TPMAlgSHA256, tt.indexes)
 		want := tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: tt.want}}}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("PCRSelection(%v) = %+v, want %+v", tt.indexes, got, want)
 		}
 	}
 	// Wire form: count 1, hash 0x000B, sizeofSelect 3, bitmap.
-	wire := tpm2.Marshal(PCRSelection(tpm2.TPMAlgSHA256, []int{0, 7}))
+	wire := tpm2.Marshal(tpmdev.Selection(tpm2.TPMAlgSHA256, []int{0, 7}))
 	if want := []byte{0, 0, 0, 1, 0x00, 0x0b, 3, 0x81, 0, 0}; !bytes.Equal(wire, want) {
 		t.Errorf("marshalled selection %x, want %x", wire, want)
 	}
@@ -175,7 +176,7 @@ func tpmPolicyPCR(t *testing.T, tpm transport.TPM, indexes []int) []byte {
 	}()
 	if _, err := (tpm2.PolicyPCR{
 		PolicySession: sess.Handle(),
-		Pcrs:          PCRSelection(tpm2.TPMAlgSHA256, indexes),
+		Pcrs:          tpmdev.Selection(tpm2.TPMAlgSHA256, indexes),
 	}).Execute(tpm); err != nil {
 		t.Fatalf("PolicyPCR: %v", err)
 	}
@@ -189,11 +190,11 @@ func tpmPolicyPCR(t *testing.T, tpm transport.TPM, indexes []int) []byte {
 // tpmReadPCRs reads the given SHA-256 PCRs.
 func tpmReadPCRs(t *testing.T, tpm transport.TPM, indexes []int) []PCRValue {
 	t.Helper()
-	rsp, err := tpm2.PCRRead{PCRSelectionIn: PCRSelection(tpm2.TPMAlgSHA256, indexes)}.Execute(tpm)
+	rsp, err := tpm2.PCRRead{PCRSelectionIn: tpmdev.Selection(tpm2.TPMAlgSHA256, indexes)}.Execute(tpm)
 	if err != nil {
 		t.Fatalf("PCRRead: %v", err)
 	}
-	if got := rsp.PCRSelectionOut; !reflect.DeepEqual(got, PCRSelection(tpm2.TPMAlgSHA256, indexes)) {
+	if got := rsp.PCRSelectionOut; !reflect.DeepEqual(got, tpmdev.Selection(tpm2.TPMAlgSHA256, indexes)) {
 		t.Fatalf("PCRRead returned selection %+v, want all of %v", got, indexes)
 	}
 	if len(rsp.PCRValues.Digests) != len(indexes) {

@@ -163,8 +163,9 @@ func (s *Store) Path(name string) string {
 // the commit point: if NAME.sealed already exists Create returns an error
 // wrapping ErrExists and changes nothing, and on any failure up to the
 // commit nothing is left behind. NAME.pub is derived data: an existing one
-// is replaced. If writing NAME.pub fails after the commit, Create returns an
-// error saying so, but the identity exists and Load works.
+// is replaced. A failure after the commit (syncing the directory, writing
+// NAME.pub) is returned as an error naming the step, but the identity
+// exists and Load works.
 func (s *Store) Create(b *Blob) error {
 	return s.write(b, false)
 }

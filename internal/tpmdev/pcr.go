@@ -11,8 +11,13 @@ import (
 // NumPCRs is the number of PCRs a PC client TPM has in each bank.
 const NumPCRs = 24
 
-// Selection returns the TPML_PCR_SELECTION of the given PCR indexes in one
-// bank (a 3-byte bitmap, as PC client TPMs expect).
+// Selection returns the TPML_PCR_SELECTION selecting the given PCR indexes
+// of one bank: a single TPMS_PCR_SELECTION with a 3-byte (sizeofSelect = 3)
+// bitmap, bit i%8 of byte i/8 set for PCR i. This is the encoding a PC
+// Client TPM expects and the one policy digests are computed over, so the
+// same selection must be used for TPM2_PolicyPCR and TPM2_PCR_Read. Indexes
+// outside 0..23 cannot be expressed and are ignored; duplicates select the
+// PCR once.
 func Selection(bank tpm2.TPMIAlgHash, indexes []int) tpm2.TPMLPCRSelection {
 	bitmap := make([]byte, 3)
 	for _, i := range indexes {
