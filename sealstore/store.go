@@ -110,24 +110,35 @@ func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sealstore: create store directory: %w", err)
 	}
+	if _, err := checkDir(dir); err != nil {
+		return nil, err
+	}
+	return &Store{dir: dir}, nil
+}
+
+// checkDir checks that dir is a directory owned by the current user and
+// removes any group and other permission bits. It reports the mode it
+// found when it had to restrict it, else 0.
+func checkDir(dir string) (restricted fs.FileMode, err error) {
 	d, err := openDir(dir)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	defer d.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(d.Fd()), &st); err != nil {
-		return nil, fmt.Errorf("sealstore: stat store directory %s: %w", dir, err)
+		return 0, fmt.Errorf("sealstore: stat store directory %s: %w", dir, err)
 	}
 	if uid := os.Getuid(); int(st.Uid) != uid {
-		return nil, fmt.Errorf("sealstore: store directory %s is owned by uid %d, not by the current user (uid %d)", dir, st.Uid, uid)
+		return 0, fmt.Errorf("sealstore: store directory %s is owned by uid %d, not by the current user (uid %d)", dir, st.Uid, uid)
 	}
-	if st.Mode&0o077 != 0 {
-		if err := unix.Fchmod(int(d.Fd()), 0o700); err != nil {
-			return nil, fmt.Errorf("sealstore: restrict store directory %s to mode 0700: %w", dir, err)
-		}
+	if st.Mode&0o077 == 0 {
+		return 0, nil
 	}
-	return &Store{dir: dir}, nil
+	if err := unix.Fchmod(int(d.Fd()), 0o700); err != nil {
+		return 0, fmt.Errorf("sealstore: restrict store directory %s to mode 0700: %w", dir, err)
+	}
+	return fs.FileMode(st.Mode & 0o777), nil
 }
 
 // openDir opens dir as a directory (failing on anything else) for use as a

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultRescanInterval is how often a Watcher re-lists its store even when
@@ -454,25 +453,11 @@ func sameNames(entries []Entry, sums map[string]fileSum) bool {
 // must be a directory owned by the current user; group and other permission
 // bits are removed.
 func (r *watchRun) checkDir() error {
-	d, err := openDir(r.dir)
-	if err != nil {
-		return err
+	was, err := checkDir(r.dir)
+	if err == nil && was != 0 {
+		r.w.log.Warn("sealstore: restricted store directory to mode 0700", "path", r.dir, "was", was.String())
 	}
-	defer d.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(d.Fd()), &st); err != nil {
-		return fmt.Errorf("sealstore: stat store directory %s: %w", r.dir, err)
-	}
-	if uid := os.Getuid(); int(st.Uid) != uid {
-		return fmt.Errorf("sealstore: store directory %s is owned by uid %d, not by the current user (uid %d)", r.dir, st.Uid, uid)
-	}
-	if st.Mode&0o077 != 0 {
-		if err := unix.Fchmod(int(d.Fd()), 0o700); err != nil {
-			return fmt.Errorf("sealstore: restrict store directory %s to mode 0700: %w", r.dir, err)
-		}
-		r.w.log.Warn("sealstore: restricted store directory to mode 0700", "path", r.dir, "was", fs.FileMode(st.Mode&0o777).String())
-	}
-	return nil
+	return err
 }
 
 // blobFileName returns the identity name of a file in the store directory
