@@ -23,7 +23,7 @@ import (
 //	enabled = true                # must stay true: identities are TPM-sealed
 //	pcrs = [0, 7]                 # PCRs (SHA-256 bank) the seeds are sealed to
 //	device = "auto"               # auto | /dev/tpmrm0 | swtpm:unix:PATH | swtpm:tcp:HOST:PORT | sim
-//	auto_lock_timeout_secs = 300  # idle seconds before cached keys are dropped
+//	auto_lock_timeout_secs = 300  # seconds a cached seed is kept after unsealing; 0 = until lock
 //
 // Unknown keys are rejected rather than ignored, so that a typo such as
 // "pcr = [7]" cannot silently leave the defaults in force.

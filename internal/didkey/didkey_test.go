@@ -28,6 +28,14 @@ func TestKnownAnswers(t *testing.T) {
 	}
 }
 
+// The did:key of the Ed25519 key with the all-zero seed, as published.
+func TestZeroSeed(t *testing.T) {
+	pub := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	if got, want := Encode(pub), "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"; got != want {
+		t.Fatalf("Encode = %s; want %s", got, want)
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	for _, s := range []string{"", "did:key:", "did:key:z", "did:web:x", "did:key:z0OIl", "did:key:z6LShLeXRTzevtwcfehaGEzCMyL3bNsAeKCwcqwJxyCo63yE"} {
 		if _, err := Decode(s); err == nil {

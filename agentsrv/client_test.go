@@ -1,0 +1,213 @@
+package agentsrv
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"github.com/icn/icn-agent/internal/didkey"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+)
+
+func TestClient(t *testing.T) {
+	f := newFakeUnsealer()
+	alice := newTestKey(t, f, "alice", "alice@laptop")
+	cert := newCert(t, alice.pub)
+	clock := newFakeClock()
+	ts := startServer(t, Config{Unsealer: f, AutoLockTimeout: time.Hour, Now: clock.Now}, Identity{Blob: alice.blob, Cert: cert})
+
+	t.Setenv("SSH_AUTH_SOCK", ts.path)
+	c, err := Dial("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	_, softPriv, _ := ed25519.GenerateKey(rand.Reader)
+	if err := ts.dial(t).Add(agent.AddedKey{PrivateKey: softPriv, Comment: "soft"}); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := c.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	softPub := softPriv.Public().(ed25519.PublicKey)
+	alicePub := alice.priv.Public().(ed25519.PublicKey)
+	want := []ClientIdentity{
+		{Comment: "alice@laptop", Name: "alice", DIDKey: didkey.Encode(alicePub), HardwareBacked: true, Backend: BackendTPM},
+		{Comment: "alice@laptop", Name: "alice", DIDKey: didkey.Encode(alicePub), HardwareBacked: true, Backend: BackendTPM},
+		{Comment: "soft", DIDKey: didkey.Encode(softPub), Backend: BackendSoftware},
+	}
+	if len(ids) != len(want) {
+		t.Fatalf("List = %+v", ids)
+	}
+	for i, w := range want {
+		got := ids[i]
+		got.Key = nil
+		if got != w {
+			t.Errorf("identity %d = %+v, want %+v", i, got, w)
+		}
+	}
+	if _, ok := ids[1].Key.(*ssh.Certificate); !ok {
+		t.Errorf("identity 1 is a %T, want the certificate", ids[1].Key)
+	}
+
+	sig, err := c.Sign(ids[0].Key, []byte("data"))
+	if err != nil || alice.pub.Verify([]byte("data"), sig) != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+
+	// Add = unseal now, with a lifetime rounded up to seconds.
+	ts.DropAll()
+	if err := c.Add("alice", 1500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := st.Identities[0]
+	if !is.Unsealed || is.UnsealCount != 2 || !is.Expiry.Equal(clock.Now().Add(2*time.Second)) {
+		t.Errorf("status after Add = %+v", is)
+	}
+	if is.Certificate == nil || string(is.Certificate.Marshal()) != string(cert.Marshal()) {
+		t.Error("status lost the certificate")
+	}
+	if st.SoftwareKeys != 1 || st.Locked {
+		t.Errorf("status = %+v", st)
+	}
+
+	// Failures come back with the reason.
+	if err := c.Add("bob", 0); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Add(unknown) = %v, want ErrNotFound", err)
+	}
+	f.setFail(errors.New("TPM on fire"))
+	ts.DropAll()
+	if err := c.Add("alice", 0); err == nil || !strings.Contains(err.Error(), "TPM on fire") {
+		t.Errorf("Add with a failing TPM = %v, want the TPM's error", err)
+	}
+	if err := c.Add("alice", -time.Second); err == nil {
+		t.Error("Add with a negative lifetime succeeded")
+	}
+}
+
+func TestClientAgainstPlainAgent(t *testing.T) {
+	// x/crypto's keyring has no extensions: every key is software.
+	keyring := agent.NewKeyring()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if err := keyring.Add(agent.AddedKey{PrivateKey: priv, Comment: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(socketDir(t), "plain")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { agent.ServeAgent(keyring, c); c.Close() }()
+		}
+	}()
+
+	c, err := Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ids, err := c.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 1 || ids[0].Backend != BackendSoftware || ids[0].HardwareBacked || ids[0].Name != "" ||
+		ids[0].DIDKey != didkey.Encode(priv.Public().(ed25519.PublicKey)) {
+		t.Errorf("List = %+v", ids)
+	}
+	if _, err := c.Status(); !errors.Is(err, agent.ErrExtensionUnsupported) {
+		t.Errorf("Status = %v, want ErrExtensionUnsupported", err)
+	}
+	if err := c.Add("x", 0); err == nil || !strings.Contains(err.Error(), "does not support") {
+		t.Errorf("Add = %v", err)
+	}
+}
+
+func TestDialWithoutSocket(t *testing.T) {
+	t.Setenv("SSH_AUTH_SOCK", "")
+	if _, err := Dial(""); err == nil || !strings.Contains(err.Error(), "SSH_AUTH_SOCK") {
+		t.Errorf("Dial without SSH_AUTH_SOCK = %v", err)
+	}
+	if _, err := Dial(filepath.Join(socketDir(t), "none")); err == nil {
+		t.Error("Dial of a missing socket succeeded")
+	}
+}
+
+func TestStatusWireFormat(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	sshPub, _ := ssh.NewPublicKey(pub)
+	st := &Status{SoftwareKeys: 2, Identities: []IdentityStatus{
+		{Name: "a", PublicKey: sshPub, Fingerprint: "SHA256:x", HardwareBacked: true, Unsealed: true,
+			Expiry: time.Unix(1700000000, 0), UnsealCount: 3, LastError: ""},
+		{Name: "b", PublicKey: sshPub, Hidden: true, LastError: "boom"},
+	}}
+	wire := marshalStatus(st)
+	if wire[0] != msgSuccess {
+		t.Fatalf("reply starts with %d, want SSH_AGENT_SUCCESS", wire[0])
+	}
+	got, err := parseStatus(wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Identities) != 2 || got.SoftwareKeys != 2 || !got.Identities[0].Expiry.Equal(st.Identities[0].Expiry) ||
+		got.Identities[0].UnsealCount != 3 || !got.Identities[1].Hidden || got.Identities[1].LastError != "boom" {
+		t.Errorf("round trip = %+v", got)
+	}
+
+	// A record with fields appended by a later version still parses.
+	rec := identityRecord{Name: "c", PublicKey: sshPub.Marshal(), Extra: []byte{1, 2, 3}}
+	reply := ssh.Marshal(&statusReply{Version: StatusVersion, Identities: 1,
+		Records: ssh.Marshal(struct{ R []byte }{ssh.Marshal(&rec)})})
+	if got, err := parseStatus(reply); err != nil || got.Identities[0].Name != "c" {
+		t.Errorf("record with extra fields: %+v, %v", got, err)
+	}
+
+	for name, bad := range map[string][]byte{
+		"empty":       nil,
+		"version 2":   ssh.Marshal(&statusReply{Version: 2}),
+		"truncated":   wire[:len(wire)-1],
+		"extra":       append(append([]byte{}, wire...), 0, 0, 0, 0),
+		"wrong count": ssh.Marshal(&statusReply{Version: 1, Identities: 1}),
+	} {
+		if _, err := parseStatus(bad); err == nil {
+			t.Errorf("%s: parseStatus succeeded", name)
+		}
+	}
+}
+
+// ServeConn on a context that ends closes the connection.
+func TestServeConnContext(t *testing.T) {
+	s := New(Config{Unsealer: newFakeUnsealer(), Logger: testLogger(t)})
+	defer s.Close()
+	client, server := net.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.ServeConn(ctx, server); close(done) }()
+	if _, err := agent.NewClient(client).List(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	if _, err := agent.NewClient(client).List(); err == nil {
+		t.Error("connection still served after its context ended")
+	}
+}

@@ -1,0 +1,142 @@
+// Package agentsrv is icn-agent's ssh-agent: it serves Ed25519 identities
+// whose seeds are sealed by a TPM 2.0, next to ordinary keys added with
+// ssh-add, over the standard agent protocol.
+//
+// # How a signature is made
+//
+// The daemon scans its store of sealed blobs and hands them to
+// [Server.SetIdentities]. Listing needs nothing but the blobs' public keys.
+// The first signature with an identity unseals its 32-byte seed through
+// the [Unsealer] (the TPM), into a locked secmem buffer laid out as an
+// ed25519.PrivateKey (seed || public key), after checking that the seed's
+// public key is the blob's. Later signatures use the cached seed: no TPM
+// command, no allocation beyond the signature. Concurrent first signatures
+// of one identity share a single Unseal; a failed Unseal is not
+// remembered, so the next request tries the TPM again.
+//
+// The cached seed is zeroized:
+//
+//   - Config.AutoLockTimeout after it was unsealed (a timer; each use also
+//     checks the wall-clock deadline, and Serve sweeps every 10 s so that
+//     time spent suspended counts);
+//   - when a client locks the agent (ssh-add -x) or removes the identity
+//     (ssh-add -d, ssh-add -D);
+//   - on [Server.DropAll] (SIGUSR1 in the daemon), [Server.Close], or when
+//     Serve returns;
+//   - when SetIdentities removes the identity or brings a different blob
+//     for it.
+//
+// Signatures are computed in software by this package (see ed25519.go)
+// rather than by crypto/ed25519, which aborts the process when handed a
+// key stored outside the Go heap, and which would otherwise keep a
+// derived copy of the key in a heap cache.
+//
+// # Protocol behaviour
+//
+// List returns the sealed identities sorted by name, each followed by its
+// certificate if [Identity].Cert is set, with the blob's comment (its
+// name when the comment is empty), then the software keys in the order
+// they were added.
+//
+// Add accepts any key type golang.org/x/crypto/ssh supports, with a
+// lifetime (the key is deleted when it ends) and, if Config.AskPass is
+// set, the confirm constraint (the program is run before each signature
+// and must exit 0). Constraint extensions, such as OpenSSH's destination
+// restrictions, are refused because they cannot be honoured; so is a key
+// equal to a sealed identity's.
+//
+// Remove and RemoveAll delete software keys. For sealed identities they
+// zeroize the seed and hide the identity from List and Sign until
+// [Server.Restore], the unseal@icn-agent extension, a changed blob, or a
+// restart. Nothing on disk is touched.
+//
+// Lock keeps only a salted Argon2id hash of the passphrase and zeroizes
+// every cached seed. While locked, List is empty and everything else
+// fails except Unlock and the query and status@icn-agent extensions. A
+// wrong Unlock passphrase costs 100 ms per consecutive failure (at most
+// 10 s) before the error, as in OpenSSH.
+//
+// Each connection is served by agent.ServeAgent from
+// golang.org/x/crypto/ssh/agent, behind two checks: on a unix socket, the
+// peer's uid (SO_PEERCRED) must be allowed by Config.AllowUID (by default
+// the agent's own uid and root), and a request longer than
+// Config.MaxMessage (256 KiB by default, where ServeAgent alone allows
+// 16 MiB) closes that connection before its body is read.
+//
+// # Extensions
+//
+// Agent protocol extensions (SSH_AGENTC_EXTENSION, message 27) carry a
+// name and content. Replies with content begin with SSH_AGENT_SUCCESS (6).
+// A failed extension gets SSH_AGENT_EXTENSION_FAILURE (28); an unknown one
+// gets SSH_AGENT_FAILURE (5). Types below are those of RFC 4251: string is
+// a uint32 length and that many bytes, bool one byte, integers big-endian.
+// The Go structs in extension.go encode them with ssh.Marshal.
+//
+// query: the standard request for the supported extensions. The content
+// is empty; the reply is
+//
+//	byte    SSH_AGENT_SUCCESS
+//	string  extension name, repeated to the end of the message:
+//	        "query", "unseal@icn-agent", "status@icn-agent",
+//	        "session-bind@openssh.com"
+//
+// unseal@icn-agent: unseal an identity now, list it again if ssh-add -d
+// hid it, and keep its seed for a lifetime. Content:
+//
+//	string  identity name
+//	uint32  lifetime in seconds; 0 for Config.AutoLockTimeout
+//
+// If the seed is already cached, only its expiry is reset. The reply is
+// SSH_AGENT_SUCCESS alone, or SSH_AGENT_EXTENSION_FAILURE (locked, unknown
+// name, TPM error: the status extension then tells the error).
+//
+// status@icn-agent, version 1: the agent's state. Content empty; reply:
+//
+//	byte    SSH_AGENT_SUCCESS
+//	uint32  version, 1
+//	bool    locked
+//	uint32  number of software keys
+//	uint32  number of identities, N
+//	string  identity record, N times
+//
+// each identity record being
+//
+//	string  name
+//	string  public key, SSH wire format (ssh-ed25519)
+//	string  certificate, SSH wire format; empty if none
+//	string  fingerprint, "SHA256:..."
+//	bool    hardware-backed (sealed by a TPM)
+//	bool    unsealed (seed cached)
+//	uint64  expiry of the cached seed, Unix seconds; 0 for none
+//	uint64  number of successful unseals
+//	bool    hidden by ssh-add -d
+//	string  error of the last failed unseal; empty after a success
+//
+// Later versions of a record may append fields, which readers ignore; an
+// incompatible change bumps the version. While the agent is locked the
+// reply says locked and lists nothing.
+//
+// session-bind@openssh.com: OpenSSH's binding of an agent connection to
+// an SSH session (see OpenSSH's PROTOCOL.agent). Content:
+//
+//	string  host key, SSH wire format
+//	string  session identifier
+//	string  signature of the session identifier by the host key
+//	bool    is forwarding
+//
+// The signature must verify; the binding is then remembered for the
+// connection (at most 16, none after a binding for authentication, one
+// host key per session identifier) and the reply is SSH_AGENT_SUCCESS.
+//
+// # Client side
+//
+// [Dial] returns a [Client] for tools: [Client.List] marks each key with
+// its backend ("tpm" or "software", from the status extension) and its
+// did:key; [Client.Add] is the unseal extension.
+//
+// # Sockets
+//
+// [Listen] creates a private socket (0600 in a 0700 directory) and
+// refuses to take over one an agent still answers on;
+// [ListenersFromSystemd] takes the sockets of systemd socket activation.
+package agentsrv

@@ -1,0 +1,321 @@
+package agentsrv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/icn/icn-agent/sealstore"
+)
+
+// Unsealer recovers the seed of a sealed identity. The daemon implements it
+// with sealstore.Unseal and its TPM; tests use a fake.
+//
+// Unseal writes the 32-byte Ed25519 seed sealed in b to dst (which is
+// exactly 32 bytes of locked memory) or returns an error. It may be called
+// from several goroutines at once, for different identities: implementations
+// serialize their TPM access themselves. The server never calls it twice at
+// the same time for the same identity.
+type Unsealer interface {
+	Unseal(ctx context.Context, b *sealstore.Blob, dst []byte) error
+}
+
+// DefaultMaxMessage is the default cap on the size of one agent request.
+const DefaultMaxMessage = 256 << 10
+
+// sweepInterval is how often Serve looks for cached seeds past their
+// expiry. Timers do the precise work; the sweep catches the case timers
+// cannot: Go timers run on the monotonic clock, which stops while the
+// machine is suspended, whereas expiry is a wall-clock deadline.
+const sweepInterval = 10 * time.Second
+
+// Config configures a Server. Only Unsealer is required.
+type Config struct {
+	// Unsealer recovers seeds from the TPM.
+	Unsealer Unsealer
+	// Logger receives the server's logs; nil means slog.Default(). Requests
+	// are logged at Debug, refused peers and failures at Warn. Secrets
+	// (seeds, passphrases, signed data) are never logged.
+	Logger *slog.Logger
+	// AutoLockTimeout is how long an unsealed seed stays cached, counted
+	// from the unseal. Zero keeps it until lock, removal or DropAll.
+	AutoLockTimeout time.Duration
+	// MaxMessage caps the size of one request; a client sending a larger
+	// one is disconnected. Zero means DefaultMaxMessage.
+	MaxMessage int
+	// AskPass is the path of an SSH_ASKPASS-style program used to confirm
+	// each use of a key added with the confirm constraint (ssh-add -c). It
+	// is run with the prompt as its only argument and SSH_ASKPASS_PROMPT=
+	// confirm in its environment; exit status 0 allows the signature. Empty
+	// means keys with the confirm constraint are refused.
+	AskPass string
+	// Now returns the current time; nil means time.Now. Expiry deadlines
+	// are compared with it on every use.
+	Now func() time.Time
+	// AllowUID decides which peer uids may use the agent over a unix
+	// socket. Nil allows the server's own uid and root.
+	AllowUID func(uid uint32) bool
+	// Sleep waits d or until ctx is done; it is how failed unlocks are
+	// slowed down. Nil means a timer.
+	Sleep func(ctx context.Context, d time.Duration)
+}
+
+// Server is the agent: it holds the sealed identities, the seeds it has
+// unsealed, the software keys added with ssh-add and the lock state, and
+// serves them to any number of connections. Its methods are safe for
+// concurrent use.
+type Server struct {
+	unsealer   Unsealer
+	log        *slog.Logger
+	timeout    time.Duration
+	maxMessage uint32
+	askPass    string
+	now        func() time.Time
+	allowUID   func(uid uint32) bool
+	sleep      func(ctx context.Context, d time.Duration)
+
+	// base is cancelled by Close; every connection and unseal derives
+	// from it.
+	base     context.Context
+	shutdown context.CancelFunc
+	wg       sync.WaitGroup // Serve loops and connections
+
+	// mu guards everything below, and is taken before any identity's mu.
+	mu       sync.RWMutex
+	closed   bool
+	locked   bool
+	sealed   []*sealed          // sorted by name
+	byName   map[string]*sealed // name -> identity
+	byKey    map[string]keyRef  // SSH wire key or certificate -> key
+	soft     []*softKey         // in order of addition
+	lockHash []byte             // argon2id of the lock passphrase, while locked
+	lockSalt []byte
+
+	// lockMu serializes Lock and Unlock, including the delay after a
+	// failed unlock, so that guesses cannot run in parallel.
+	lockMu   sync.Mutex
+	failures int // consecutive failed unlocks
+}
+
+// keyRef is what a public key blob in a request refers to: a sealed
+// identity (its key or its certificate) or a software key.
+type keyRef struct {
+	sealed *sealed
+	soft   *softKey
+}
+
+// New returns a server configured by cfg. It serves nothing until Serve or
+// ServeConn is called, and has no identities until SetIdentities.
+func New(cfg Config) *Server {
+	s := &Server{
+		unsealer: cfg.Unsealer,
+		log:      cfg.Logger,
+		timeout:  cfg.AutoLockTimeout,
+		askPass:  cfg.AskPass,
+		now:      cfg.Now,
+		allowUID: cfg.AllowUID,
+		sleep:    cfg.Sleep,
+		byName:   map[string]*sealed{},
+		byKey:    map[string]keyRef{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.timeout < 0 {
+		s.timeout = 0
+	}
+	s.maxMessage = DefaultMaxMessage
+	if cfg.MaxMessage > 0 && uint64(cfg.MaxMessage) < 1<<32 {
+		s.maxMessage = uint32(cfg.MaxMessage)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.allowUID == nil {
+		own := uint32(os.Getuid())
+		s.allowUID = func(uid uint32) bool { return uid == own || uid == 0 }
+	}
+	if s.sleep == nil {
+		s.sleep = sleepContext
+	}
+	s.base, s.shutdown = context.WithCancel(context.Background())
+	return s
+}
+
+func sleepContext(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// wallNow returns the current wall-clock time without its monotonic
+// reading, so that comparisons with a deadline count time spent suspended.
+func (s *Server) wallNow() time.Time { return s.now().Round(0) }
+
+// Serve accepts connections on l and serves each in its own goroutine until
+// ctx is done or Close is called. It then closes l and every connection,
+// waits for their goroutines, zeroizes every cached seed and returns nil.
+// If Accept fails for another reason than a temporary one, Serve shuts down
+// the same way and returns the error.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	if !s.enter() {
+		l.Close()
+		return errClosed
+	}
+	defer s.wg.Done()
+
+	ctx, cancel := mergeCancel(ctx, s.base)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+
+	var conns sync.WaitGroup
+	if s.timeout > 0 {
+		conns.Go(func() { s.sweep(ctx) })
+	}
+	s.log.Info("agentsrv: serving", "addr", l.Addr().String())
+
+	var acceptErr error
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if isTemporary(err) {
+				// Out of file descriptors and the like: wait, as
+				// net/http does, rather than spin or give up.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("agentsrv: accept failed, retrying", "err", err, "delay", backoff)
+				sleepContext(ctx, backoff)
+				continue
+			}
+			acceptErr = fmt.Errorf("agentsrv: accept: %w", err)
+			break
+		}
+		backoff = 0
+		conns.Go(func() { s.serveConn(ctx, c) })
+	}
+	cancel()
+	l.Close()
+	conns.Wait()
+	s.DropAll()
+	return acceptErr
+}
+
+// isTemporary reports whether an Accept error is worth retrying.
+func isTemporary(err error) bool {
+	var ne interface{ Temporary() bool }
+	if errors.As(err, &ne) && ne.Temporary() {
+		return true
+	}
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// ServeConn serves the agent protocol on c until the peer hangs up, the
+// connection fails, a request exceeds Config.MaxMessage, ctx is done or
+// Close is called; then it closes c. It returns when the connection is
+// done. For a *net.UnixConn, the peer's uid (SO_PEERCRED) must be allowed
+// by Config.AllowUID, or c is closed at once; other connections are served
+// without a peer check.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	if !s.enter() {
+		c.Close()
+		return
+	}
+	defer s.wg.Done()
+	ctx, cancel := mergeCancel(ctx, s.base)
+	defer cancel()
+	s.serveConn(ctx, c)
+}
+
+// enter registers a running Serve or ServeConn, unless the server is
+// closed.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// mergeCancel returns a context that is done when either ctx or other is.
+func mergeCancel(ctx, other context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(other, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// DropAll zeroizes every cached seed (the daemon calls it on SIGUSR1). The
+// identities stay listed and unseal again on their next use.
+func (s *Server) DropAll() {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, e := range s.sealed {
+		e.drop()
+	}
+	if len(s.sealed) > 0 {
+		s.log.Debug("agentsrv: dropped all cached seeds")
+	}
+}
+
+// Close stops every Serve loop and connection, waits for them, zeroizes
+// every cached seed and forgets the software keys. The server cannot be
+// used afterwards. Close always returns nil.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.shutdown()
+	s.wg.Wait()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.sealed {
+		e.retire()
+	}
+	for _, k := range s.soft {
+		k.stopTimer()
+	}
+	s.sealed, s.soft = nil, nil
+	clear(s.byName)
+	clear(s.byKey)
+	return nil
+}
+
+// errClosed is returned by Serve after Close.
+var errClosed = errors.New("agentsrv: server is closed")
+
+// sweep drops the seeds whose wall-clock expiry has passed, every
+// sweepInterval, until ctx is done.
+func (s *Server) sweep(ctx context.Context) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := s.wallNow()
+		s.mu.RLock()
+		for _, e := range s.sealed {
+			e.dropIfExpired(now)
+		}
+		s.mu.RUnlock()
+		s.mu.Lock()
+		s.expireSoftLocked(now)
+		s.mu.Unlock()
+	}
+}
