@@ -111,6 +111,8 @@
 //	uint64  number of successful unseals
 //	bool    hidden by ssh-add -d
 //	string  error of the last failed unseal; empty after a success
+//	string  PCRs that no longer hold their sealing-time values, one byte
+//	        per PCR index; empty if none or not known
 //
 // Later versions of a record may append fields, which readers ignore; an
 // incompatible change bumps the version. While the agent is locked the

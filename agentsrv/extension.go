@@ -60,6 +60,7 @@ type identityRecord struct {
 	UnsealCount    uint64
 	Hidden         bool
 	LastError      string
+	PCRMismatch    []byte // one byte per PCR index
 	Extra          []byte `ssh:"rest"`
 }
 
@@ -123,6 +124,10 @@ type IdentityStatus struct {
 	// LastError is the error of the last failed unseal, cleared by a
 	// successful one.
 	LastError string
+	// PCRMismatch lists the PCRs whose last known value differs from the
+	// value recorded when the identity was sealed: while it is non-empty
+	// the TPM will not unseal it. Known only once UpdatePCRs was called.
+	PCRMismatch []int
 }
 
 // Status returns a snapshot of the server's state. Unlike the
@@ -149,6 +154,7 @@ func (s *Server) Status() *Status {
 		is.UnsealCount = e.unseals
 		is.LastError = e.lastErr
 		e.mu.RUnlock()
+		is.PCRMismatch = pcrMismatch(e.blob, s.pcrs)
 		st.Identities = append(st.Identities, is)
 	}
 	return st
@@ -167,6 +173,9 @@ func marshalStatus(st *Status) []byte {
 			UnsealCount:    is.UnsealCount,
 			Hidden:         is.Hidden,
 			LastError:      is.LastError,
+		}
+		for _, p := range is.PCRMismatch {
+			r.PCRMismatch = append(r.PCRMismatch, byte(p))
 		}
 		if is.Certificate != nil {
 			r.Certificate = is.Certificate.Marshal()
@@ -227,6 +236,9 @@ func parseStatus(reply []byte) (*Status, error) {
 			UnsealCount:    r.UnsealCount,
 			Hidden:         r.Hidden,
 			LastError:      r.LastError,
+		}
+		for _, p := range r.PCRMismatch {
+			is.PCRMismatch = append(is.PCRMismatch, int(p))
 		}
 		if len(r.Certificate) > 0 {
 			k, err := ssh.ParsePublicKey(r.Certificate)

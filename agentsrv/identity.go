@@ -249,6 +249,7 @@ func (s *Server) runUnseal(e *sealed, f *flight, blob *sealstore.Blob, gen uint6
 
 	e.mu.Lock()
 	e.flight = nil
+	repeated := err != nil && e.lastErr == err.Error()
 	if err == nil && (e.gen != gen || e.retired) {
 		buf.Destroy()
 		err = errDropped
@@ -268,7 +269,13 @@ func (s *Server) runUnseal(e *sealed, f *flight, blob *sealstore.Blob, gen uint6
 	count := e.unseals
 	e.mu.Unlock()
 
-	if err != nil {
+	switch {
+	case repeated:
+		// The same failure as last time (a PCR mismatch fails every sign
+		// until resealed): warned about already.
+		s.log.Debug("agentsrv: unseal failed again", "name", e.name, "fingerprint", e.fp, "err", err)
+		return
+	case err != nil:
 		s.log.Warn("agentsrv: unseal failed", "name", e.name, "fingerprint", e.fp, "err", err)
 		return
 	}

@@ -93,6 +93,7 @@ type Server struct {
 	byName   map[string]*sealed // name -> identity
 	byKey    map[string]keyRef  // SSH wire key or certificate -> key
 	soft     []*softKey         // in order of addition
+	pcrs     map[int][]byte     // last known PCR values (SHA-256), from UpdatePCRs
 	lockHash []byte             // argon2id of the lock passphrase, while locked
 	lockSalt []byte
 
