@@ -225,7 +225,7 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 			return nil, fmt.Errorf("agentsrv: identity %s: seed dropped before it could be used", e.name)
 		}
 		c.debug("agentsrv: sign needs an unseal", slog.String("name", e.name), slog.String("fingerprint", e.fp))
-		gen, err := s.unseal(c.ctx, e, s.timeout, false)
+		gen, err := s.unseal(c.ctx, e, s.autoLock(), false)
 		if err != nil {
 			return nil, err
 		}

@@ -327,7 +327,7 @@ func (c *conn) extUnseal(contents []byte) ([]byte, error) {
 	if err := ssh.Unmarshal(contents, &req); err != nil {
 		return nil, fmt.Errorf("agentsrv: malformed %s request: %w", ExtUnseal, err)
 	}
-	life := s.timeout
+	life := s.autoLock()
 	if req.LifetimeSecs > 0 {
 		life = time.Duration(req.LifetimeSecs) * time.Second
 	}

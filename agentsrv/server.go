@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/icn/icn-agent/sealstore"
@@ -72,7 +73,7 @@ type Config struct {
 type Server struct {
 	unsealer   Unsealer
 	log        *slog.Logger
-	timeout    time.Duration
+	timeout    atomic.Int64 // time.Duration; see SetAutoLockTimeout
 	maxMessage uint32
 	askPass    string
 	now        func() time.Time
@@ -116,7 +117,6 @@ func New(cfg Config) *Server {
 	s := &Server{
 		unsealer: cfg.Unsealer,
 		log:      cfg.Logger,
-		timeout:  cfg.AutoLockTimeout,
 		askPass:  cfg.AskPass,
 		now:      cfg.Now,
 		allowUID: cfg.AllowUID,
@@ -127,9 +127,7 @@ func New(cfg Config) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if s.timeout < 0 {
-		s.timeout = 0
-	}
+	s.SetAutoLockTimeout(cfg.AutoLockTimeout)
 	s.maxMessage = DefaultMaxMessage
 	if cfg.MaxMessage > 0 && uint64(cfg.MaxMessage) < 1<<32 {
 		s.maxMessage = uint32(cfg.MaxMessage)
@@ -179,9 +177,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	defer stop()
 
 	var conns sync.WaitGroup
-	if s.timeout > 0 {
-		conns.Go(func() { s.sweep(ctx) })
-	}
+	conns.Go(func() { s.sweep(ctx) })
 	s.log.Info("agentsrv: serving", "addr", l.Addr().String())
 
 	var acceptErr error
@@ -270,6 +266,15 @@ func (s *Server) DropAll() {
 		s.log.Debug("agentsrv: dropped all cached seeds")
 	}
 }
+
+// SetAutoLockTimeout sets how long an unsealed seed stays cached, counted
+// from its unseal; zero keeps seeds until lock. It applies to unseals from
+// now on (a config reload); seeds cached already keep their expiry.
+func (s *Server) SetAutoLockTimeout(d time.Duration) {
+	s.timeout.Store(int64(max(d, 0)))
+}
+
+func (s *Server) autoLock() time.Duration { return time.Duration(s.timeout.Load()) }
 
 // Close stops every Serve loop and connection, waits for them, zeroizes
 // every cached seed and forgets the software keys. The server cannot be

@@ -21,6 +21,8 @@ type common struct {
 	store   string
 	config  string
 	verbose bool
+	// daemon logs at info rather than warn by default.
+	daemon bool
 
 	cfg Config
 	log *slog.Logger
@@ -45,6 +47,9 @@ func (c *common) setup(e *env) error {
 	}
 	c.cfg = cfg
 	level := slog.LevelWarn
+	if c.daemon {
+		level = slog.LevelInfo
+	}
 	if c.verbose {
 		level = slog.LevelDebug
 	}

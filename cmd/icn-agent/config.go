@@ -24,6 +24,7 @@ import (
 //	pcrs = [0, 7]                 # PCRs (SHA-256 bank) the seeds are sealed to
 //	device = "auto"               # auto | /dev/tpmrm0 | swtpm:unix:PATH | swtpm:tcp:HOST:PORT | sim
 //	auto_lock_timeout_secs = 300  # seconds a cached seed is kept after unsealing; 0 = until lock
+//	pcr_poll_secs = 30            # how often the agent reads the PCRs it depends on
 //
 // Unknown keys are rejected rather than ignored, so that a typo such as
 // "pcr = [7]" cannot silently leave the defaults in force.
@@ -54,9 +55,12 @@ type TPMConfig struct {
 	// Device selects the TPM: "auto", a device path such as /dev/tpmrm0,
 	// "swtpm:unix:PATH", "swtpm:tcp:HOST:PORT" or "sim".
 	Device string `toml:"device"`
-	// AutoLockTimeoutSecs is how long unlocked keys stay cached without use;
-	// see [TPMConfig.AutoLockTimeout].
+	// AutoLockTimeoutSecs is how long an unsealed seed stays cached,
+	// counted from the unseal; see [TPMConfig.AutoLockTimeout].
 	AutoLockTimeoutSecs int `toml:"auto_lock_timeout_secs"`
+	// PCRPollSecs is how often the agent reads the PCRs its identities
+	// are bound to; see [TPMConfig.PCRPoll].
+	PCRPollSecs int `toml:"pcr_poll_secs"`
 }
 
 // DefaultConfig returns the configuration used when no file exists: TPM
@@ -69,6 +73,7 @@ func DefaultConfig() Config {
 		PCRs:                []int{0, 7},
 		Device:              "auto",
 		AutoLockTimeoutSecs: 300,
+		PCRPollSecs:         30,
 	}
 	return c
 }
@@ -189,10 +194,18 @@ func (c Config) validate() error {
 	if t.AutoLockTimeoutSecs < 0 {
 		return fmt.Errorf("identity.tpm.auto_lock_timeout_secs = %d: must be 0 or more", t.AutoLockTimeoutSecs)
 	}
+	if t.PCRPollSecs < 1 || int64(t.PCRPollSecs) > maxAutoLockSecs {
+		return fmt.Errorf("identity.tpm.pcr_poll_secs = %d: must be at least 1", t.PCRPollSecs)
+	}
 	if int64(t.AutoLockTimeoutSecs) > maxAutoLockSecs {
 		return fmt.Errorf("identity.tpm.auto_lock_timeout_secs = %d: must be at most %d", t.AutoLockTimeoutSecs, maxAutoLockSecs)
 	}
 	return nil
+}
+
+// PCRPoll returns pcr_poll_secs as a duration.
+func (c TPMConfig) PCRPoll() time.Duration {
+	return time.Duration(c.PCRPollSecs) * time.Second
 }
 
 // AutoLockTimeout returns auto_lock_timeout_secs as a duration. Zero means

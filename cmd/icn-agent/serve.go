@@ -1,0 +1,342 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/adrg/xdg"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/pcrwatch"
+	"github.com/icn/icn-agent/sealstore"
+)
+
+func init() {
+	register(&command{
+		name:    "serve",
+		args:    "[-a SOCKET] [-c] [--pcr-poll DURATION]",
+		summary: "Run the agent in the foreground, serving every sealed identity on SSH_AUTH_SOCK.",
+		run:     runServe,
+	})
+}
+
+// DefaultSocket returns $XDG_RUNTIME_DIR/icn-agent/agent.sock.
+func DefaultSocket() string { return filepath.Join(xdg.RuntimeDir, "icn-agent", "agent.sock") }
+
+func runServe(e *env, args []string) error {
+	c := lookup("serve")
+	var f common
+	fs := newFlagSet(c)
+	f.register(fs)
+	socket := fs.String("socket", "", "socket path (default $XDG_RUNTIME_DIR/icn-agent/agent.sock; ignored under systemd socket activation)")
+	fs.StringVar(socket, "a", "", "alias for --socket")
+	csh := fs.Bool("c", false, "print the environment in csh syntax")
+	pcrPoll := fs.Duration("pcr-poll", 0, "how often to read the PCRs identities are bound to (default from config, else 30s)")
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("serve takes no arguments")
+	}
+	f.daemon = true
+	if err := f.setup(e); err != nil {
+		return err
+	}
+	if *pcrPoll == 0 {
+		*pcrPoll = f.cfg.Identity.TPM.PCRPoll()
+	}
+	if *pcrPoll < 0 {
+		return usagef("--pcr-poll must be positive")
+	}
+	// x/crypto's ServeAgent reports failed requests through the standard
+	// logger: route it into ours, at debug.
+	log.SetFlags(0)
+	log.SetOutput(slogWriter{f.log})
+	slog.SetDefault(f.log)
+
+	if err := secmem.HardenProcess(); err != nil {
+		return fmt.Errorf("harden process: %w", err)
+	}
+	d := &daemon{
+		e:       e,
+		f:       &f,
+		socket:  *socket,
+		csh:     *csh,
+		pcrPoll: *pcrPoll,
+	}
+	return d.run()
+}
+
+// slogWriter turns lines written to the standard logger into debug logs.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// daemon is the running agent: the TPM, the store and its watcher, the PCR
+// watcher and the agent server, wired together.
+type daemon struct {
+	e       *env
+	f       *common
+	socket  string
+	csh     bool
+	pcrPoll time.Duration
+
+	log   *slog.Logger
+	store *sealstore.Store
+	srv   *agentsrv.Server
+	pcrs  *pcrwatch.Watcher
+
+	mu    sync.Mutex
+	blobs []*sealstore.Blob // the identities served now
+}
+
+// tpmUnsealer unseals with the daemon's TPM.
+type tpmUnsealer struct{ tpm sealstore.TPM }
+
+func (u tpmUnsealer) Unseal(ctx context.Context, b *sealstore.Blob, dst []byte) error {
+	return sealstore.Unseal(ctx, u.tpm, b, dst)
+}
+
+func (d *daemon) run() error {
+	d.log = d.f.log
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	store, err := sealstore.Open(d.f.store)
+	if err != nil {
+		return err
+	}
+	d.store = store
+	tpm, err := d.f.openTPM(ctx)
+	if err != nil {
+		return err
+	}
+	defer tpm.Close()
+
+	d.srv = agentsrv.New(agentsrv.Config{
+		Unsealer:        tpmUnsealer{tpm},
+		Logger:          d.log,
+		AutoLockTimeout: d.f.cfg.Identity.TPM.AutoLockTimeout(),
+		AskPass:         d.e.getenv("SSH_ASKPASS"),
+	})
+	defer d.srv.Close()
+
+	listeners, err := d.listen()
+	if err != nil {
+		return err
+	}
+
+	watcher := sealstore.NewWatcher(store, d.log)
+	d.pcrs = pcrwatch.New(pcrwatch.TPMReader(tpm), d.pcrPoll, d.log)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(listeners)+2)
+	start := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	for _, l := range listeners {
+		start("agent", func(ctx context.Context) error { return d.srv.Serve(ctx, l) })
+	}
+	start("store watcher", watcher.Run)
+	start("PCR watcher", d.pcrs.Run)
+
+	d.log.Info("icn-agent serving", "socket", d.socketDesc(listeners), "store", store.Dir(), "tpm", tpm.Spec().String(),
+		"auto_lock_timeout", d.f.cfg.Identity.TPM.AutoLockTimeout(), "pcr_poll", d.pcrPoll)
+	d.printEnv(listeners)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case snap, ok := <-watcher.Updates():
+			if ok {
+				d.setIdentities(snap)
+			}
+		case changes, ok := <-d.pcrs.Changes():
+			if ok {
+				d.pcrChanged(changes)
+			}
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				d.reload()
+				watcher.Rescan()
+			case syscall.SIGUSR1:
+				d.srv.DropAll()
+				d.log.Info("dropped every cached seed (SIGUSR1)")
+			default:
+				d.log.Info("shutting down", "signal", sig.String())
+				break loop
+			}
+		case err := <-errs:
+			runErr = err
+			break loop
+		}
+	}
+	cancel()
+	wg.Wait()
+	return runErr
+}
+
+// listen returns the sockets to serve: systemd's if the agent was socket
+// activated, else a fresh private socket.
+func (d *daemon) listen() ([]net.Listener, error) {
+	ls, err := agentsrv.ListenersFromSystemd()
+	if err != nil {
+		return nil, err
+	}
+	if len(ls) > 0 {
+		return ls, nil
+	}
+	path := d.socket
+	if path == "" {
+		path = DefaultSocket()
+	}
+	l, err := agentsrv.Listen(path)
+	if err != nil {
+		return nil, err
+	}
+	return []net.Listener{l}, nil
+}
+
+func (d *daemon) socketDesc(ls []net.Listener) string {
+	var s []string
+	for _, l := range ls {
+		s = append(s, l.Addr().String())
+	}
+	return strings.Join(s, ",")
+}
+
+// printEnv prints the line a shell evaluates to use the agent, as
+// ssh-agent does.
+func (d *daemon) printEnv(ls []net.Listener) {
+	path := ls[0].Addr().String()
+	if d.csh {
+		fmt.Fprintf(d.e.stdout, "setenv SSH_AUTH_SOCK %s;\n", path)
+	} else {
+		fmt.Fprintf(d.e.stdout, "SSH_AUTH_SOCK=%s; export SSH_AUTH_SOCK;\n", path)
+	}
+	if f, ok := d.e.stdout.(*os.File); ok {
+		f.Sync()
+	}
+}
+
+// setIdentities serves the identities of a store snapshot, with their
+// certificates (NAME-cert.pub beside the blob), and watches their PCRs.
+func (d *daemon) setIdentities(snap sealstore.Snapshot) {
+	var ids []agentsrv.Identity
+	var blobs []*sealstore.Blob
+	pcrSet := map[int]bool{}
+	for _, en := range snap.Entries {
+		if en.Err != nil {
+			continue // the watcher logged it; the others keep working
+		}
+		id := agentsrv.Identity{Blob: en.Blob, Cert: d.certificate(en.Blob)}
+		ids = append(ids, id)
+		blobs = append(blobs, en.Blob)
+		for _, p := range en.Blob.Policy.Indexes() {
+			pcrSet[p] = true
+		}
+	}
+	if err := d.srv.SetIdentities(ids); err != nil {
+		d.log.Warn("some identities were not loaded", "err", err)
+	}
+	d.mu.Lock()
+	d.blobs = blobs
+	d.mu.Unlock()
+	pcrs := make([]int, 0, len(pcrSet))
+	for p := range pcrSet {
+		pcrs = append(pcrs, p)
+	}
+	slices.Sort(pcrs)
+	d.pcrs.SetPCRs(pcrs)
+	if len(snap.Changed) > 0 {
+		d.log.Debug("store changed", "changed", snap.Changed)
+	}
+}
+
+// certificate returns the OpenSSH certificate in NAME-cert.pub beside the
+// blob, if there is one for the blob's key.
+func (d *daemon) certificate(b *sealstore.Blob) *ssh.Certificate {
+	path := filepath.Join(d.store.Dir(), b.Name+"-cert.pub")
+	data, err := readLimited(path, maxKeyFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		d.log.Warn("cannot read certificate", "path", path, "err", err)
+		return nil
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(data)
+	cert, ok := k.(*ssh.Certificate)
+	if err != nil || !ok {
+		d.log.Warn("not an OpenSSH certificate; ignored", "path", path)
+		return nil
+	}
+	if !bytes.Equal(cert.Key.Marshal(), b.PublicKey.Marshal()) {
+		d.log.Warn("certificate is for another key; ignored", "path", path, "name", b.Name)
+		return nil
+	}
+	return cert
+}
+
+// pcrChanged passes PCR changes to the server, which drops the seeds of
+// the identities bound to them and reports which no longer match.
+func (d *daemon) pcrChanged(changes []pcrwatch.Change) {
+	changed := make([]int, 0, len(changes))
+	for _, c := range changes {
+		changed = append(changed, c.PCR)
+	}
+	d.srv.UpdatePCRs(d.pcrs.Current(), changed)
+}
+
+// reload re-reads the config file (SIGHUP). Settings that need a restart
+// (the TPM, the store, the socket) are reported, not applied.
+func (d *daemon) reload() {
+	path, explicit := d.f.config, d.f.config != ""
+	if !explicit {
+		path = DefaultConfigPath()
+	}
+	cfg, err := LoadConfig(path, explicit)
+	if err != nil {
+		d.log.Warn("config not reloaded; keeping the running one", "err", err)
+		return
+	}
+	old := d.f.cfg.Identity.TPM
+	now := cfg.Identity.TPM
+	if now.Device != old.Device || now.PCRPollSecs != old.PCRPollSecs {
+		d.log.Warn("config changed device or pcr_poll_secs; restart icn-agent for them to take effect", "path", path)
+	}
+	d.srv.SetAutoLockTimeout(now.AutoLockTimeout())
+	d.f.cfg = cfg
+	d.log.Info("config reloaded; rescanning the store", "path", path, "auto_lock_timeout", now.AutoLockTimeout())
+}
