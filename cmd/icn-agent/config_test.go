@@ -43,23 +43,24 @@ enabled = true
 pcrs = [0, 2, 4, 7, 23]
 device = "swtpm:unix:/run/swtpm/sock"
 auto_lock_timeout_secs = 60
+pcr_poll_secs = 5
 `,
-			want: tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 2, 4, 7, 23}, Device: "swtpm:unix:/run/swtpm/sock", AutoLockTimeoutSecs: 60}),
+			want: tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 2, 4, 7, 23}, Device: "swtpm:unix:/run/swtpm/sock", AutoLockTimeoutSecs: 60, PCRPollSecs: 5}),
 		},
 		{
 			name:    "partial file keeps other defaults",
 			content: "[identity.tpm]\npcrs = [7]\n",
-			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{7}, Device: "auto", AutoLockTimeoutSecs: 300}),
+			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30}),
 		},
 		{
 			name:    "dotted keys",
 			content: "identity.tpm.device = \"/dev/tpmrm0\"\n",
-			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "/dev/tpmrm0", AutoLockTimeoutSecs: 300}),
+			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "/dev/tpmrm0", AutoLockTimeoutSecs: 300, PCRPollSecs: 30}),
 		},
 		{
 			name:    "zero timeout allowed",
 			content: "[identity.tpm]\nauto_lock_timeout_secs = 0\n",
-			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 0}),
+			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 0, PCRPollSecs: 30}),
 		},
 		{
 			name:    "unknown top-level key",
@@ -110,6 +111,11 @@ auto_lock_timeout_secs = 60
 			name:    "negative timeout",
 			content: "[identity.tpm]\nauto_lock_timeout_secs = -5\n",
 			wantErr: []string{"identity.tpm.auto_lock_timeout_secs = -5: must be 0 or more"},
+		},
+		{
+			name:    "zero pcr poll",
+			content: "[identity.tpm]\npcr_poll_secs = 0\n",
+			wantErr: []string{"identity.tpm.pcr_poll_secs = 0: must be at least 1"},
 		},
 		{
 			name:    "timeout overflowing a duration",
@@ -213,7 +219,7 @@ func TestLoadConfigUnreadable(t *testing.T) {
 
 func TestDefaultConfig(t *testing.T) {
 	c := DefaultConfig()
-	want := TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 300}
+	want := TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30}
 	if !reflect.DeepEqual(c.Identity.TPM, want) {
 		t.Fatalf("DefaultConfig().Identity.TPM = %+v; want %+v", c.Identity.TPM, want)
 	}
