@@ -1,0 +1,583 @@
+package attest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-tpm/tpm2"
+	"golang.org/x/crypto/ssh"
+)
+
+// Version is the evidence format version this package writes and reads.
+const Version = 1
+
+// Format is the magic string that opens the SSH encoding of version 1
+// evidence and the value of the "format" member of its JSON encoding.
+const Format = "icn-agent-evidence-v1"
+
+// Nonce size bounds: a verifier's challenge must be 8 to 64 bytes.
+const (
+	MinNonceSize = 8
+	MaxNonceSize = 64
+)
+
+// Domain separation strings of Binding and PossessionMessage.
+const (
+	bindingDomain    = "icn-agent quote v1\x00"
+	possessionDomain = "icn-agent possession v1\x00"
+)
+
+// Size bounds of evidence fields, checked before anything is allocated.
+const (
+	maxEvidence    = 64 << 10 // a whole SSH encoding
+	maxAttest      = 1024     // TPMS_ATTEST
+	maxSignature   = 512      // TPMT_SIGNATURE
+	maxTPM2BPublic = 1024     // TPM2B_PUBLIC
+	maxName        = 2 + 64   // TPM2B_NAME contents
+	maxPCRValue    = 64       // a PCR value (SHA-512 size)
+	maxIdentityKey = 512      // SSH wire public key
+	maxPossession  = 128      // Ed25519 signature (64 bytes)
+)
+
+// Binding returns the qualifyingData of the quote and of the certification
+// of the sealed object: what ties them to the verifier's nonce and to the
+// identity key they are about.
+//
+//	SHA-256("icn-agent quote v1\x00" || uint32(len(nonce)) || nonce || uint32(len(keywire)) || keywire)
+//
+// where keywire is the SSH wire encoding of key (RFC 4253 6.6; for
+// ssh-ed25519, RFC 8709) and lengths are big-endian. The TPM copies it
+// into TPMS_ATTEST.extraData, so tpm2_checkquote must be given the hex of
+// Binding, not the raw nonce, as its -q argument.
+func Binding(nonce []byte, key ssh.PublicKey) []byte {
+	var keywire []byte
+	if key != nil {
+		keywire = key.Marshal()
+	}
+	h := sha256.New()
+	h.Write([]byte(bindingDomain))
+	writeString(h, nonce)
+	writeString(h, keywire)
+	return h.Sum(nil)
+}
+
+// PossessionMessage returns what the identity key signs to prove that the
+// holder of its private key took part in this quote:
+//
+//	"icn-agent possession v1\x00" || uint32(len(nonce)) || nonce || uint32(len(quoted)) || quoted
+//
+// quoted is the TPMS_ATTEST of the quote exactly as the TPM signed it
+// (Evidence.Attest), lengths are big-endian, and the message is signed as
+// is with Ed25519 (no pre-hash). The message cannot be mistaken for an SSH
+// user-authentication payload (which starts with a length-prefixed session
+// identifier: "icn-" read as a length is over 1.7 GB) nor for an SSHSIG
+// blob (which starts with "SSHSIG").
+func PossessionMessage(nonce, quoted []byte) []byte {
+	m := make([]byte, 0, len(possessionDomain)+8+len(nonce)+len(quoted))
+	m = append(m, possessionDomain...)
+	m = appendString(m, nonce)
+	return appendString(m, quoted)
+}
+
+func writeString(h hash.Hash, b []byte) {
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
+	h.Write(b)
+}
+
+func appendString(w, s []byte) []byte {
+	w = binary.BigEndian.AppendUint32(w, uint32(len(s)))
+	return append(w, s...)
+}
+
+// Evidence is what a verifier receives: a TPM quote of the PCRs bound to a
+// nonce and an identity key, the TPM's certification that the identity's
+// sealed object is loaded under its storage root key, and the identity's
+// proof of possession. See the package documentation for what it proves
+// and Verify for how it is checked.
+//
+// Evidence is plain data. ParseSSH and UnmarshalJSON check its structure;
+// only Verify checks what it says.
+type Evidence struct {
+	// Version is the format version, 1.
+	Version int
+	// Attest is the TPMS_ATTEST of TPM2_Quote, exactly as the TPM signed it.
+	Attest []byte
+	// Signature is the AK's signature over Attest, a marshalled
+	// TPMT_SIGNATURE (ECDSA with SHA-256).
+	Signature []byte
+	// Bank is the PCR bank quoted: tpm2.TPMAlgSHA256.
+	Bank tpm2.TPMIAlgHash
+	// PCRs are the quoted PCR indexes, strictly ascending, 0 to 23.
+	PCRs []int
+	// PCRValues are the values of PCRs, in the same order.
+	PCRValues [][]byte
+	// AKPublic is the attestation key's marshalled TPM2B_PUBLIC.
+	AKPublic []byte
+	// CertifyAttest is the TPMS_ATTEST (type TPM_ST_ATTEST_SESSION_AUDIT)
+	// of TPM2_GetSessionAuditDigest over an audit session in which the TPM
+	// ran TPM2_ReadPublic on the loaded sealed object: the TPM's signed
+	// statement that an object with public area SealedPublic is loaded
+	// under the storage root key SRKName. Empty if the TPM refused (see
+	// ErrNoCertify). The package documentation explains why this is not a
+	// TPM2_Certify.
+	CertifyAttest []byte
+	// CertifySignature is the AK's signature over CertifyAttest, a
+	// marshalled TPMT_SIGNATURE; empty with it.
+	CertifySignature []byte
+	// SealedPublic is the sealed object's marshalled TPM2B_PUBLIC, as the
+	// TPM returned it.
+	SealedPublic []byte
+	// SRKName is the TPM Name of the storage root key, the parent of the
+	// AK and of the sealed object.
+	SRKName []byte
+	// SealedPCRs are the PCRs the sealed object's policy covers (a subset
+	// of PCRs). They are a hint, not authenticated: Verify uses them to
+	// decide Result.SealedPolicyMatches, which a wrong hint can only make
+	// false, never true.
+	SealedPCRs []int
+	// IdentityKey is the identity's public key in SSH wire encoding
+	// (ssh-ed25519).
+	IdentityKey []byte
+	// Possession is the identity key's raw 64-byte Ed25519 signature over
+	// PossessionMessage(nonce, Attest).
+	Possession []byte
+}
+
+// validate checks the structure of e: version, sizes, ranges and
+// consistency between fields. It does not check what the fields say.
+func (e *Evidence) validate() error {
+	if e == nil {
+		return fmt.Errorf("%w: no evidence", ErrMalformed)
+	}
+	if e.Version != Version {
+		return fmt.Errorf("%w %d (this icn-agent reads version %d)", ErrUnsupportedVersion, e.Version, Version)
+	}
+	for _, f := range []struct {
+		name     string
+		b        []byte
+		max      int
+		required bool
+	}{
+		{"attest", e.Attest, maxAttest, true},
+		{"signature", e.Signature, maxSignature, true},
+		{"ak public", e.AKPublic, maxTPM2BPublic, true},
+		{"certify attest", e.CertifyAttest, maxAttest, false},
+		{"certify signature", e.CertifySignature, maxSignature, false},
+		{"sealed public", e.SealedPublic, maxTPM2BPublic, false},
+		{"srk name", e.SRKName, maxName, false},
+		{"identity key", e.IdentityKey, maxIdentityKey, true},
+		{"possession", e.Possession, maxPossession, true},
+	} {
+		if len(f.b) > f.max {
+			return malformed(f.name, "%d bytes, more than %d", len(f.b), f.max)
+		}
+		if f.required && len(f.b) == 0 {
+			return malformed(f.name, "missing")
+		}
+	}
+	if (len(e.CertifyAttest) == 0) != (len(e.CertifySignature) == 0) {
+		return malformed("certify signature", "certify attest and signature must be both present or both absent")
+	}
+	if len(e.PCRs) == 0 || len(e.PCRs) > numPCRs {
+		return malformed("pcrs", "%d PCRs, want 1 to %d", len(e.PCRs), numPCRs)
+	}
+	if len(e.PCRValues) != len(e.PCRs) {
+		return malformed("pcr values", "%d values for %d PCRs", len(e.PCRValues), len(e.PCRs))
+	}
+	if err := ascending("pcrs", e.PCRs); err != nil {
+		return err
+	}
+	for i, v := range e.PCRValues {
+		if len(v) == 0 || len(v) > maxPCRValue {
+			return malformed("pcr values", "PCR %d value is %d bytes, want 1 to %d", e.PCRs[i], len(v), maxPCRValue)
+		}
+	}
+	if len(e.SealedPCRs) > numPCRs {
+		return malformed("sealed pcrs", "%d PCRs, more than %d", len(e.SealedPCRs), numPCRs)
+	}
+	if err := ascending("sealed pcrs", e.SealedPCRs); err != nil {
+		return err
+	}
+	if quoted := maskOf(e.PCRs); maskOf(e.SealedPCRs)&^quoted != 0 {
+		return malformed("sealed pcrs", "PCR %s not quoted", joinInts(indexesOf(maskOf(e.SealedPCRs)&^quoted)))
+	}
+	return nil
+}
+
+// ascending checks that indexes are strictly ascending PCR numbers.
+func ascending(field string, indexes []int) error {
+	for i, p := range indexes {
+		if p < 0 || p >= numPCRs {
+			return malformed(field, "PCR %d out of range 0 to %d", p, numPCRs-1)
+		}
+		if i > 0 && p <= indexes[i-1] {
+			return malformed(field, "PCR %d after %d: want strictly ascending", p, indexes[i-1])
+		}
+	}
+	return nil
+}
+
+// MarshalSSH returns the SSH wire encoding of e, used by the agent protocol
+// extension. Integers are big-endian uint32 and "string" is a uint32 length
+// followed by that many bytes (RFC 4251 5):
+//
+//	string  "icn-agent-evidence-v1"
+//	uint32  version (1)
+//	string  attest             TPMS_ATTEST of the quote
+//	string  signature          TPMT_SIGNATURE
+//	uint32  bank               TPM_ALG_ID (0x000B)
+//	uint32  n                  number of quoted PCRs, 1 to 24
+//	        n times:
+//	uint32    index            strictly ascending, 0 to 23
+//	string    value
+//	string  ak public          TPM2B_PUBLIC
+//	string  certify attest     TPMS_ATTEST of the session audit (may be empty)
+//	string  certify signature  TPMT_SIGNATURE (empty with certify attest)
+//	string  sealed public      TPM2B_PUBLIC (may be empty)
+//	string  srk name           TPM2B_NAME contents (may be empty)
+//	uint32  m                  number of sealing PCRs, 0 to 24
+//	        m times:
+//	uint32    index            strictly ascending, each one of the quoted PCRs
+//	string  identity key       SSH wire public key
+//	string  possession         Ed25519 signature
+//
+// Nothing follows. ParseSSH reverses it. MarshalSSH encodes e as it is;
+// for evidence that ParseSSH, UnmarshalJSON or Quote returned,
+// ParseSSH(e.MarshalSSH()) equals e.
+func (e *Evidence) MarshalSSH() []byte {
+	var w []byte
+	w = appendString(w, []byte(Format))
+	w = binary.BigEndian.AppendUint32(w, uint32(e.Version))
+	w = appendString(w, e.Attest)
+	w = appendString(w, e.Signature)
+	w = binary.BigEndian.AppendUint32(w, uint32(e.Bank))
+	w = binary.BigEndian.AppendUint32(w, uint32(len(e.PCRs)))
+	for i, p := range e.PCRs {
+		w = binary.BigEndian.AppendUint32(w, uint32(p))
+		var v []byte
+		if i < len(e.PCRValues) {
+			v = e.PCRValues[i]
+		}
+		w = appendString(w, v)
+	}
+	w = appendString(w, e.AKPublic)
+	w = appendString(w, e.CertifyAttest)
+	w = appendString(w, e.CertifySignature)
+	w = appendString(w, e.SealedPublic)
+	w = appendString(w, e.SRKName)
+	w = binary.BigEndian.AppendUint32(w, uint32(len(e.SealedPCRs)))
+	for _, p := range e.SealedPCRs {
+		w = binary.BigEndian.AppendUint32(w, uint32(p))
+	}
+	w = appendString(w, e.IdentityKey)
+	w = appendString(w, e.Possession)
+	return w
+}
+
+// ParseSSH decodes the SSH wire encoding of evidence (see MarshalSSH) and
+// checks its structure. Errors wrap ErrMalformed, or ErrUnsupportedVersion
+// for another format version. The returned Evidence does not alias b.
+func ParseSSH(b []byte) (*Evidence, error) {
+	if len(b) > maxEvidence {
+		return nil, malformed("evidence", "%d bytes, more than %d", len(b), maxEvidence)
+	}
+	r := reader{buf: b}
+	magic, err := r.string("magic", 64)
+	if err != nil {
+		return nil, err
+	}
+	if string(magic) != Format {
+		if strings.HasPrefix(string(magic), "icn-agent-evidence-") {
+			return nil, fmt.Errorf("%w %q (this icn-agent reads %q)", ErrUnsupportedVersion, magic, Format)
+		}
+		return nil, malformed("magic", "not icn-agent evidence")
+	}
+	version, err := r.uint32("version")
+	if err != nil {
+		return nil, err
+	}
+	if version != Version {
+		return nil, fmt.Errorf("%w %d (this icn-agent reads version %d)", ErrUnsupportedVersion, version, Version)
+	}
+	e := &Evidence{Version: Version}
+	if e.Attest, err = r.string("attest", maxAttest); err != nil {
+		return nil, err
+	}
+	if e.Signature, err = r.string("signature", maxSignature); err != nil {
+		return nil, err
+	}
+	bank, err := r.uint32("bank")
+	if err != nil {
+		return nil, err
+	}
+	if bank > 0xffff {
+		return nil, malformed("bank", "0x%x is not a TPM_ALG_ID", bank)
+	}
+	e.Bank = tpm2.TPMIAlgHash(bank)
+	if e.PCRs, e.PCRValues, err = r.pcrs("pcrs", true); err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		dst  *[]byte
+		name string
+		max  int
+	}{
+		{&e.AKPublic, "ak public", maxTPM2BPublic},
+		{&e.CertifyAttest, "certify attest", maxAttest},
+		{&e.CertifySignature, "certify signature", maxSignature},
+		{&e.SealedPublic, "sealed public", maxTPM2BPublic},
+		{&e.SRKName, "srk name", maxName},
+	} {
+		if *f.dst, err = r.string(f.name, f.max); err != nil {
+			return nil, err
+		}
+	}
+	if e.SealedPCRs, _, err = r.pcrs("sealed pcrs", false); err != nil {
+		return nil, err
+	}
+	if e.IdentityKey, err = r.string("identity key", maxIdentityKey); err != nil {
+		return nil, err
+	}
+	if e.Possession, err = r.string("possession", maxPossession); err != nil {
+		return nil, err
+	}
+	if len(r.buf) != 0 {
+		return nil, malformed("evidence", "%d trailing bytes", len(r.buf))
+	}
+	if err := e.validate(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// reader decodes SSH wire fields, checking every length against the bytes
+// left and the field's bound before allocating.
+type reader struct{ buf []byte }
+
+func (r *reader) uint32(field string) (uint32, error) {
+	if len(r.buf) < 4 {
+		return 0, malformed(field, "truncated")
+	}
+	v := binary.BigEndian.Uint32(r.buf)
+	r.buf = r.buf[4:]
+	return v, nil
+}
+
+// string reads a string field; an empty one is returned as nil.
+func (r *reader) string(field string, max int) ([]byte, error) {
+	n, err := r.uint32(field)
+	if err != nil {
+		return nil, err
+	}
+	if n > uint32(max) {
+		return nil, malformed(field, "%d bytes, more than %d", n, max)
+	}
+	if uint32(len(r.buf)) < n {
+		return nil, malformed(field, "truncated: %d bytes, %d left", n, len(r.buf))
+	}
+	var s []byte
+	if n > 0 {
+		s = bytes.Clone(r.buf[:n])
+	}
+	r.buf = r.buf[n:]
+	return s, nil
+}
+
+// pcrs reads a count and that many indexes, each followed by a value if
+// withValues.
+func (r *reader) pcrs(field string, withValues bool) ([]int, [][]byte, error) {
+	n, err := r.uint32(field)
+	if err != nil {
+		return nil, nil, err
+	}
+	if n > numPCRs {
+		return nil, nil, malformed(field, "%d PCRs, more than %d", n, numPCRs)
+	}
+	var idx []int
+	var values [][]byte
+	for i := uint32(0); i < n; i++ {
+		p, err := r.uint32(field)
+		if err != nil {
+			return nil, nil, err
+		}
+		if p >= numPCRs {
+			return nil, nil, malformed(field, "PCR %d out of range 0 to %d", p, numPCRs-1)
+		}
+		idx = append(idx, int(p))
+		if withValues {
+			v, err := r.string(field, maxPCRValue)
+			if err != nil {
+				return nil, nil, err
+			}
+			values = append(values, v)
+		}
+	}
+	return idx, values, nil
+}
+
+// evidenceJSON is the JSON form of Evidence.
+type evidenceJSON struct {
+	Format           string    `json:"format"`
+	Version          int       `json:"version"`
+	Bank             string    `json:"bank"`
+	PCRs             []pcrJSON `json:"pcrs"`
+	Attest           []byte    `json:"attest"`
+	Signature        []byte    `json:"signature"`
+	AKPublic         []byte    `json:"ak_public"`
+	CertifyAttest    []byte    `json:"certify_attest,omitempty"`
+	CertifySignature []byte    `json:"certify_signature,omitempty"`
+	SealedPublic     []byte    `json:"sealed_public,omitempty"`
+	SRKName          []byte    `json:"srk_name,omitempty"`
+	SealedPCRs       []int     `json:"sealed_pcrs,omitempty"`
+	IdentityKey      []byte    `json:"identity_key"`
+	Possession       []byte    `json:"possession"`
+}
+
+type pcrJSON struct {
+	Index int    `json:"index"`
+	Value string `json:"value"`
+}
+
+// bankNames are the JSON names of PCR banks; others are written "0xNNNN".
+var bankNames = map[tpm2.TPMIAlgHash]string{
+	tpm2.TPMAlgSHA1:   "sha1",
+	tpm2.TPMAlgSHA256: "sha256",
+	tpm2.TPMAlgSHA384: "sha384",
+	tpm2.TPMAlgSHA512: "sha512",
+}
+
+func bankName(b tpm2.TPMIAlgHash) string {
+	if n, ok := bankNames[b]; ok {
+		return n
+	}
+	return fmt.Sprintf("0x%04x", uint16(b))
+}
+
+func parseBank(s string) (tpm2.TPMIAlgHash, error) {
+	for b, n := range bankNames {
+		if s == n {
+			return b, nil
+		}
+	}
+	if hexs, ok := strings.CutPrefix(s, "0x"); ok && len(hexs) == 4 {
+		if v, err := strconv.ParseUint(hexs, 16, 16); err == nil {
+			return tpm2.TPMIAlgHash(v), nil
+		}
+	}
+	return 0, malformed("bank", "unknown bank %q", s)
+}
+
+// MarshalJSON encodes e for files and humans: a JSON object whose "format"
+// is "icn-agent-evidence-v1", with binary fields in standard base64 (RFC
+// 4648 4, padded), the bank by name ("sha256") and PCR values in lowercase
+// hex:
+//
+//	{"format": "icn-agent-evidence-v1", "version": 1, "bank": "sha256",
+//	 "pcrs": [{"index": 0, "value": "…"}, …], "attest": "…", "signature": "…",
+//	 "ak_public": "…", "certify_attest": "…", "certify_signature": "…",
+//	 "sealed_public": "…", "srk_name": "…", "sealed_pcrs": [0, 7],
+//	 "identity_key": "…", "possession": "…"}
+//
+// Empty optional members are left out.
+func (e *Evidence) MarshalJSON() ([]byte, error) {
+	j := evidenceJSON{
+		Format:           Format,
+		Version:          e.Version,
+		Bank:             bankName(e.Bank),
+		Attest:           e.Attest,
+		Signature:        e.Signature,
+		AKPublic:         e.AKPublic,
+		CertifyAttest:    e.CertifyAttest,
+		CertifySignature: e.CertifySignature,
+		SealedPublic:     e.SealedPublic,
+		SRKName:          e.SRKName,
+		SealedPCRs:       e.SealedPCRs,
+		IdentityKey:      e.IdentityKey,
+		Possession:       e.Possession,
+	}
+	j.PCRs = make([]pcrJSON, len(e.PCRs))
+	for i, p := range e.PCRs {
+		var v []byte
+		if i < len(e.PCRValues) {
+			v = e.PCRValues[i]
+		}
+		j.PCRs[i] = pcrJSON{Index: p, Value: hex.EncodeToString(v)}
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes what MarshalJSON writes and checks its structure.
+// Unknown members are refused. Errors wrap ErrMalformed, or
+// ErrUnsupportedVersion for another format version.
+func (e *Evidence) UnmarshalJSON(b []byte) error {
+	if len(b) > 4*maxEvidence {
+		return malformed("evidence", "%d bytes of JSON, more than %d", len(b), 4*maxEvidence)
+	}
+	var j evidenceJSON
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&j); err != nil {
+		return malformed("json", "%v", err)
+	}
+	if d.More() {
+		return malformed("json", "data after the evidence object")
+	}
+	if j.Format != Format {
+		if strings.HasPrefix(j.Format, "icn-agent-evidence-") {
+			return fmt.Errorf("%w %q (this icn-agent reads %q)", ErrUnsupportedVersion, j.Format, Format)
+		}
+		return malformed("format", "%q is not icn-agent evidence", j.Format)
+	}
+	bank, err := parseBank(j.Bank)
+	if err != nil {
+		return err
+	}
+	out := Evidence{
+		Version:          j.Version,
+		Attest:           nonEmpty(j.Attest),
+		Signature:        nonEmpty(j.Signature),
+		Bank:             bank,
+		AKPublic:         nonEmpty(j.AKPublic),
+		CertifyAttest:    nonEmpty(j.CertifyAttest),
+		CertifySignature: nonEmpty(j.CertifySignature),
+		SealedPublic:     nonEmpty(j.SealedPublic),
+		SRKName:          nonEmpty(j.SRKName),
+		IdentityKey:      nonEmpty(j.IdentityKey),
+		Possession:       nonEmpty(j.Possession),
+	}
+	if len(j.SealedPCRs) > 0 {
+		out.SealedPCRs = j.SealedPCRs
+	}
+	if len(j.PCRs) > numPCRs {
+		return malformed("pcrs", "%d PCRs, more than %d", len(j.PCRs), numPCRs)
+	}
+	for _, p := range j.PCRs {
+		v, err := hex.DecodeString(p.Value)
+		if err != nil {
+			return malformed("pcrs", "PCR %d value: %v", p.Index, err)
+		}
+		out.PCRs = append(out.PCRs, p.Index)
+		out.PCRValues = append(out.PCRValues, nonEmpty(v))
+	}
+	if err := out.validate(); err != nil {
+		return err
+	}
+	*e = out
+	return nil
+}
+
+// nonEmpty returns nil for an empty slice, so that decoded evidence compares
+// equal whatever encoding it came from.
+func nonEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}

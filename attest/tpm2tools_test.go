@@ -1,0 +1,94 @@
+package attest
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestTPM2ToolsCheckquote has tpm2-tools' tpm2_checkquote, an independent
+// implementation, verify quotes written by WriteTPM2Tools: the golden
+// evidence, and fresh ones with enough PCRs to need several TPML_DIGESTs.
+func TestTPM2ToolsCheckquote(t *testing.T) {
+	if _, err := exec.LookPath("tpm2_checkquote"); err != nil {
+		t.Fatalf("tpm2_checkquote not installed: apt-get install tpm2-tools (%v)", err)
+	}
+	g := loadGolden(t)
+	cases := []struct {
+		name  string
+		e     *Evidence
+		nonce []byte
+	}{{"golden", g.e, g.nonce}}
+
+	f := newFixture(t, "sim")
+	id := f.seal("work", []int{0, 7})
+	ak := f.ak("")
+	for _, extra := range [][]int{nil, {1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23}} {
+		f.extend(16)
+		nonce := newNonce(t)
+		e, err := ak.Quote(context.Background(), f.tpm, id.subject(), QuoteRequest{Nonce: nonce, ExtraPCRs: extra, Sign: seedSigner(id.seed)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct {
+			name  string
+			e     *Evidence
+			nonce []byte
+		}{name: fmt.Sprintf("%d-pcrs", len(e.PCRs)), e: e, nonce: nonce})
+	}
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := tc.e.WriteTPM2Tools(dir); err != nil {
+				t.Fatal(err)
+			}
+			key, _, err := parseIdentityKey(tc.e.IdentityKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			binding := Binding(tc.nonce, key)
+			checkquote := func(qualification []byte, pcrsFile string) ([]byte, error) {
+				cmd := exec.Command("tpm2_checkquote",
+					"-u", filepath.Join(dir, TPM2ToolsAKPEM),
+					"-m", filepath.Join(dir, TPM2ToolsMessage),
+					"-s", filepath.Join(dir, TPM2ToolsSignature),
+					"-f", pcrsFile,
+					"-g", "sha256",
+					"-q", hex.EncodeToString(qualification))
+				return cmd.CombinedOutput()
+			}
+			pcrs := filepath.Join(dir, TPM2ToolsPCRs)
+			if out, err := checkquote(binding, pcrs); err != nil {
+				t.Fatalf("tpm2_checkquote refused the quote: %v\n%s", err, out)
+			}
+			// The raw nonce is not the qualification: Binding is.
+			if out, err := checkquote(tc.nonce, pcrs); err == nil {
+				t.Fatalf("tpm2_checkquote accepted the raw nonce as qualification:\n%s", out)
+			}
+			wrong := bytes.Clone(binding)
+			wrong[0] ^= 1
+			if out, err := checkquote(wrong, pcrs); err == nil {
+				t.Fatalf("tpm2_checkquote accepted a tampered qualification:\n%s", out)
+			}
+			// A tampered PCR value fails the digest check.
+			data, err := os.ReadFile(pcrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data[132+4+4+2] ^= 1 // first byte of the first PCR value
+			bad := filepath.Join(dir, "bad.pcrs")
+			if err := os.WriteFile(bad, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := checkquote(binding, bad); err == nil {
+				t.Fatalf("tpm2_checkquote accepted a tampered PCR value:\n%s", out)
+			}
+		})
+	}
+}
