@@ -29,6 +29,10 @@ type Client struct {
 	agent agent.ExtendedAgent
 }
 
+// Agent returns the underlying x/crypto agent client, for requests this
+// type has no method for (such as attest.RequestEvidence).
+func (c *Client) Agent() agent.ExtendedAgent { return c.agent }
+
 // ClientIdentity is a key the agent lists, with what the client could
 // learn about it.
 type ClientIdentity struct {

@@ -78,7 +78,13 @@
 //	byte    SSH_AGENT_SUCCESS
 //	string  extension name, repeated to the end of the message:
 //	        "query", "unseal@icn-agent", "status@icn-agent",
-//	        "session-bind@openssh.com"
+//	        "session-bind@openssh.com", "quote@icn-agent"
+//
+// quote@icn-agent: attestation evidence about one identity, bound to the
+// verifier's nonce (see package attest for the request, the reply and how
+// to verify it offline). The identity's proof of possession is a signature
+// like any other: it unseals if needed and fails while the agent is
+// locked.
 //
 // unseal@icn-agent: unseal an identity now, list it again if ssh-add -d
 // hid it, and keep its seed for a lifetime. Content:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/icn/icn-agent/attest"
 	"log/slog"
 	"time"
 
@@ -29,7 +30,7 @@ const StatusVersion = 1
 const msgSuccess = 6
 
 // supportedExtensions is the reply to query, in this order.
-var supportedExtensions = []string{ExtQuery, ExtUnseal, ExtStatus, ExtSessionBind}
+var supportedExtensions = []string{ExtQuery, ExtUnseal, ExtStatus, ExtSessionBind, attest.Extension}
 
 // unsealRequest is the content of an unseal@icn-agent request.
 type unsealRequest struct {
@@ -314,6 +315,8 @@ func (c *conn) Extension(extensionType string, contents []byte) ([]byte, error) 
 		return c.extUnseal(contents)
 	case ExtSessionBind:
 		return c.extSessionBind(contents)
+	case attest.Extension:
+		return c.extQuote(contents)
 	default:
 		c.debug("agentsrv: unsupported extension", slog.String("type", extensionType))
 		return nil, agent.ErrExtensionUnsupported

@@ -39,6 +39,9 @@ const sweepInterval = 10 * time.Second
 type Config struct {
 	// Unsealer recovers seeds from the TPM.
 	Unsealer Unsealer
+	// Attester answers the quote extension (attest.Extension); nil
+	// answers it with failure.
+	Attester Attester
 	// Logger receives the server's logs; nil means slog.Default(). Requests
 	// are logged at Debug, refused peers and failures at Warn. Secrets
 	// (seeds, passphrases, signed data) are never logged.
@@ -64,7 +67,44 @@ type Config struct {
 	// Sleep waits d or until ctx is done; it is how failed unlocks are
 	// slowed down. Nil means a timer.
 	Sleep func(ctx context.Context, d time.Duration)
+	// Metrics, if set, is told of every unseal, signature and PCR
+	// change. If it also implements MetricsReporter, the server answers
+	// the metrics@icn-agent extension with its report. Nil means none.
+	Metrics Metrics
 }
+
+// Metrics receives the server's events so that they can be counted. The
+// daemon's implementation is internal/metrics. Its methods are called
+// from many goroutines at once, on the request path: they must be safe
+// for concurrent use, fast, and must not block.
+type Metrics interface {
+	// Unsealed reports one call of the Unsealer: its error (nil on
+	// success) and how long it took.
+	Unsealed(err error, d time.Duration)
+	// Signed reports a signature made with a sealed identity (sealed)
+	// or a software key.
+	Signed(sealed bool)
+	// SignFailed reports a sign request that failed, and why. sealed is
+	// false for software keys and keys the agent does not have.
+	SignFailed(sealed bool, err error)
+	// PCRsChanged reports the PCRs that UpdatePCRs was told changed.
+	PCRsChanged(changed []int)
+}
+
+// MetricsReporter is implemented by a Config.Metrics that can report its
+// counters, for the metrics@icn-agent extension.
+type MetricsReporter interface {
+	// MetricsJSON returns the counters as a JSON object.
+	MetricsJSON() ([]byte, error)
+}
+
+// noMetrics is the Metrics of a server configured without.
+type noMetrics struct{}
+
+func (noMetrics) Unsealed(error, time.Duration) {}
+func (noMetrics) Signed(bool)                   {}
+func (noMetrics) SignFailed(bool, error)        {}
+func (noMetrics) PCRsChanged([]int)             {}
 
 // Server is the agent: it holds the sealed identities, the seeds it has
 // unsealed, the software keys added with ssh-add and the lock state, and
@@ -72,6 +112,7 @@ type Config struct {
 // concurrent use.
 type Server struct {
 	unsealer   Unsealer
+	attester   Attester
 	log        *slog.Logger
 	timeout    atomic.Int64 // time.Duration; see SetAutoLockTimeout
 	maxMessage uint32
@@ -79,6 +120,7 @@ type Server struct {
 	now        func() time.Time
 	allowUID   func(uid uint32) bool
 	sleep      func(ctx context.Context, d time.Duration)
+	metrics    Metrics
 
 	// base is cancelled by Close; every connection and unseal derives
 	// from it.
@@ -116,11 +158,13 @@ type keyRef struct {
 func New(cfg Config) *Server {
 	s := &Server{
 		unsealer: cfg.Unsealer,
+		attester: cfg.Attester,
 		log:      cfg.Logger,
 		askPass:  cfg.AskPass,
 		now:      cfg.Now,
 		allowUID: cfg.AllowUID,
 		sleep:    cfg.Sleep,
+		metrics:  cfg.Metrics,
 		byName:   map[string]*sealed{},
 		byKey:    map[string]keyRef{},
 	}
@@ -141,6 +185,9 @@ func New(cfg Config) *Server {
 	}
 	if s.sleep == nil {
 		s.sleep = sleepContext
+	}
+	if s.metrics == nil {
+		s.metrics = noMetrics{}
 	}
 	s.base, s.shutdown = context.WithCancel(context.Background())
 	return s

@@ -134,6 +134,7 @@ func (d *daemon) run() error {
 
 	d.srv = agentsrv.New(agentsrv.Config{
 		Unsealer:        tpmUnsealer{tpm},
+		Attester:        &tpmAttester{tpm: tpm, path: akPath(store)},
 		Logger:          d.log,
 		AutoLockTimeout: d.f.cfg.Identity.TPM.AutoLockTimeout(),
 		AskPass:         d.e.getenv("SSH_ASKPASS"),

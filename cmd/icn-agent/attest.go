@@ -1,0 +1,346 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/attest"
+	"github.com/icn/icn-agent/sealstore"
+)
+
+func init() {
+	register(&command{
+		name:    "ak",
+		args:    "",
+		summary: "Print this TPM's attestation key (created on first use): its name and PEM public key, to pin in verifiers.",
+		run:     runAK,
+	})
+	register(&command{
+		name:    "quote",
+		args:    "NAME --nonce HEX [-o FILE] [--pcrs LIST] [--tpm2-tools DIR]",
+		summary: "Ask the running agent for attestation evidence about an identity, bound to a verifier's nonce; writes JSON.",
+		run:     runQuote,
+	})
+	register(&command{
+		name:    "verify",
+		args:    "FILE --nonce HEX [--ak PEM | --ak-name HEX] [--key PUBFILE] [--pcr N=HEX ...]",
+		summary: "Verify attestation evidence offline. Exit 0 with a report, or non-zero naming the check that failed.",
+		run:     runVerify,
+	})
+}
+
+// akPath is where the attestation key blob lives: beside the identities
+// directory, so a custom --store keeps its own.
+func akPath(store *sealstore.Store) string {
+	return filepath.Join(filepath.Dir(store.Dir()), "attestation-key.pem")
+}
+
+// tpmAttester answers the agent's quote extension with the daemon's TPM
+// and attestation key, created on the first request.
+type tpmAttester struct {
+	tpm  attest.TPM
+	path string
+
+	mu sync.Mutex
+	ak *attest.AK
+}
+
+func (a *tpmAttester) Quote(ctx context.Context, b *sealstore.Blob, nonce []byte, extra []int, sign func([]byte) ([]byte, error)) (*attest.Evidence, error) {
+	a.mu.Lock()
+	if a.ak == nil {
+		ak, err := attest.LoadOrCreateAK(ctx, a.tpm, a.path)
+		if err != nil {
+			a.mu.Unlock()
+			return nil, err
+		}
+		a.ak = ak
+	}
+	ak := a.ak
+	a.mu.Unlock()
+	return ak.Quote(ctx, a.tpm, attest.Subject{
+		PublicKey:     b.PublicKey,
+		SealedPublic:  b.Public,
+		SealedPrivate: b.Private,
+		PCRs:          b.Policy.Indexes(),
+	}, attest.QuoteRequest{Nonce: nonce, ExtraPCRs: extra, Sign: sign})
+}
+
+func runAK(e *env, args []string) error {
+	c := lookup("ak")
+	var f common
+	fs := newFlagSet(c)
+	f.register(fs)
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("ak takes no arguments")
+	}
+	if err := f.setup(e); err != nil {
+		return err
+	}
+	store, err := sealstore.Open(f.store)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	tpm, err := f.openTPM(ctx)
+	if err != nil {
+		return err
+	}
+	defer tpm.Close()
+	ak, err := attest.LoadOrCreateAK(ctx, tpm, akPath(store))
+	if err != nil {
+		return err
+	}
+	pemBytes, err := ak.PublicPEM()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "# name %s\n%s", hex.EncodeToString(ak.Name()), pemBytes)
+	return nil
+}
+
+func parseNonce(s string) ([]byte, error) {
+	if s == "" {
+		return nil, usagef("--nonce HEX is required: a fresh random challenge of %d to %d bytes from the verifier", attest.MinNonceSize, attest.MaxNonceSize)
+	}
+	n, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, usagef("--nonce: not hex: %v", err)
+	}
+	if len(n) < attest.MinNonceSize || len(n) > attest.MaxNonceSize {
+		return nil, usagef("--nonce is %d bytes; want %d to %d", len(n), attest.MinNonceSize, attest.MaxNonceSize)
+	}
+	return n, nil
+}
+
+func runQuote(e *env, args []string) error {
+	c := lookup("quote")
+	fs := newFlagSet(c)
+	socket := fs.String("a", "", "agent socket (default $SSH_AUTH_SOCK)")
+	nonceHex := fs.String("nonce", "", "the verifier's nonce, hex")
+	out := fs.String("o", "", "write the evidence JSON here (default stdout); an existing file is not overwritten")
+	var extra pcrList
+	fs.Var(&extra, "pcrs", "extra PCRs to quote besides the identity's sealing PCRs")
+	tools := fs.String("tpm2-tools", "", "also write quote.msg, quote.sig, quote.pcrs and ak.pub.pem here for tpm2_checkquote")
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one NAME")
+	}
+	nonce, err := parseNonce(*nonceHex)
+	if err != nil {
+		return err
+	}
+	cl, err := dialAgent(e, *socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	st, err := cl.Status()
+	if err != nil {
+		return err
+	}
+	if st.Locked {
+		return errors.New("the agent is locked; unlock it with ssh-add -X")
+	}
+	var key ssh.PublicKey
+	for _, is := range st.Identities {
+		if is.Name == pos[0] {
+			key = is.PublicKey
+		}
+	}
+	if key == nil {
+		return fmt.Errorf("the agent serves no identity %q; see icn-agent status", pos[0])
+	}
+	ev, err := attest.RequestEvidence(cl.Agent(), key, nonce, extra.pcrs)
+	if err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(ev, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	if *tools != "" {
+		if err := os.MkdirAll(*tools, 0o700); err != nil {
+			return err
+		}
+		if err := ev.WriteTPM2Tools(*tools); err != nil {
+			return err
+		}
+	}
+	if *out == "" {
+		_, err = e.stdout.Write(data)
+		return err
+	}
+	return writeNewFile(*out, data)
+}
+
+// writeNewFile writes data to a file that must not exist yet.
+func writeNewFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%s exists; pick another file name (it is never overwritten)", path)
+		}
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	return f.Close()
+}
+
+// pcrValues is a flag.Value for repeated --pcr N=HEX.
+type pcrValues map[int][]byte
+
+func (p pcrValues) String() string { return "" }
+
+func (p pcrValues) Set(v string) error {
+	idx, val, ok := strings.Cut(v, "=")
+	n, err := strconv.Atoi(idx)
+	if !ok || err != nil || n < 0 || n > 23 {
+		return fmt.Errorf("want N=HEX with N in 0-23, got %q", v)
+	}
+	b, err := hex.DecodeString(val)
+	if err != nil {
+		return fmt.Errorf("PCR %d: value is not hex", n)
+	}
+	p[n] = b
+	return nil
+}
+
+var _ flag.Value = pcrValues(nil)
+
+func runVerify(e *env, args []string) error {
+	c := lookup("verify")
+	fs := newFlagSet(c)
+	nonceHex := fs.String("nonce", "", "the nonce you sent, hex")
+	akFile := fs.String("ak", "", "trust only this attestation key (PEM, as printed by icn-agent ak)")
+	akName := fs.String("ak-name", "", "trust only the attestation key with this TPM name (hex)")
+	keyFile := fs.String("key", "", "the identity's public key file (authorized_keys line) the evidence must be about")
+	expected := pcrValues{}
+	fs.Var(expected, "pcr", "expected PCR value, N=HEX (repeatable)")
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one FILE")
+	}
+	nonce, err := parseNonce(*nonceHex)
+	if err != nil {
+		return err
+	}
+	data, err := readLimited(pos[0], 1<<20)
+	if err != nil {
+		return err
+	}
+	var ev attest.Evidence
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	opts := attest.VerifyOptions{Nonce: nonce}
+	if len(expected) > 0 {
+		opts.ExpectedPCRs = expected
+	}
+	if *akFile != "" {
+		pub, err := readPEMPublicKey(*akFile)
+		if err != nil {
+			return err
+		}
+		opts.TrustedAK = pub
+	}
+	if *akName != "" {
+		n, err := hex.DecodeString(*akName)
+		if err != nil {
+			return usagef("--ak-name: not hex")
+		}
+		opts.TrustedAKName = n
+	}
+	if *keyFile != "" {
+		kd, err := readLimited(*keyFile, maxKeyFile)
+		if err != nil {
+			return err
+		}
+		k, _, _, _, err := ssh.ParseAuthorizedKey(kd)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *keyFile, err)
+		}
+		opts.IdentityKey = k
+	}
+	res, err := attest.Verify(&ev, opts)
+	if err != nil {
+		return fmt.Errorf("evidence does not verify: %w", err)
+	}
+	printResult(e, res)
+	return nil
+}
+
+func readPEMPublicKey(path string) (any, error) {
+	data, err := readLimited(path, 64<<10)
+	if err != nil {
+		return nil, err
+	}
+	// Accept the output of icn-agent ak, comment line included.
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return nil, fmt.Errorf("%s holds no PEM public key", path)
+		}
+		if b.Type == "PUBLIC KEY" {
+			return x509.ParsePKIXPublicKey(b.Bytes)
+		}
+	}
+}
+
+func printResult(e *env, r *attest.Result) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "ok: evidence verifies\n")
+	fmt.Fprintf(&b, "identity:   %s\n", ssh.FingerprintSHA256(r.Identity))
+	pin := "NOT pinned: pass --ak or --ak-name to trust only your TPM's key"
+	if r.AKPinned {
+		pin = "pinned"
+	}
+	fmt.Fprintf(&b, "AK:         %s (%s)\n", hex.EncodeToString(r.AKName), pin)
+	idx := make([]int, 0, len(r.PCRs))
+	for i := range r.PCRs {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		fmt.Fprintf(&b, "PCR %-2d      %s\n", i, hex.EncodeToString(r.PCRs[i]))
+	}
+	switch {
+	case !r.Certified:
+		fmt.Fprintf(&b, "sealed key: not certified\n")
+	case r.SealedPolicyMatches:
+		fmt.Fprintf(&b, "sealed key: certified; its PCR policy matches the quoted values (it unseals in this state)\n")
+	default:
+		fmt.Fprintf(&b, "sealed key: certified; its PCR policy does NOT match the quoted values (it no longer unseals)\n")
+	}
+	e.stdout.Write(b.Bytes())
+}
