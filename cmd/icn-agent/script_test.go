@@ -1,12 +1,24 @@
 package main
 
 import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/icn/icn-agent/internal/swtpmtest"
 )
@@ -18,10 +30,16 @@ func TestMain(m *testing.M) {
 // TestScript runs the txtar scripts in testdata/script against the real
 // command, once with the in-process simulator and once with a swtpm process
 // per script. Conditions [sim] and [swtpm] select one of the two.
+//
+// Besides testscript's own commands, scripts can use those in scriptCmds
+// (waitsock, waitport, waitfor, sigterm, freeport, sleep, envsubst,
+// bigmsg): see each function's comment.
 func TestScript(t *testing.T) {
-	for _, tool := range []string{"ssh-keygen", "swtpm"} {
+	for _, tool := range []string{"ssh-keygen", "ssh-add", "ssh", "sshd", "git", "setpriv", "swtpm"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: run .ci/run, or apt-get install openssh-client swtpm swtpm-tools tpm2-tools", tool)
+			if _, err := exec.LookPath(filepath.Join("/usr/sbin", tool)); err != nil {
+				t.Fatalf("%s not installed: run .ci/run, or apt-get install openssh-client openssh-server git util-linux swtpm swtpm-tools tpm2-tools", tool)
+			}
 		}
 	}
 	for _, backend := range []string{"sim", "swtpm"} {
@@ -29,6 +47,7 @@ func TestScript(t *testing.T) {
 			testscript.Run(t, testscript.Params{
 				Dir:                 "testdata/script",
 				RequireExplicitExec: true,
+				Cmds:                scriptCmds,
 				Setup: func(e *testscript.Env) error {
 					work := e.WorkDir
 					e.Setenv("HOME", work)
@@ -37,7 +56,11 @@ func TestScript(t *testing.T) {
 					e.Setenv("XDG_CONFIG_HOME", filepath.Join(work, ".config"))
 					e.Setenv("XDG_RUNTIME_DIR", filepath.Join(work, "run"))
 					e.Setenv("STORE", filepath.Join(work, ".local/share/icn-agent/identities"))
-					e.Setenv("PATH", os.Getenv("PATH"))
+					e.Setenv("PATH", withSbin(os.Getenv("PATH")))
+					// Nothing from the caller's environment may reach the
+					// agents and tools the scripts run: git and ssh must
+					// see only what the script configures.
+					e.Setenv("GIT_CONFIG_NOSYSTEM", "1")
 					if backend == "swtpm" {
 						sw := swtpmtest.Start(t)
 						e.Setenv("ICN_AGENT_TPM", sw.Spec())
@@ -57,4 +80,251 @@ func TestScript(t *testing.T) {
 			})
 		})
 	}
+}
+
+// withSbin appends /usr/sbin and /sbin to path if missing: sshd lives
+// there, and a non-root PATH often lacks them.
+func withSbin(path string) string {
+	have := map[string]bool{}
+	for _, d := range filepath.SplitList(path) {
+		have[d] = true
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		if !have[d] {
+			path += string(os.PathListSeparator) + d
+		}
+	}
+	return path
+}
+
+var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
+	"waitsock": cmdWaitSock,
+	"waitport": cmdWaitPort,
+	"waitfor":  cmdWaitFor,
+	"sigterm":  cmdSigterm,
+	"freeport": cmdFreePort,
+	"sleep":    cmdSleep,
+	"envsubst": cmdEnvsubst,
+	"bigmsg":   cmdBigMsg,
+}
+
+// waitTimeout bounds waitsock and waitport.
+const waitTimeout = 10 * time.Second
+
+// pollEvery is how often the wait commands try again.
+const pollEvery = 20 * time.Millisecond
+
+// waitsock PATH: wait (up to 10 s) until a unix socket at PATH accepts
+// connections. "! waitsock PATH" waits until PATH no longer exists.
+func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitsock PATH")
+	}
+	path := ts.MkAbs(args[0])
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		var err error
+		if neg {
+			if _, err = os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			err = errors.New("still exists")
+		} else {
+			var c net.Conn
+			if c, err = net.DialTimeout("unix", path, time.Second); err == nil {
+				c.Close()
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitsock %s: gave up after %v: %v", path, waitTimeout, err)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// waitport PORT: wait (up to 10 s) until 127.0.0.1:PORT accepts TCP
+// connections.
+func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitport PORT")
+	}
+	addr := net.JoinHostPort("127.0.0.1", args[0])
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitport %s: gave up after %v: %v", addr, waitTimeout, err)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// waitfor DURATION PATTERN PROG [ARGS...]: run PROG (with the script's
+// environment, exit status ignored) until its stdout matches the regular
+// expression PATTERN, for at most DURATION. "! waitfor" waits until
+// stdout no longer matches. The last run's stdout and stderr are left for
+// the stdout and stderr commands.
+func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 3 {
+		ts.Fatalf("usage: [!] waitfor DURATION PATTERN PROG [ARGS...]")
+	}
+	limit, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	re, err := regexp.Compile("(?m)" + args[1])
+	ts.Check(err)
+	start := time.Now()
+	for n := 1; ; n++ {
+		ts.Exec(args[2], args[3:]...)
+		if re.MatchString(ts.ReadFile("stdout")) != neg {
+			ts.Logf("waitfor: condition met after %d run(s), %v", n, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > limit {
+			what := "match"
+			if neg {
+				what = "stop matching"
+			}
+			ts.Fatalf("waitfor: stdout of %s did not %s %q within %v (%d runs)", args[2], what, args[1], limit, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// sigterm SOCKET: send SIGTERM to the process listening on the unix
+// socket SOCKET. (testscript's kill sends only SIGKILL or SIGINT.) The
+// process is found with SO_PEERCRED, which on the client's side of a
+// connection gives the credentials of the listening process.
+func cmdSigterm(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sigterm SOCKET")
+	}
+	c, err := net.DialTimeout("unix", ts.MkAbs(args[0]), 5*time.Second)
+	ts.Check(err)
+	defer c.Close()
+	raw, err := c.(*net.UnixConn).SyscallConn()
+	ts.Check(err)
+	var cred *unix.Ucred
+	var credErr error
+	ts.Check(raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}))
+	ts.Check(credErr)
+	if cred.Pid <= 1 || int(cred.Pid) == os.Getpid() {
+		ts.Fatalf("sigterm: implausible listener pid %d", cred.Pid)
+	}
+	ts.Check(syscall.Kill(int(cred.Pid), syscall.SIGTERM))
+}
+
+// freeport VAR: set VAR to a TCP port on 127.0.0.1 that was free a moment
+// ago.
+func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: freeport VAR")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	port := l.Addr().(*net.TCPAddr).Port
+	ts.Check(l.Close())
+	ts.Setenv(args[0], strconv.Itoa(port))
+}
+
+// sleep DURATION: sleep, e.g. "sleep 1.5s".
+func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sleep DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	time.Sleep(d)
+}
+
+// envsubst FILE...: replace $VAR and ${VAR} in each file with the
+// script's environment (files of a txtar archive are not expanded).
+func cmdEnvsubst(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: envsubst FILE...")
+	}
+	for _, f := range args {
+		path := ts.MkAbs(f)
+		data, err := os.ReadFile(path)
+		ts.Check(err)
+		out := os.Expand(string(data), ts.Getenv)
+		ts.Check(os.WriteFile(path, []byte(out), 0o644))
+	}
+}
+
+// bigmsg SOCKET SIZE [PUBFILE]: send the agent at SOCKET one well-formed
+// sign request (SSH_AGENTC_SIGN_REQUEST) of SIZE bytes after its 4-byte
+// length, for the key in PUBFILE (default: a key the agent does not
+// hold), and print to stdout what came back: "reply: type N, L bytes" or
+// "closed without reply".
+func cmdBigMsg(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || (len(args) != 2 && len(args) != 3) {
+		ts.Fatalf("usage: bigmsg SOCKET SIZE [PUBFILE]")
+	}
+	size, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	var keyBlob []byte
+	if len(args) == 3 {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(ts.ReadFile(args[2])))
+		ts.Check(err)
+		keyBlob = pub.Marshal()
+	} else {
+		keyBlob = ssh.Marshal(struct {
+			Type string
+			Key  []byte
+		}{ssh.KeyAlgoED25519, make([]byte, 32)})
+	}
+	msg, err := signRequest(keyBlob, size)
+	ts.Check(err)
+
+	c, err := net.DialTimeout("unix", ts.MkAbs(args[0]), 5*time.Second)
+	ts.Check(err)
+	defer c.Close()
+	ts.Check(c.SetDeadline(time.Now().Add(10 * time.Second)))
+	// The agent may close the connection before the request is all
+	// written: a write error is expected then, and the read tells.
+	if _, err := c.Write(msg); err != nil {
+		ts.Logf("bigmsg: write: %v", err)
+	}
+	var hdr [4]byte
+	n, err := io.ReadFull(c, hdr[:])
+	switch {
+	case n == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
+		fmt.Fprintln(ts.Stdout(), "closed without reply")
+		return
+	case err != nil:
+		ts.Fatalf("bigmsg: reading the reply: %v (after %d bytes)", err, n)
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+	if len(body) == 0 || len(body) > 1<<20 {
+		ts.Fatalf("bigmsg: implausible reply length %d", len(body))
+	}
+	_, err = io.ReadFull(c, body)
+	ts.Check(err)
+	fmt.Fprintf(ts.Stdout(), "reply: type %d, %d bytes\n", body[0], len(body))
+}
+
+// signRequest returns a framed SSH_AGENTC_SIGN_REQUEST whose body (after
+// the 4-byte length) is exactly size bytes: type, key blob, data, flags.
+func signRequest(keyBlob []byte, size int) ([]byte, error) {
+	const agentcSignRequest = 13
+	dataLen := size - 1 - (4 + len(keyBlob)) - 4 - 4
+	if dataLen < 0 {
+		return nil, fmt.Errorf("bigmsg: size %d is too small for a sign request", size)
+	}
+	msg := make([]byte, 0, 4+size)
+	msg = binary.BigEndian.AppendUint32(msg, uint32(size))
+	msg = append(msg, agentcSignRequest)
+	msg = binary.BigEndian.AppendUint32(msg, uint32(len(keyBlob)))
+	msg = append(msg, keyBlob...)
+	msg = binary.BigEndian.AppendUint32(msg, uint32(dataLen))
+	msg = append(msg, strings.Repeat("x", dataLen)...)
+	msg = binary.BigEndian.AppendUint32(msg, 0) // flags
+	return msg, nil
 }
