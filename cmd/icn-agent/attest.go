@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,14 @@ func (a *tpmAttester) Quote(ctx context.Context, b *sealstore.Blob, nonce []byte
 	}
 	ak := a.ak
 	a.mu.Unlock()
+	// Quotes are rare, and a swtpm has no resource manager and only three
+	// object slots: keep the AK loaded only while quoting, so that
+	// commands run beside the agent have room.
+	defer func() {
+		if err := ak.Unload(context.WithoutCancel(ctx), a.tpm); err != nil {
+			slog.Warn("cannot unload the attestation key", "err", err)
+		}
+	}()
 	return ak.Quote(ctx, a.tpm, attest.Subject{
 		PublicKey:     b.PublicKey,
 		SealedPublic:  b.Public,
