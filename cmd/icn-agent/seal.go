@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -11,10 +12,13 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
+	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
+	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -22,14 +26,14 @@ import (
 func init() {
 	register(&command{
 		name:    "keygen",
-		args:    "NAME [--pcrs 0,7] [--comment TEXT]",
-		summary: "Generate a new Ed25519 identity sealed to this TPM and print its public key.",
+		args:    "NAME [--pcrs 0,7] [--comment TEXT] [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
+		summary: "Generate a new Ed25519 identity sealed to this TPM and print its public key; --backup also writes an encrypted backup.",
 		run:     runKeygen,
 	})
 	register(&command{
 		name:    "import",
-		args:    "NAME FILE [--pcrs 0,7] [--comment TEXT] [--passphrase-file FILE]",
-		summary: "Seal an existing OpenSSH Ed25519 private key to this TPM. FILE is left as it is; the comment comes from FILE.pub if it is there.",
+		args:    "NAME FILE [--pcrs 0,7] [--comment TEXT] [--passphrase-file F] [-i IDENTITY]... [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
+		summary: "Seal an existing OpenSSH Ed25519 private key (plain, passphrase-protected or age-encrypted) to this TPM. FILE is left as it is; the comment comes from FILE.pub if it is there.",
 		run:     runImport,
 	})
 }
@@ -48,10 +52,31 @@ func (s *sealFlags) register(c *command) *flag.FlagSet {
 	return fs
 }
 
+// backupFlags are keygen's and import's: write an encrypted backup of the
+// new identity as well.
+type backupFlags struct {
+	path string
+	enc  encryptFlags
+}
+
+func (b *backupFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&b.path, "backup", "", "also write an encrypted backup of the key to this new file (see icn-agent backup)")
+	b.enc.register(fs)
+}
+
+func (b *backupFlags) check() error {
+	if b.path == "" && b.enc.given() {
+		return usagef("--recipient and --backup-passphrase-file need --backup FILE")
+	}
+	return b.enc.check()
+}
+
 func runKeygen(e *env, args []string) error {
 	c := lookup("keygen")
 	var f sealFlags
+	var bf backupFlags
 	fs := f.register(c)
+	bf.register(fs)
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -59,14 +84,20 @@ func runKeygen(e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one NAME")
 	}
-	return sealIdentity(e, &f, pos[0], nil)
+	if err := bf.check(); err != nil {
+		return err
+	}
+	return sealIdentity(e, &f, &bf, pos[0], nil)
 }
 
 func runImport(e *env, args []string) error {
 	c := lookup("import")
 	var f sealFlags
+	var bf backupFlags
+	var dec decryptFlags
 	fs := f.register(c)
-	passFile := fs.String("passphrase-file", "", "read the key's passphrase from this file (first line) instead of prompting")
+	bf.register(fs)
+	dec.register(fs, "read the key's passphrase (or, for an age-encrypted FILE, the age passphrase) from the first line of this file instead of asking on the terminal")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -74,11 +105,14 @@ func runImport(e *env, args []string) error {
 	if len(pos) != 2 {
 		return usagef("want NAME and FILE")
 	}
+	if err := bf.check(); err != nil {
+		return err
+	}
 	name, file := pos[0], pos[1]
 	if err := sealstore.ValidName(name); err != nil {
 		return err
 	}
-	seed, err := readEd25519Seed(file, *passFile)
+	seed, err := readEd25519Seed(file, &dec)
 	if err != nil {
 		return err
 	}
@@ -86,13 +120,14 @@ func runImport(e *env, args []string) error {
 	if f.comment == "" {
 		f.comment = pubComment(file+".pub", seed.Bytes())
 	}
-	return sealIdentity(e, &f, name, seed.Bytes())
+	return sealIdentity(e, &f, &bf, name, seed.Bytes())
 }
 
-// sealIdentity seals seed (a new one if nil) as NAME and prints the public
-// key line. Nothing is written unless sealing succeeds, and an existing
-// identity is never replaced.
-func sealIdentity(e *env, f *sealFlags, name string, seed []byte) error {
+// sealIdentity seals seed (a new one if nil) as NAME, writes its backup if
+// asked to, and prints the public key line. Nothing is written unless
+// sealing and the backup succeed, and an existing identity or backup file
+// is never replaced.
+func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byte) error {
 	if err := sealstore.ValidName(name); err != nil {
 		return err
 	}
@@ -103,8 +138,28 @@ func sealIdentity(e *env, f *sealFlags, name string, seed []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(store.Path(name)); err == nil {
+	if _, err := os.Lstat(store.Path(name)); err == nil {
 		return fmt.Errorf("identity %q already exists in %s; pick another name, or remove %s first", name, store.Dir(), store.Path(name))
+	}
+	var recipients []age.Recipient
+	if bf.path != "" {
+		if err := checkNewFile(bf.path, "backup file"); err != nil {
+			return err
+		}
+		if recipients, err = bf.enc.resolve(bf.path); err != nil {
+			return err
+		}
+	}
+	if seed == nil {
+		buf, err := secmem.New(sealstore.SeedSize)
+		if err != nil {
+			return err
+		}
+		defer buf.Destroy()
+		if _, err := rand.Read(buf.Bytes()); err != nil {
+			return fmt.Errorf("generate seed: %w", err)
+		}
+		seed = buf.Bytes()
 	}
 	ctx := context.Background()
 	tpm, err := f.openTPM(ctx)
@@ -113,17 +168,35 @@ func sealIdentity(e *env, f *sealFlags, name string, seed []byte) error {
 	}
 	defer tpm.Close()
 	opts := sealstore.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
-	var blob *sealstore.Blob
-	if seed == nil {
-		blob, err = sealstore.Generate(ctx, tpm, opts)
-	} else {
-		blob, err = sealstore.Seal(ctx, tpm, seed, opts)
-	}
+	blob, err := sealstore.Seal(ctx, tpm, seed, opts)
 	if err != nil {
 		return err
 	}
+	if bf.path != "" {
+		bk, err := recovery.NewBackup(name, f.comment, seed, time.Now())
+		if err != nil {
+			return err
+		}
+		err = bk.WriteFile(bf.path, recipients...)
+		bk.Destroy()
+		if err != nil {
+			return fmt.Errorf("%w; nothing was written", fileExistsError(err, bf.path, "backup file"))
+		}
+	}
 	if err := store.Create(blob); err != nil {
+		if bf.path != "" {
+			if _, lerr := store.Load(name); errors.Is(lerr, sealstore.ErrNotFound) || errors.Is(err, sealstore.ErrExists) {
+				// The identity was not created: its backup must not
+				// outlive it as the only copy of an unused key.
+				os.Remove(bf.path)
+			} else {
+				return fmt.Errorf("%w (the identity was created; its backup is %s)", err, bf.path)
+			}
+		}
 		return err
+	}
+	if bf.path != "" {
+		fmt.Fprintf(e.stderr, "icn-agent: wrote backup %s, encrypted %s; keep it off this machine\n", bf.path, bf.enc.describe(len(recipients)))
 	}
 	_, err = e.stdout.Write(blob.AuthorizedKey())
 	return err
@@ -150,14 +223,31 @@ func pubComment(path string, seed []byte) string {
 // maxKeyFile bounds what import reads: an OpenSSH Ed25519 key is ~400 bytes.
 const maxKeyFile = 64 << 10
 
-// readEd25519Seed reads an OpenSSH (or PKCS#8) Ed25519 private key and
-// returns its seed in locked memory.
-func readEd25519Seed(file, passFile string) (*secmem.Buffer, error) {
+// readEd25519Seed reads an OpenSSH (or PKCS#8) Ed25519 private key, in the
+// clear, passphrase-protected, or age-encrypted as the earlier software
+// keystore kept them, and returns its seed in locked memory.
+func readEd25519Seed(file string, dec *decryptFlags) (*secmem.Buffer, error) {
+	passFile := dec.passFile
 	data, err := readLimited(file, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}
 	defer secmem.Wipe(data)
+	if recovery.IsAgeEncrypted(data) {
+		keys, err := dec.keys(file)
+		if err != nil {
+			return nil, err
+		}
+		plain, err := recovery.Decrypt(data, keys, maxKeyFile)
+		if err != nil {
+			return nil, dec.decryptError(file, err)
+		}
+		defer plain.Destroy()
+		if recovery.IsBackup(plain.Bytes()) {
+			return nil, fmt.Errorf("%s is an icn-agent backup, not a key: restore it with icn-agent restore NAME %s", file, file)
+		}
+		data = plain.Bytes()
+	}
 	key, err := ssh.ParseRawPrivateKey(data)
 	var missing *ssh.PassphraseMissingError
 	if errors.As(err, &missing) {

@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"filippo.io/age"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/term"
+
+	"github.com/icn/icn-agent/internal/recovery"
+	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/sealstore"
+)
+
+func init() {
+	register(&command{
+		name:    "backup",
+		args:    "NAME -o FILE [--recipient R]... [--backup-passphrase-file F]",
+		summary: "Write an encrypted backup of an identity (age, to recipients or a passphrase). FILE is never overwritten.",
+		run:     runBackup,
+	})
+	register(&command{
+		name:    "restore",
+		args:    "NAME FILE [--pcrs 0,7] [--comment TEXT] [-i IDENTITY]... [--passphrase-file F]",
+		summary: "Seal the identity in a backup FILE to this TPM as NAME. An existing identity is never replaced.",
+		run:     runRestore,
+	})
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ", ") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// encryptFlags say whom a new backup is encrypted to.
+type encryptFlags struct {
+	recipients stringList
+	passFile   string
+}
+
+func (b *encryptFlags) register(fs *flag.FlagSet) {
+	fs.Var(&b.recipients, "recipient", "encrypt the backup to R: an age recipient (age1...), an SSH public key line (ssh-ed25519 AAAA...), or a file of them; repeatable")
+	fs.StringVar(&b.passFile, "backup-passphrase-file", "", "encrypt the backup with the passphrase on the first line of this file (default without --recipient: ask on the terminal)")
+}
+
+func (b *encryptFlags) given() bool { return len(b.recipients) > 0 || b.passFile != "" }
+
+func (b *encryptFlags) check() error {
+	if len(b.recipients) > 0 && b.passFile != "" {
+		return usagef("use --recipient or --backup-passphrase-file, not both (age encrypts a file to a passphrase alone)")
+	}
+	return nil
+}
+
+// resolve returns the age recipients for backup file path: those given with
+// --recipient, else the passphrase from --backup-passphrase-file, else a
+// passphrase asked for twice on the terminal.
+func (b *encryptFlags) resolve(path string) ([]age.Recipient, error) {
+	if len(b.recipients) > 0 {
+		var out []age.Recipient
+		for _, arg := range b.recipients {
+			rs, err := recovery.ParseRecipients(arg)
+			if err != nil {
+				return nil, fmt.Errorf("%w; a recipient is an age public key (age1...), an SSH public key line, or a file of them", err)
+			}
+			out = append(out, rs...)
+		}
+		return out, nil
+	}
+	pass, err := newPassphrase(path, b.passFile)
+	if err != nil {
+		return nil, err
+	}
+	defer secmem.Wipe(pass)
+	r, err := recovery.PassphraseRecipient(pass, 0)
+	if err != nil {
+		return nil, err
+	}
+	return []age.Recipient{r}, nil
+}
+
+// describe says in words how a backup is encrypted, for messages.
+func (b *encryptFlags) describe(n int) string {
+	switch {
+	case len(b.recipients) == 0:
+		return "with a passphrase"
+	case n == 1:
+		return "to 1 recipient"
+	}
+	return fmt.Sprintf("to %d recipients", n)
+}
+
+// newPassphrase returns the passphrase for a new backup file: the first
+// line of passFile, or one typed twice on the terminal.
+func newPassphrase(backup, passFile string) ([]byte, error) {
+	if passFile != "" {
+		pass, err := firstLine(passFile)
+		if err != nil {
+			return nil, err
+		}
+		if len(pass) == 0 {
+			return nil, fmt.Errorf("%s: the first line is empty; put the passphrase there", passFile)
+		}
+		return pass, nil
+	}
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("no terminal to ask for a passphrase for %s; pass --recipient R (an age or SSH public key) or --backup-passphrase-file FILE", backup)
+	}
+	defer tty.Close()
+	ask := func(prompt string) ([]byte, error) {
+		fmt.Fprint(tty, prompt)
+		p, err := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		return p, err
+	}
+	pass, err := ask(fmt.Sprintf("Passphrase for the backup %s: ", backup))
+	if err != nil {
+		return nil, fmt.Errorf("read passphrase: %w", err)
+	}
+	if len(pass) == 0 {
+		return nil, errors.New("empty passphrase; nothing was written")
+	}
+	again, err := ask("Same passphrase again: ")
+	defer secmem.Wipe(again)
+	if err != nil || !bytes.Equal(pass, again) {
+		secmem.Wipe(pass)
+		return nil, errors.New("the passphrases differ; nothing was written")
+	}
+	return pass, nil
+}
+
+// firstLine reads the first line of a passphrase file, without its line
+// ending.
+func firstLine(path string) ([]byte, error) {
+	data, err := readLimited(path, 4096)
+	if err != nil {
+		return nil, err
+	}
+	defer secmem.Wipe(data)
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	return bytes.Clone(bytes.TrimSuffix(line, []byte("\r"))), nil
+}
+
+// decryptFlags say how to decrypt an age file: identities (-i) and, for a
+// passphrase-encrypted file, --passphrase-file or the terminal.
+type decryptFlags struct {
+	identities stringList
+	passFile   string
+}
+
+func (d *decryptFlags) register(fs *flag.FlagSet, passUsage string) {
+	fs.Var(&d.identities, "i", "decrypt with this identity file: an age identity (AGE-SECRET-KEY-1...) or an SSH private key; repeatable")
+	fs.StringVar(&d.passFile, "passphrase-file", "", passUsage)
+}
+
+// keys returns the keys to decrypt file with. Identity files are read now;
+// passphrases are asked for only when needed.
+func (d *decryptFlags) keys(file string) (*recovery.Keys, error) {
+	k := &recovery.Keys{Passphrase: func() ([]byte, error) { return askPassphrase(file, d.passFile) }}
+	for _, path := range d.identities {
+		data, err := recovery.ReadFileLimited(path, 1<<20)
+		if err != nil {
+			return nil, fmt.Errorf("identity file: %w", err)
+		}
+		ids, err := recovery.ParseIdentities(path, data, func() ([]byte, error) { return askPassphrase(path, d.passFile) })
+		secmem.Wipe(data)
+		if err != nil {
+			return nil, err
+		}
+		k.Identities = append(k.Identities, ids...)
+	}
+	return k, nil
+}
+
+// passphraseError is an error getting a passphrase (no terminal, no
+// file); it already says what to do.
+type passphraseError struct{ err error }
+
+func (e *passphraseError) Error() string { return e.err.Error() }
+func (e *passphraseError) Unwrap() error { return e.err }
+
+// askPassphrase is readPassphrase with its errors marked as
+// passphraseError.
+func askPassphrase(file, passFile string) ([]byte, error) {
+	p, err := readPassphrase(file, passFile)
+	if err != nil {
+		return nil, &passphraseError{err}
+	}
+	return p, nil
+}
+
+// decryptError turns an error from decrypting file into one that says what
+// to do.
+func (d *decryptFlags) decryptError(file string, err error) error {
+	var nm *recovery.NoMatchError
+	var pe *passphraseError
+	switch {
+	case errors.As(err, &pe):
+		return pe.err
+	case errors.Is(err, recovery.ErrWrongPassphrase):
+		return fmt.Errorf("wrong passphrase for %s; nothing was written", file)
+	case errors.Is(err, recovery.ErrEmptyPassphrase):
+		return fmt.Errorf("empty passphrase for %s; nothing was written", file)
+	case errors.As(err, &nm) && len(d.identities) == 0:
+		return fmt.Errorf("%s is encrypted to %s; pass -i FILE with the matching age identity or SSH private key", file, recipientKinds(nm))
+	case errors.As(err, &nm):
+		return fmt.Errorf("none of the identities given with -i can decrypt %s (it is encrypted to %s); nothing was written", file, recipientKinds(nm))
+	case errors.Is(err, recovery.ErrNotAge):
+		return fmt.Errorf("%s is not age-encrypted; want a backup written by icn-agent backup or keygen --backup", file)
+	}
+	return fmt.Errorf("cannot decrypt %s: %v; nothing was written", file, strings.TrimPrefix(err.Error(), "recovery: "))
+}
+
+// recipientKinds names the kinds of recipient an age file is encrypted to.
+func recipientKinds(nm *recovery.NoMatchError) string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range nm.StanzaTypes {
+		name := map[string]string{
+			"X25519":         "an age key",
+			"mlkem768x25519": "an age post-quantum key",
+			"ssh-ed25519":    "an SSH Ed25519 key",
+			"ssh-rsa":        "an SSH RSA key",
+			"scrypt":         "a passphrase",
+		}[t]
+		if name == "" {
+			name = "a " + t + " recipient"
+		}
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	return strings.Join(out, " or ")
+}
+
+// checkNewFile fails if path exists: backups and migration files are never
+// overwritten.
+func checkNewFile(path, what string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("%s %s already exists; icn-agent never overwrites one: pick a new file name", what, path)
+	}
+	return nil
+}
+
+// fileExistsError rewords recovery.ErrFileExists for a file that appeared
+// since checkNewFile.
+func fileExistsError(err error, path, what string) error {
+	if errors.Is(err, recovery.ErrFileExists) {
+		return fmt.Errorf("%s %s already exists; icn-agent never overwrites one: pick a new file name", what, path)
+	}
+	return err
+}
+
+func runBackup(e *env, args []string) error {
+	c := lookup("backup")
+	var f common
+	var enc encryptFlags
+	fs := newFlagSet(c)
+	f.register(fs)
+	enc.register(fs)
+	out := fs.String("o", "", "write the backup to this new file (required)")
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one NAME")
+	}
+	if *out == "" {
+		return usagef("-o FILE is required: the file to write the backup to")
+	}
+	if err := enc.check(); err != nil {
+		return err
+	}
+	name := pos[0]
+	if err := f.setup(e); err != nil {
+		return err
+	}
+	store, err := sealstore.Open(f.store)
+	if err != nil {
+		return err
+	}
+	b, err := store.Load(name)
+	if err != nil {
+		if errors.Is(err, sealstore.ErrNotFound) {
+			return fmt.Errorf("no identity %q in %s; icn-agent list shows them", name, store.Dir())
+		}
+		return fmt.Errorf("%w; a damaged identity cannot be backed up: restore it from an earlier backup", err)
+	}
+	if err := checkNewFile(*out, "backup file"); err != nil {
+		return err
+	}
+	recipients, err := enc.resolve(*out)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	tpm, err := f.openTPM(ctx)
+	if err != nil {
+		return err
+	}
+	defer tpm.Close()
+	if err := recovery.BackupIdentity(ctx, tpm, b, *out, recipients...); err != nil {
+		return fileExistsError(err, *out, "backup file")
+	}
+	fmt.Fprintf(e.stdout, "wrote %s: backup of %s (%s), encrypted %s; keep it off this machine\n", *out, name, ssh.FingerprintSHA256(b.PublicKey), enc.describe(len(recipients)))
+	return nil
+}
+
+func runRestore(e *env, args []string) error {
+	c := lookup("restore")
+	var f sealFlags
+	var dec decryptFlags
+	fs := f.register(c)
+	dec.register(fs, "read the backup's passphrase from the first line of this file (default: ask on the terminal); also unlocks an encrypted SSH identity")
+	fs.Lookup("comment").Usage = "comment for the public key (default: the one in the backup)"
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("want NAME and FILE")
+	}
+	name, file := pos[0], pos[1]
+	if err := sealstore.ValidName(name); err != nil {
+		return err
+	}
+	if err := f.setup(e); err != nil {
+		return err
+	}
+	store, err := sealstore.Open(f.store)
+	if err != nil {
+		return err
+	}
+	if err := nameFree(store, name, "restore"); err != nil {
+		return err
+	}
+	keys, err := dec.keys(file)
+	if err != nil {
+		return err
+	}
+	bk, err := recovery.ReadBackupFile(file, keys)
+	if err != nil {
+		return dec.decryptError(file, err)
+	}
+	defer bk.Destroy()
+	comment := bk.Comment
+	if flagSet(fs, "comment") {
+		comment = f.comment
+	}
+	ctx := context.Background()
+	tpm, err := f.openTPM(ctx)
+	if err != nil {
+		return err
+	}
+	defer tpm.Close()
+	blob, err := recovery.Restore(ctx, tpm, store, bk, sealstore.SealOptions{Name: name, Comment: comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)})
+	if err != nil {
+		return err
+	}
+	if bk.Name != name {
+		fmt.Fprintf(e.stderr, "icn-agent restore: the backup of %q is now identity %q\n", bk.Name, name)
+	}
+	_, err = e.stdout.Write(blob.AuthorizedKey())
+	return err
+}
+
+// nameFree fails, saying what to do, if the store already has an identity
+// called name, usable or damaged.
+func nameFree(store *sealstore.Store, name, verb string) error {
+	err := recovery.NameFree(store, name)
+	if errors.Is(err, sealstore.ErrExists) {
+		return fmt.Errorf("identity %q already exists in %s; %s under another name, or, if its blob is damaged, move %s away first (nothing is ever replaced)", name, store.Dir(), verb, store.Path(name))
+	}
+	return err
+}
+
+// flagSet reports whether the flag called name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}

@@ -1,0 +1,394 @@
+package sealstore
+
+// TPM-to-TPM migration: wrapping a secret so that exactly one other TPM can
+// unseal it, without the secret ever being on disk in clear.
+//
+// A sealed blob is bound to its TPM for good: the object has fixedTPM and
+// fixedParent set, so not even the TPM that made it will duplicate it. To
+// move a seed to another TPM, the source unseals it and wraps it again, in
+// software, as a TPM 2.0 duplication blob for the target's storage root key
+// (TPM 2.0 Part 1, "Protected Storage: Duplication"):
+//
+//   - The wrapped object is a sealed-data object (keyedHash, null scheme)
+//     holding the data, with a fresh random obfuscation value. Its authPolicy
+//     is TPM2_PolicyCommandCode(TPM_CC_Unseal) ([DuplicatePolicy]): with
+//     userWithAuth clear and adminWithPolicy set, the only thing the object
+//     can ever be used for is TPM2_Unseal in a policy session; TPM2_Duplicate
+//     (which needs PolicyCommandCode(TPM_CC_Duplicate) in its policy) and
+//     TPM2_ObjectChangeAuth are impossible. fixedTPM and fixedParent are
+//     clear because TPM2_Import refuses objects with either set
+//     (TPM_RC_ATTRIBUTES).
+//   - The outer wrapper protects the object's TPM2B_SENSITIVE with a seed
+//     that only the target can recover: an ephemeral P-256 key agreement
+//     with the target SRK's public key (the ciphertext is the ephemeral
+//     point, the "encrypted seed"). From that seed the TPM's KDFa derives an
+//     AES-128-CFB key (label "STORAGE", context the object's Name) and an
+//     HMAC key (label "INTEGRITY"); the HMAC covers the encrypted sensitive
+//     and the Name, so the public area (attributes, policy, unique) cannot be
+//     changed either.
+//
+// TPM2_Import on the target verifies the HMAC with the seed it recovers with
+// its SRK's private key, which never leaves that TPM. Any other TPM recovers
+// a different seed and fails the check with TPM_RC_INTEGRITY; so does the
+// right TPM given an altered file. The imported object is never written
+// anywhere: [UnsealDuplicate] imports, loads, unseals and flushes it in one
+// go, and the caller seals the data again, as an ordinary fixedTPM blob
+// under the target's PCR policy.
+//
+// The duplicate is created in software ([NewDuplicate]) rather than with
+// TPM2_Duplicate, because the source object is not duplicable; the data is
+// in the source process's locked memory for the moment it takes to wrap it,
+// exactly as it is for every signature.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/internal/tpmdev"
+)
+
+// MaxDuplicateData is the most data a duplicate can carry: the TPM's
+// MAX_SYM_DATA, the size limit of a sealed-data object.
+const MaxDuplicateData = 128
+
+var (
+	// ErrNotForThisTPM means a duplicate was wrapped for another TPM's
+	// storage root key (or for this TPM before it was cleared).
+	ErrNotForThisTPM = errors.New("sealstore: wrapped for another TPM")
+	// ErrDuplicateRejected means the TPM refused to import a duplicate:
+	// its integrity check failed, so it was wrapped for another TPM or
+	// altered after wrapping. The error also wraps the TPM's response
+	// code (tpm2.TPMRCIntegrity in both cases).
+	ErrDuplicateRejected = errors.New("sealstore: the TPM rejected the wrapped object (made for another TPM, or altered)")
+	// ErrNotSRK is wrapped by errors about a public key that is not a TCG
+	// ECC P-256 storage root key.
+	ErrNotSRK = errors.New("sealstore: not a TCG ECC P-256 storage root key")
+)
+
+// SRKPublic is the public half of a TPM's storage root key: what another
+// machine needs to wrap data that only this TPM can unwrap. It is not
+// secret.
+type SRKPublic struct {
+	// Public is the SRK's public area.
+	Public tpm2.TPMTPublic
+	// Name is the SRK's TPM Name: the 2-byte name algorithm (SHA-256)
+	// followed by the SHA-256 digest of the marshalled public area, 34
+	// bytes. It identifies the TPM (until its owner hierarchy is cleared).
+	Name []byte
+}
+
+// NewSRKPublic checks that pub is a storage root key made from the TCG ECC
+// P-256 template (the only kind icn-agent uses: restricted decryption key,
+// AES-128-CFB, NIST P-256, whatever its unique point) with a valid public
+// point, and returns it with its Name. Errors wrap ErrNotSRK.
+func NewSRKPublic(pub tpm2.TPMTPublic) (*SRKPublic, error) {
+	a, b := pub, tpm2.ECCSRKTemplate
+	a.Unique, b.Unique = tpm2.TPMUPublicID{}, tpm2.TPMUPublicID{}
+	am, err := marshalPublic(&a)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotSRK, err)
+	}
+	if !bytes.Equal(am, tpm2.Marshal(b)) {
+		return nil, fmt.Errorf("%w: the public area does not match the template", ErrNotSRK)
+	}
+	// Checks that the point is on the curve.
+	if _, err := tpm2.ImportEncapsulationKey(&pub); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotSRK, err)
+	}
+	name, err := tpm2.ObjectName(&pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotSRK, err)
+	}
+	return &SRKPublic{Public: pub, Name: bytes.Clone(name.Buffer)}, nil
+}
+
+// ReadSRK returns the public half of t's storage root key.
+func ReadSRK(ctx context.Context, t TPM) (*SRKPublic, error) {
+	var out *SRKPublic
+	err := t.RunWithSRK(ctx, func(_ transport.TPM, srk *tpmdev.SRK) error {
+		var err error
+		out, err = NewSRKPublic(srk.Public)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: read storage root key: %w", err)
+	}
+	return out, nil
+}
+
+// DuplicatePolicy returns the authPolicy of a wrapped object:
+// TPM2_PolicyCommandCode(TPM_CC_Unseal) from the empty SHA-256 policy,
+//
+//	SHA256(0^32 || TPM_CC_PolicyCommandCode || TPM_CC_Unseal)
+func DuplicatePolicy() []byte {
+	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+	if err != nil {
+		panic(err) // SHA-256 is always available
+	}
+	if err := (tpm2.PolicyCommandCode{Code: tpm2.TPMCCUnseal}).Update(calc); err != nil {
+		panic(err) // a fixed, marshallable input
+	}
+	return calc.Hash().Digest
+}
+
+// duplicateTemplate is the public area of a wrapped object whose unique
+// field (SHA-256 of obfuscation value and data) is unique.
+func duplicateTemplate(unique []byte) tpm2.TPMTPublic {
+	return tpm2.TPMTPublic{
+		Type:    tpm2.TPMAlgKeyedHash,
+		NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{
+			// fixedTPM and fixedParent must be clear for TPM2_Import.
+			NoDA:            true,
+			AdminWithPolicy: true,
+		},
+		AuthPolicy: tpm2.TPM2BDigest{Buffer: DuplicatePolicy()},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgKeyedHash, &tpm2.TPMSKeyedHashParms{
+			Scheme: tpm2.TPMTKeyedHashScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgKeyedHash, &tpm2.TPM2BDigest{Buffer: unique}),
+	}
+}
+
+// Duplicate is data wrapped for one TPM's storage root key, in the three
+// parts TPM2_Import takes. None of them is secret without that TPM. Each is
+// the marshalled TPM structure, size prefix included, as tpm2-tools writes
+// them (tpm2_import -u, -i, -s).
+type Duplicate struct {
+	// ParentName is the Name of the storage root key the data is wrapped
+	// for (see SRKPublic).
+	ParentName []byte
+	// Public is the wrapped object's TPM2B_PUBLIC.
+	Public []byte
+	// Private is the TPM2B_PRIVATE holding the outer wrapper: the HMAC
+	// and the encrypted TPM2B_SENSITIVE.
+	Private []byte
+	// EncryptedSeed is the TPM2B_ENCRYPTED_SECRET from which the target
+	// recovers the wrapper's seed: an ephemeral P-256 point.
+	EncryptedSeed []byte
+}
+
+// NewDuplicate wraps data (1 to MaxDuplicateData bytes) for the TPM whose
+// storage root key is target; see the file comment for the construction.
+// It needs no TPM. Copies of data it makes are wiped, except one inside
+// go-tpm's tpm2.CreateDuplicate that is left to the garbage collector.
+func NewDuplicate(target *SRKPublic, data []byte) (*Duplicate, error) {
+	if target == nil {
+		return nil, errors.New("sealstore: wrap: no target storage root key")
+	}
+	if len(data) == 0 || len(data) > MaxDuplicateData {
+		return nil, fmt.Errorf("sealstore: wrap: %d bytes of data, want 1 to %d", len(data), MaxDuplicateData)
+	}
+	// The Name is recomputed from the public area checked here, never
+	// taken from the caller.
+	target, err := NewSRKPublic(target.Public)
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+	}
+	key, err := tpm2.ImportEncapsulationKey(&target.Public)
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+	}
+
+	// The obfuscation value hides the data from the unique field, which is
+	// public; it is as secret as the data.
+	obfuscation := make([]byte, sha256Size)
+	defer secmem.Wipe(obfuscation)
+	if _, err := rand.Read(obfuscation); err != nil {
+		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+	}
+	h := sha256.New()
+	h.Write(obfuscation)
+	h.Write(data)
+	pub := duplicateTemplate(h.Sum(nil))
+	name, err := tpm2.ObjectName(&pub)
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+	}
+
+	sensitive := tpm2.Marshal(tpm2.TPMTSensitive{
+		SensitiveType: tpm2.TPMAlgKeyedHash,
+		SeedValue:     tpm2.TPM2BDigest{Buffer: obfuscation},
+		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgKeyedHash, &tpm2.TPM2BSensitiveData{Buffer: data}),
+	})
+	defer secmem.Wipe(sensitive)
+	dup, seed, err := tpm2.CreateDuplicate(rand.Reader, key, name.Buffer, sensitive)
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+	}
+	return &Duplicate{
+		ParentName:    bytes.Clone(target.Name),
+		Public:        tpm2.Marshal(tpm2.New2B(pub)),
+		Private:       tpm2.Marshal(tpm2.TPM2BPrivate{Buffer: dup}),
+		EncryptedSeed: tpm2.Marshal(tpm2.TPM2BEncryptedSecret{Buffer: seed}),
+	}, nil
+}
+
+// Check checks the shape of d: a parent Name of the right form, a public
+// area that is exactly a wrapped object as NewDuplicate makes it, and
+// well-formed private and encrypted seed parts. Only the target TPM can
+// check the rest. Errors wrap ErrMalformedBlob.
+func (d *Duplicate) Check() error {
+	_, err := d.parse()
+	return err
+}
+
+type parsedDuplicate struct {
+	pub  tpm2.TPM2BPublic
+	priv tpm2.TPM2BPrivate
+	seed tpm2.TPM2BEncryptedSecret
+}
+
+func (d *Duplicate) parse() (*parsedDuplicate, error) {
+	if d == nil {
+		return nil, fmt.Errorf("%w: nil wrapped object", ErrMalformedBlob)
+	}
+	if len(d.ParentName) != srkNameSize || d.ParentName[0] != 0 || d.ParentName[1] != byte(tpm2.TPMAlgSHA256) {
+		return nil, malformed("target srk name", "want %d bytes starting with the SHA-256 algorithm id", srkNameSize)
+	}
+	var p parsedDuplicate
+	if len(d.Public) > maxTPM2B || len(d.Public) < 2 {
+		return nil, malformed("wrapped public", "%d bytes, want 2 to %d", len(d.Public), maxTPM2B)
+	}
+	if !bytes.HasPrefix(d.Public[2:], sealedPublicHeader) {
+		return nil, malformed("wrapped public", "not a SHA-256 keyedHash object")
+	}
+	pub2b, err := tpm2.Unmarshal[tpm2.TPM2BPublic](d.Public)
+	if err != nil {
+		return nil, malformed("wrapped public", "%v", err)
+	}
+	pub, err := pub2b.Contents()
+	if err != nil {
+		return nil, malformed("wrapped public", "%v", err)
+	}
+	unique, err := pub.Unique.KeyedHash()
+	if err != nil || len(unique.Buffer) != sha256Size {
+		return nil, malformed("wrapped public", "unique: want a %d-byte digest", sha256Size)
+	}
+	want := tpm2.Marshal(tpm2.New2B(duplicateTemplate(unique.Buffer)))
+	if !bytes.Equal(want, d.Public) {
+		return nil, malformed("wrapped public", "not a wrapped object as icn-agent makes it (attributes, policy or encoding differ)")
+	}
+	p.pub = *pub2b
+	for _, part := range []struct {
+		field string
+		data  []byte
+		into  func([]byte) error
+	}{
+		{"wrapped private", d.Private, func(b []byte) error {
+			v, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](b)
+			if err == nil {
+				p.priv = *v
+			}
+			return err
+		}},
+		{"encrypted seed", d.EncryptedSeed, func(b []byte) error {
+			v, err := tpm2.Unmarshal[tpm2.TPM2BEncryptedSecret](b)
+			if err == nil {
+				p.seed = *v
+			}
+			return err
+		}},
+	} {
+		if len(part.data) < 3 || len(part.data) > maxTPM2B {
+			return nil, malformed(part.field, "%d bytes, want 3 to %d", len(part.data), maxTPM2B)
+		}
+		if size := int(part.data[0])<<8 | int(part.data[1]); size != len(part.data)-2 {
+			return nil, malformed(part.field, "size field says %d bytes, %d present", size, len(part.data)-2)
+		}
+		if err := part.into(part.data); err != nil {
+			return nil, malformed(part.field, "%v", err)
+		}
+	}
+	return &p, nil
+}
+
+// UnsealDuplicate imports d under t's storage root key, loads it, unseals
+// it into dst and flushes it; the imported object is never kept. dst must
+// be exactly as long as the wrapped data (callers pass locked memory). The
+// data crosses back from the TPM encrypted (a policy session salted to the
+// SRK, with response encryption).
+//
+// If d was wrapped for another SRK the error wraps ErrNotForThisTPM and
+// the TPM is not asked. If the TPM refuses the import (d altered, or its
+// parent Name altered to match this TPM), the error wraps
+// ErrDuplicateRejected and the TPM's response code.
+func UnsealDuplicate(ctx context.Context, t TPM, d *Duplicate, dst []byte) error {
+	p, err := d.parse()
+	if err != nil {
+		return err
+	}
+	if len(dst) == 0 || len(dst) > MaxDuplicateData {
+		return fmt.Errorf("sealstore: unwrap buffer is %d bytes, want 1 to %d", len(dst), MaxDuplicateData)
+	}
+	err = t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
+		if !bytes.Equal(srk.Name.Buffer, d.ParentName) {
+			return fmt.Errorf("%w: wrapped for SRK %x, this TPM's SRK is %x", ErrNotForThisTPM, d.ParentName, srk.Name.Buffer)
+		}
+		imp, err := tpm2.Import{
+			ParentHandle: srk.AuthHandle(),
+			ObjectPublic: p.pub,
+			Duplicate:    p.priv,
+			InSymSeed:    p.seed,
+			Symmetric:    tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
+		}.Execute(tpm)
+		if err != nil {
+			if errors.Is(err, tpm2.TPMRCIntegrity) {
+				return fmt.Errorf("%w: %w", ErrDuplicateRejected, err)
+			}
+			return fmt.Errorf("import wrapped object: %w", err)
+		}
+		load, err := tpm2.Load{
+			ParentHandle: srk.AuthHandle(),
+			InPrivate:    imp.OutPrivate,
+			InPublic:     p.pub,
+		}.Execute(tpm)
+		if err != nil {
+			return fmt.Errorf("load imported object: %w", err)
+		}
+		defer tpm2.FlushContext{FlushHandle: load.ObjectHandle}.Execute(tpm)
+		return unsealDuplicateLocked(tpm, srk, tpm2.NamedHandle{Handle: load.ObjectHandle, Name: load.Name}, dst)
+	})
+	if err != nil {
+		return fmt.Errorf("sealstore: unwrap: %w", err)
+	}
+	return nil
+}
+
+// unsealDuplicateLocked satisfies the wrapped object's policy,
+// PolicyCommandCode(Unseal), in a one-off policy session salted to the SRK
+// and unseals with the response encrypted.
+func unsealDuplicateLocked(tpm transport.TPM, srk *tpmdev.SRK, obj tpm2.NamedHandle, dst []byte) error {
+	sess := tpm2.Policy(tpm2.TPMAlgSHA256, 16,
+		func(tpm transport.TPM, h tpm2.TPMISHPolicy, _ tpm2.TPM2BNonce) error {
+			if _, err := (tpm2.PolicyCommandCode{PolicySession: h, Code: tpm2.TPMCCUnseal}).Execute(tpm); err != nil {
+				// go-tpm does not flush a session whose policy callback
+				// fails.
+				tpm2.FlushContext{FlushHandle: h}.Execute(tpm)
+				return err
+			}
+			return nil
+		},
+		tpm2.Salted(srk.Handle, srk.Public),
+		tpm2.AESEncryption(128, tpm2.EncryptOut))
+	rsp, err := tpm2.Unseal{
+		ItemHandle: tpm2.AuthHandle{Handle: obj.Handle, Name: obj.Name, Auth: sess},
+	}.Execute(tpm)
+	if err != nil {
+		return fmt.Errorf("unseal imported object: %w", err)
+	}
+	defer secmem.Wipe(rsp.OutData.Buffer)
+	if len(rsp.OutData.Buffer) != len(dst) {
+		return fmt.Errorf("wrapped object holds %d bytes, want %d", len(rsp.OutData.Buffer), len(dst))
+	}
+	copy(dst, rsp.OutData.Buffer)
+	return nil
+}
