@@ -92,7 +92,7 @@ func runList(e *env, args []string) error {
 	for _, en := range entries {
 		le := listEntry{Name: en.Name, Path: en.Path}
 		if en.Err != nil {
-			le.Status, le.Error = "unreadable", en.Err.Error()
+			le.Status, le.Error = "unreadable", en.Err.Error()+"; "+restoreHint(en.Name, en.Path)
 			out = append(out, le)
 			continue
 		}
@@ -133,6 +133,11 @@ func runList(e *env, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", le.Name, dash(le.Fingerprint), dash(joinInts(le.PCRs)), dash(le.DIDKey), status)
 	}
 	return tw.Flush()
+}
+
+// restoreHint tells how to recover an identity whose blob is damaged.
+func restoreHint(name, path string) string {
+	return fmt.Sprintf("restore it from a backup: mv %s %s.damaged && icn-agent restore %s BACKUP", path, path, name)
 }
 
 func dash(s string) string {
@@ -217,6 +222,9 @@ func runCheck(e *env, args []string) error {
 		return err
 	}
 	b, err := store.Load(pos[0])
+	if errors.Is(err, sealstore.ErrMalformedBlob) || errors.Is(err, sealstore.ErrUnsupportedVersion) {
+		return fmt.Errorf("%w; %s", err, restoreHint(pos[0], store.Path(pos[0])))
+	}
 	if err != nil {
 		return err
 	}

@@ -101,8 +101,12 @@ func printHelp(w io.Writer) {
 	fmt.Fprintf(w, "icn-agent: an ssh-agent for Ed25519 identities sealed in a TPM 2.0\n\nusage: icn-agent COMMAND [flags] [args]\n\ncommands:\n")
 	sorted := append([]*command(nil), commands...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
+	width := 0
 	for _, c := range sorted {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range sorted {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'icn-agent COMMAND -h' for a command's flags.\n")
 }
