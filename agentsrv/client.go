@@ -2,6 +2,7 @@ package agentsrv
 
 import (
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/icn/icn-agent/internal/didkey"
@@ -170,6 +171,24 @@ func (c *Client) explainAddFailure(name string, err error) error {
 		return fmt.Errorf("%w: the agent has no identity named %q", ErrNotFound, name)
 	}
 	return fmt.Errorf("agentsrv: unseal %s: %w", name, err)
+}
+
+// Metrics returns the agent's counters, as reported by the
+// metrics@icn-agent extension: a JSON object. Against an agent that
+// keeps no metrics the error wraps agent.ErrExtensionUnsupported.
+func (c *Client) Metrics() (json.RawMessage, error) {
+	reply, err := c.agent.Extension(ExtMetrics, nil)
+	if err != nil {
+		return nil, fmt.Errorf("agentsrv: metrics: %w", err)
+	}
+	var r metricsReply
+	if err := ssh.Unmarshal(reply, &r); err != nil {
+		return nil, fmt.Errorf("agentsrv: malformed metrics reply: %w", err)
+	}
+	if !json.Valid([]byte(r.JSON)) {
+		return nil, errors.New("agentsrv: malformed metrics reply: not JSON")
+	}
+	return json.RawMessage(r.JSON), nil
 }
 
 // Status returns the agent's status@icn-agent report. Against an agent

@@ -188,6 +188,18 @@ func (c *conn) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 // select RSA SHA-2 signatures for software RSA keys and are ignored for
 // Ed25519.
 func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	sig, sealed, err := c.signWithFlags(key, data, flags)
+	if err != nil {
+		c.s.metrics.SignFailed(sealed, err)
+	} else {
+		c.s.metrics.Signed(sealed)
+	}
+	return sig, err
+}
+
+// signWithFlags is SignWithFlags; it also reports whether key is a
+// sealed identity's.
+func (c *conn) signWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (_ *ssh.Signature, sealed bool, _ error) {
 	s := c.s
 	wire := key.Marshal()
 	var acceptGen uint64
@@ -195,22 +207,23 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 		s.mu.RLock()
 		if s.locked {
 			s.mu.RUnlock()
-			return nil, ErrLocked
+			return nil, false, ErrLocked
 		}
 		ref, ok := s.byKey[string(wire)]
 		if !ok || (ref.sealed != nil && ref.sealed.hidden) {
 			s.mu.RUnlock()
-			return nil, ErrNotFound
+			return nil, ref.sealed != nil, ErrNotFound
 		}
 		if k := ref.soft; k != nil {
 			expired := !k.expire.IsZero() && !s.wallNow().Before(k.expire)
 			s.mu.RUnlock()
 			if expired {
 				s.removeSoftKey(k, "lifetime expired")
-				return nil, ErrNotFound
+				return nil, false, ErrNotFound
 			}
 			c.debug("agentsrv: sign", slog.String("fingerprint", k.fp), slog.String("backend", "software"))
-			return s.signSoft(c.ctx, k, data, flags)
+			sig, err := s.signSoft(c.ctx, k, data, flags)
+			return sig, false, err
 		}
 		e := ref.sealed
 		sig, ok := e.trySign(s.wallNow(), data, acceptGen)
@@ -219,15 +232,15 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 			if c.debugEnabled() {
 				c.log.LogAttrs(c.ctx, slog.LevelDebug, "agentsrv: sign", slog.String("name", e.name), slog.String("fingerprint", e.fp))
 			}
-			return sig, nil
+			return sig, true, nil
 		}
 		if attempt >= 3 {
-			return nil, fmt.Errorf("agentsrv: identity %s: seed dropped before it could be used", e.name)
+			return nil, true, fmt.Errorf("agentsrv: identity %s: seed dropped before it could be used", e.name)
 		}
 		c.debug("agentsrv: sign needs an unseal", slog.String("name", e.name), slog.String("fingerprint", e.fp))
 		gen, err := s.unseal(c.ctx, e, s.autoLock(), false)
 		if err != nil {
-			return nil, err
+			return nil, true, err
 		}
 		acceptGen = gen
 	}
@@ -239,7 +252,7 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 func (c *conn) Add(key agent.AddedKey) error {
 	err := c.s.addSoft(key)
 	if err != nil {
-		c.debug("agentsrv: add refused", slog.String("err", err.Error()))
+		c.log.Info("agentsrv: add refused", "err", err)
 	}
 	return err
 }

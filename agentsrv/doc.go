@@ -56,6 +56,9 @@
 // wrong Unlock passphrase costs 100 ms per consecutive failure (at most
 // 10 s) before the error, as in OpenSSH.
 //
+// If Config.Metrics is set, every unseal, signature (made or failed) and
+// PCR change is reported to it; the daemon exports them to Prometheus.
+//
 // Each connection is served by agent.ServeAgent from
 // golang.org/x/crypto/ssh/agent, behind two checks: on a unix socket, the
 // peer's uid (SO_PEERCRED) must be allowed by Config.AllowUID (by default
@@ -78,7 +81,8 @@
 //	byte    SSH_AGENT_SUCCESS
 //	string  extension name, repeated to the end of the message:
 //	        "query", "unseal@icn-agent", "status@icn-agent",
-//	        "session-bind@openssh.com", "quote@icn-agent"
+//	        "session-bind@openssh.com", "quote@icn-agent",
+//	        and "metrics@icn-agent" if the agent keeps metrics
 //
 // quote@icn-agent: attestation evidence about one identity, bound to the
 // verifier's nonce (see package attest for the request, the reply and how
@@ -123,6 +127,20 @@
 // Later versions of a record may append fields, which readers ignore; an
 // incompatible change bumps the version. While the agent is locked the
 // reply says locked and lists nothing.
+//
+// metrics@icn-agent: the agent's counters (Config.Metrics), for icn-agent
+// status --json. Content empty; reply:
+//
+//	byte    SSH_AGENT_SUCCESS
+//	string  a JSON object: each metric by its Prometheus name, a number
+//	        for an unlabelled counter or gauge, else an object from
+//	        label set ("name=value,...") to number; a histogram gives
+//	        {"count": N, "sum": S}
+//
+// An agent without metrics answers SSH_AGENT_FAILURE, as for any unknown
+// extension; a locked one SSH_AGENT_EXTENSION_FAILURE. Served through a
+// separate extension rather than appended to the status reply, whose
+// version-1 readers reject trailing data.
 //
 // session-bind@openssh.com: OpenSSH's binding of an agent connection to
 // an SSH session (see OpenSSH's PROTOCOL.agent). Content:

@@ -24,11 +24,24 @@ import (
 //
 // The seed is read from the locked buffer; the values derived from it (the
 // SHA-512 of the seed, the scalar and the nonce) live on the goroutine stack
-// for the duration of one call and are cleared before returning, as far as
-// Go allows.
+// for the duration of one call and are cleared before returning. What
+// crypto/sha512 leaves in its own frames below ours (its block buffer holds
+// the seed, a copy of its state the nonce prefix) is overwritten by
+// scrubStack; see docs/security.md for what a scan of the agent's memory
+// finds.
 
 // edPublicKey writes the public key of seed to pub.
 func edPublicKey(pub *[ed25519.PublicKeySize]byte, seed []byte) {
+	scrubStack() // grow the stack now, not in the middle (see scrubStack)
+	edPublicKeyFrame(pub, seed)
+	scrubStack()
+}
+
+// edPublicKeyFrame is edPublicKey, in a frame of its own that the second
+// scrubStack overwrites along with those of its callees.
+//
+//go:noinline
+func edPublicKeyFrame(pub *[ed25519.PublicKeySize]byte, seed []byte) {
 	h := sha512.Sum512(seed[:ed25519.SeedSize])
 	var s edwards25519.Scalar
 	if _, err := s.SetBytesWithClamping(h[:32]); err != nil {
@@ -47,6 +60,17 @@ func edPublicKey(pub *[ed25519.PublicKeySize]byte, seed []byte) {
 // as an ed25519.PrivateKey (seed || public key). The public key half must be
 // the one derived from the seed; the caller checks that when it fills key.
 func edSign(sig *[ed25519.SignatureSize]byte, key []byte, msg []byte) {
+	scrubStack() // grow the stack now, not in the middle (see scrubStack)
+	edSignFrame(sig, key, msg)
+	scrubStack()
+}
+
+// edSignFrame is edSign, in a frame of its own that the second scrubStack
+// overwrites: inlined crypto/sha512 code keeps copies of its state (the
+// nonce prefix among them) in it.
+//
+//go:noinline
+func edSignFrame(sig *[ed25519.SignatureSize]byte, key []byte, msg []byte) {
 	h := sha512.Sum512(key[:ed25519.SeedSize])
 	var s edwards25519.Scalar
 	if _, err := s.SetBytesWithClamping(h[:32]); err != nil {
@@ -90,4 +114,40 @@ func edSign(sig *[ed25519.SignatureSize]byte, key []byte, msg []byte) {
 	runtime.KeepAlive(&s)
 	runtime.KeepAlive(&r)
 	runtime.KeepAlive(&digest)
+}
+
+// scrubDepth is how much stack scrubStack overwrites: far more than the
+// frames of crypto/sha512 and filippo.io/edwards25519 below edSign use.
+// scrubDeepDepth is for the unseal path, whose call tree (sealstore,
+// go-tpm's reflection-based unmarshalling, AES) runs deeper.
+const (
+	scrubDepth     = 16 << 10
+	scrubDeepDepth = 64 << 10
+)
+
+// scrubStack zeroes scrubDepth bytes of the goroutine stack below its
+// caller's frame, where the functions the caller called kept their
+// locals: crypto/sha512's block buffer holding the seed, for one. Go
+// does not clear a frame when it returns, and a goroutine's stack memory
+// is reused, not wiped, when the goroutine ends.
+//
+// Called at the start of a function too, it makes the stack grow (if it
+// must) before any secret is on it: growing copies the frames in use to
+// a new stack and frees the old one as it is, secrets below the stack
+// pointer included.
+//
+//go:noinline
+func scrubStack() {
+	var buf [scrubDepth]byte
+	clear(buf[:])
+	runtime.KeepAlive(&buf)
+}
+
+// scrubStackDeep is scrubStack over scrubDeepDepth bytes.
+//
+//go:noinline
+func scrubStackDeep() {
+	var buf [scrubDeepDepth]byte
+	clear(buf[:])
+	runtime.KeepAlive(&buf)
 }

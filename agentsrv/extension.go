@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/icn/icn-agent/attest"
 	"log/slog"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -18,6 +19,7 @@ const (
 	ExtUnseal      = "unseal@icn-agent"
 	ExtStatus      = "status@icn-agent"
 	ExtSessionBind = "session-bind@openssh.com"
+	ExtMetrics     = "metrics@icn-agent"
 )
 
 // StatusVersion is the version of the status@icn-agent reply this package
@@ -29,8 +31,14 @@ const StatusVersion = 1
 // with it.
 const msgSuccess = 6
 
-// supportedExtensions is the reply to query, in this order.
+// supportedExtensions is the reply to query, in this order; ExtMetrics
+// follows when the server has a MetricsReporter.
 var supportedExtensions = []string{ExtQuery, ExtUnseal, ExtStatus, ExtSessionBind, attest.Extension}
+
+// metricsReply is the reply to metrics@icn-agent.
+type metricsReply struct {
+	JSON string `sshtype:"6"`
+}
 
 // unsealRequest is the content of an unseal@icn-agent request.
 type unsealRequest struct {
@@ -265,9 +273,9 @@ func parseStatus(reply []byte) (*Status, error) {
 
 // marshalQuery encodes the reply to query: SSH_AGENT_SUCCESS, then each
 // supported extension name as an SSH string.
-func marshalQuery() []byte {
+func marshalQuery(names []string) []byte {
 	out := []byte{msgSuccess}
-	for _, name := range supportedExtensions {
+	for _, name := range names {
 		out = append(out, ssh.Marshal(struct{ Name string }{name})...)
 	}
 	return out
@@ -303,7 +311,11 @@ func (c *conn) Extension(extensionType string, contents []byte) ([]byte, error) 
 	switch extensionType {
 	case ExtQuery:
 		c.debug("agentsrv: extension", slog.String("type", extensionType))
-		return marshalQuery(), nil
+		names := supportedExtensions
+		if _, ok := s.metrics.(MetricsReporter); ok {
+			names = append(slices.Clip(names), ExtMetrics)
+		}
+		return marshalQuery(names), nil
 	case ExtStatus:
 		c.debug("agentsrv: extension", slog.String("type", extensionType))
 		st := s.Status()
@@ -317,6 +329,8 @@ func (c *conn) Extension(extensionType string, contents []byte) ([]byte, error) 
 		return c.extSessionBind(contents)
 	case attest.Extension:
 		return c.extQuote(contents)
+	case ExtMetrics:
+		return c.extMetrics()
 	default:
 		c.debug("agentsrv: unsupported extension", slog.String("type", extensionType))
 		return nil, agent.ErrExtensionUnsupported
@@ -354,6 +368,29 @@ func (c *conn) extUnseal(contents []byte) ([]byte, error) {
 	}
 	s.mu.Unlock()
 	return []byte{msgSuccess}, nil
+}
+
+// extMetrics reports the server's counters, if its Metrics can. Like
+// everything but status, it fails while the agent is locked.
+func (c *conn) extMetrics() ([]byte, error) {
+	s := c.s
+	r, ok := s.metrics.(MetricsReporter)
+	if !ok {
+		c.debug("agentsrv: unsupported extension", slog.String("type", ExtMetrics))
+		return nil, agent.ErrExtensionUnsupported
+	}
+	c.debug("agentsrv: extension", slog.String("type", ExtMetrics))
+	s.mu.RLock()
+	locked := s.locked
+	s.mu.RUnlock()
+	if locked {
+		return nil, ErrLocked
+	}
+	data, err := r.MetricsJSON()
+	if err != nil {
+		return nil, fmt.Errorf("agentsrv: metrics: %w", err)
+	}
+	return ssh.Marshal(&metricsReply{JSON: string(data)}), nil
 }
 
 func (e *sealed) isRetired() bool {

@@ -246,6 +246,7 @@ func (s *Server) runUnseal(e *sealed, f *flight, blob *sealstore.Blob, gen uint6
 	defer s.wg.Done()
 	start := time.Now()
 	buf, err := s.unsealSeed(s.base, blob, &e.pub)
+	s.metrics.Unsealed(err, time.Since(start))
 
 	e.mu.Lock()
 	e.flight = nil
@@ -295,7 +296,13 @@ func (s *Server) unsealSeed(ctx context.Context, blob *sealstore.Blob, pub *[ed2
 		return nil, fmt.Errorf("agentsrv: unseal %s: %w", blob.Name, err)
 	}
 	key := buf.Bytes()
-	if err := s.unsealer.Unseal(ctx, blob, key[:ed25519.SeedSize]); err != nil {
+	// The unsealer's call tree may leave copies of the seed in its stack
+	// frames (go-tpm unmarshals the response through reflection): wipe
+	// them, growing the stack first so that it is not copied midway.
+	scrubStackDeep()
+	err = s.unsealer.Unseal(ctx, blob, key[:ed25519.SeedSize])
+	scrubStackDeep()
+	if err != nil {
 		buf.Destroy()
 		return nil, fmt.Errorf("agentsrv: unseal %s: %w", blob.Name, err)
 	}

@@ -16,6 +16,9 @@ import (
 // will not unseal until resealed or the platform returns to that state),
 // or a note that it still matches. Status reports the mismatches.
 func (s *Server) UpdatePCRs(current map[int][]byte, changed []int) {
+	if len(changed) > 0 {
+		s.metrics.PCRsChanged(changed)
+	}
 	s.mu.Lock()
 	s.pcrs = maps.Clone(current)
 	ids := slices.Clone(s.sealed)

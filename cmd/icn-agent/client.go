@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/icn/icn-agent/agentsrv"
 )
@@ -30,7 +33,7 @@ func dialAgent(e *env, socket string) (*agentsrv.Client, error) {
 		socket = e.getenv("SSH_AUTH_SOCK")
 	}
 	if socket == "" {
-		return nil, fmt.Errorf("SSH_AUTH_SOCK is not set; start the agent with 'eval $(icn-agent serve &)' or pass -a SOCKET")
+		return nil, fmt.Errorf("SSH_AUTH_SOCK is not set; start the agent with 'icn-agent serve &' and set SSH_AUTH_SOCK to the path it prints, or pass -a SOCKET")
 	}
 	return agentsrv.Dial(socket)
 }
@@ -84,7 +87,18 @@ func runStatus(e *env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeStatusJSON(e, st)
+		var m json.RawMessage
+		if !st.Locked {
+			// Counters, if the agent keeps them (serve --metrics-listen).
+			m, err = cl.Metrics()
+			if errors.Is(err, agent.ErrExtensionUnsupported) {
+				m, err = nil, nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return writeStatusJSON(e, st, m)
 	}
 	if st.Locked {
 		fmt.Fprintln(e.stdout, "agent is locked (ssh-add -X to unlock)")
@@ -127,6 +141,9 @@ type statusJSON struct {
 	Locked       bool                 `json:"locked"`
 	SoftwareKeys int                  `json:"software_keys"`
 	Identities   []identityStatusJSON `json:"identities"`
+	// Metrics are the agent's counters (see internal/metrics), present
+	// when it runs with --metrics-listen and is not locked.
+	Metrics json.RawMessage `json:"metrics,omitempty"`
 }
 
 type identityStatusJSON struct {
@@ -140,8 +157,8 @@ type identityStatusJSON struct {
 	LastError   string     `json:"last_error,omitempty"`
 }
 
-func writeStatusJSON(e *env, st *agentsrv.Status) error {
-	out := statusJSON{Locked: st.Locked, SoftwareKeys: st.SoftwareKeys, Identities: []identityStatusJSON{}}
+func writeStatusJSON(e *env, st *agentsrv.Status, metrics json.RawMessage) error {
+	out := statusJSON{Locked: st.Locked, SoftwareKeys: st.SoftwareKeys, Identities: []identityStatusJSON{}, Metrics: metrics}
 	for _, is := range st.Identities {
 		j := identityStatusJSON{
 			Name: is.Name, Fingerprint: is.Fingerprint, Unsealed: is.Unsealed, UnsealCount: is.UnsealCount,

@@ -72,7 +72,10 @@ func (c *common) openTPM(ctx context.Context) (*tpmdev.TPM, error) {
 	if err != nil {
 		return nil, err
 	}
-	return tpmdev.Open(ctx, spec, tpmdev.Options{Logger: c.log})
+	// Only the agent, which owns the TPM for long, flushes what dead
+	// clients left on a swtpm; a command run beside it must not flush the
+	// agent's storage root key.
+	return tpmdev.Open(ctx, spec, tpmdev.Options{Logger: c.log, FlushStale: c.daemon})
 }
 
 // pcrList is a flag.Value for "0,7"-style PCR lists.

@@ -21,7 +21,9 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/internal/metrics"
 	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/pcrwatch"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -29,7 +31,7 @@ import (
 func init() {
 	register(&command{
 		name:    "serve",
-		args:    "[-a SOCKET] [-c] [--pcr-poll DURATION]",
+		args:    "[-a SOCKET] [-c] [--pcr-poll DURATION] [--metrics-listen HOST:PORT]",
 		summary: "Run the agent in the foreground, serving every sealed identity on SSH_AUTH_SOCK.",
 		run:     runServe,
 	})
@@ -47,6 +49,8 @@ func runServe(e *env, args []string) error {
 	fs.StringVar(socket, "a", "", "alias for --socket")
 	csh := fs.Bool("c", false, "print the environment in csh syntax")
 	pcrPoll := fs.Duration("pcr-poll", 0, "how often to read the PCRs identities are bound to (default from config, else 30s)")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, ADDR a loopback HOST:PORT such as 127.0.0.1:9477 (default: no metrics endpoint)")
+	metricsAny := fs.Bool("metrics-listen-any", false, "allow --metrics-listen on a non-loopback address (the endpoint has no authentication)")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -64,11 +68,15 @@ func runServe(e *env, args []string) error {
 	if *pcrPoll < 0 {
 		return usagef("--pcr-poll must be positive")
 	}
+	if *metricsAny && *metricsListen == "" {
+		return usagef("--metrics-listen-any needs --metrics-listen")
+	}
 	// x/crypto's ServeAgent reports failed requests through the standard
-	// logger: route it into ours, at debug.
+	// logger: route it into ours, at debug. (slog.SetDefault redirects the
+	// standard logger too, so it goes first.)
+	slog.SetDefault(f.log)
 	log.SetFlags(0)
 	log.SetOutput(slogWriter{f.log})
-	slog.SetDefault(f.log)
 
 	if err := secmem.HardenProcess(); err != nil {
 		return fmt.Errorf("harden process: %w", err)
@@ -79,6 +87,9 @@ func runServe(e *env, args []string) error {
 		socket:  *socket,
 		csh:     *csh,
 		pcrPoll: *pcrPoll,
+
+		metricsAddr: *metricsListen,
+		metricsAny:  *metricsAny,
 	}
 	return d.run()
 }
@@ -99,6 +110,10 @@ type daemon struct {
 	socket  string
 	csh     bool
 	pcrPoll time.Duration
+	// metricsAddr, if set, is where Prometheus metrics are served;
+	// metricsAny allows a non-loopback address.
+	metricsAddr string
+	metricsAny  bool
 
 	log   *slog.Logger
 	store *sealstore.Store
@@ -126,13 +141,25 @@ func (d *daemon) run() error {
 		return err
 	}
 	d.store = store
-	tpm, err := d.f.openTPM(ctx)
+	var m *metrics.Metrics
+	var metricsL net.Listener
+	var agentMetrics agentsrv.Metrics // nil unless metrics are on
+	if d.metricsAddr != "" {
+		m = metrics.New()
+		agentMetrics = m
+		if metricsL, err = metrics.Listen(d.metricsAddr, d.metricsAny); err != nil {
+			return err
+		}
+		defer metricsL.Close()
+	}
+	tpm, err := d.openTPM(ctx, m)
 	if err != nil {
 		return err
 	}
 	defer tpm.Close()
 
 	d.srv = agentsrv.New(agentsrv.Config{
+		Metrics:         agentMetrics,
 		Unsealer:        tpmUnsealer{tpm},
 		Attester:        &tpmAttester{tpm: tpm, path: akPath(store)},
 		Logger:          d.log,
@@ -154,7 +181,7 @@ func (d *daemon) run() error {
 	defer signal.Stop(sigs)
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(listeners)+2)
+	errs := make(chan error, len(listeners)+3) // one per goroutine started below
 	start := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -169,6 +196,10 @@ func (d *daemon) run() error {
 	}
 	start("store watcher", watcher.Run)
 	start("PCR watcher", d.pcrs.Run)
+	if m != nil {
+		m.WatchServer(d.srv.Status)
+		start("metrics", func(ctx context.Context) error { return m.Serve(ctx, metricsL, d.log) })
+	}
 
 	d.log.Info("icn-agent serving", "socket", d.socketDesc(listeners), "store", store.Dir(), "tpm", tpm.Spec().String(),
 		"auto_lock_timeout", d.f.cfg.Identity.TPM.AutoLockTimeout(), "pcr_poll", d.pcrPoll)
@@ -206,6 +237,22 @@ loop:
 	cancel()
 	wg.Wait()
 	return runErr
+}
+
+// openTPM opens the selected TPM as common.openTPM does for the daemon,
+// reporting every command to m if set.
+func (d *daemon) openTPM(ctx context.Context, m *metrics.Metrics) (*tpmdev.TPM, error) {
+	spec, err := tpmdev.ParseSpec(d.f.tpm)
+	if err != nil {
+		return nil, err
+	}
+	// The agent owns the TPM for long: it flushes what dead clients left
+	// on a swtpm (see common.openTPM).
+	opts := tpmdev.Options{Logger: d.log, FlushStale: true}
+	if m != nil {
+		opts.Observe = m.ObserveTPM
+	}
+	return tpmdev.Open(ctx, spec, opts)
 }
 
 // listen returns the sockets to serve: systemd's if the agent was socket

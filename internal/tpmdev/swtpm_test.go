@@ -57,7 +57,7 @@ func TestOpenFlushesStaleHandlesOnSwtpm(t *testing.T) {
 	}
 	// The client dies without cleaning up: no Close.
 
-	tpm, err := Open(context.Background(), spec, Options{})
+	tpm, err := Open(context.Background(), spec, Options{FlushStale: true})
 	if err != nil {
 		t.Fatal(err)
 	}

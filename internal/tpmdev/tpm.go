@@ -9,8 +9,10 @@
 //
 // The retrier resends commands the TPM answered with a transient warning
 // (TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING) with bounded backoff; the
-// guard gives every command a deadline so a hung TPM never hangs a client;
-// Wrap is where tests count, record or inject faults.
+// guard gives every command a deadline so a hung TPM never hangs a client,
+// rejects responses whose length disagrees with their header
+// (ErrMalformedResponse) and reports each command to Options.Observe;
+// Wrap is where tests count, record or inject faults (internal/tpmfault).
 //
 // The SRK is the TCG ECC P-256 storage key. The persistent handle
 // 0x81000001 is used only when ReadPublic shows exactly that template;
@@ -50,11 +52,24 @@ type Options struct {
 	StateDir string
 	// CommandTimeout bounds every TPM command. Default: DefaultCommandTimeout.
 	CommandTimeout time.Duration
+	// FlushStale, on a TPM without a resource manager (swtpm), flushes
+	// the transient objects and sessions loaded when Open runs: those a
+	// client that died left behind. Only a long-running owner (the agent)
+	// should set it: a short command run beside a running agent would
+	// flush the agent's storage root key.
+	FlushStale bool
 	// Wrap, if set, wraps the raw transport: tests use it to count and
 	// record commands and to inject faults.
 	Wrap func(transport.TPM) transport.TPM
 	// Logger receives warnings (simulator in use, stale handles flushed).
 	Logger *slog.Logger
+	// Observe, if set, is called after every command the guard sends
+	// (each attempt of a retried command counts): its command code, how
+	// long it took, the response code (0 when err is set) and the error
+	// (ErrTimeout, ErrMalformedResponse, a transport error). Metrics use
+	// it. It runs on the caller's goroutine with the TPM held: keep it
+	// fast.
+	Observe func(cc tpm2.TPMCC, d time.Duration, rc tpm2.TPMRC, err error)
 }
 
 // DefaultStateDir returns $XDG_STATE_HOME/icn-agent.
@@ -89,10 +104,14 @@ type TPM struct {
 	sim    *simTransport // non-nil for KindSim
 	srk    *SRK
 	closed bool
+	// flushLeftovers: after a failed command, flush what it may have
+	// left loaded (see flushLeftoversLocked).
+	flushLeftovers bool
 }
 
-// Open connects to the TPM the spec selects. On swtpm, transient objects
-// and sessions left behind by a client that died are flushed.
+// Open connects to the TPM the spec selects. With Options.FlushStale, on
+// swtpm, transient objects and sessions left behind by a client that died
+// are flushed.
 func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
 	if opts.CommandTimeout <= 0 {
 		opts.CommandTimeout = DefaultCommandTimeout
@@ -104,6 +123,7 @@ func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
 		opts.StateDir = DefaultStateDir()
 	}
 	t := &TPM{spec: spec, log: opts.Logger}
+	t.flushLeftovers = spec.Kind == KindDevice || spec.Kind == KindSim || opts.FlushStale
 	switch spec.Kind {
 	case KindDevice:
 		d, err := openDevice(spec.Path)
@@ -111,10 +131,15 @@ func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
 			return nil, err
 		}
 		t.raw = d
-	case KindSwtpmUnix:
-		t.raw = &streamTransport{network: "unix", addr: spec.Path, timeout: opts.CommandTimeout}
-	case KindSwtpmTCP:
-		t.raw = &streamTransport{network: "tcp", addr: spec.Addr, timeout: opts.CommandTimeout}
+	case KindSwtpmUnix, KindSwtpmTCP:
+		st := &streamTransport{network: "unix", addr: spec.Path, timeout: opts.CommandTimeout}
+		if spec.Kind == KindSwtpmTCP {
+			st.network, st.addr = "tcp", spec.Addr
+		}
+		if err := st.probe(); err != nil {
+			return nil, err
+		}
+		t.raw = st
 	case KindSim:
 		s, err := openSim(opts.StateDir)
 		if err != nil {
@@ -130,10 +155,10 @@ func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
 	if opts.Wrap != nil {
 		next = opts.Wrap(next)
 	}
-	t.guard = &guard{next: next, timeout: opts.CommandTimeout}
+	t.guard = &guard{next: next, timeout: opts.CommandTimeout, observe: opts.Observe}
 	t.tpm = &retrier{next: t.guard, attempts: defaultRetries, backoff: defaultBackoff, sleep: time.Sleep}
 
-	if spec.Kind == KindSwtpmUnix || spec.Kind == KindSwtpmTCP {
+	if opts.FlushStale && (spec.Kind == KindSwtpmUnix || spec.Kind == KindSwtpmTCP) {
 		if err := t.Run(ctx, func(tpm transport.TPM) error { return t.flushStaleLocked() }); err != nil {
 			t.raw.Close()
 			return nil, err
@@ -155,7 +180,33 @@ func (t *TPM) Run(ctx context.Context, fn func(tpm transport.TPM) error) error {
 	}
 	t.guard.setContext(ctx)
 	defer t.guard.setContext(nil)
+	if t.guard.takeUnsure() && t.flushLeftovers {
+		t.flushLeftoversLocked()
+	}
 	return fn(t.tpm)
+}
+
+// flushLeftoversLocked flushes the transient objects and sessions, other
+// than the SRK, that a command which timed out or lost its response may
+// have left loaded: nobody knows their handles, and a TPM has room for
+// only a few. Objects kept loaded across calls (an attestation key) are
+// flushed too; their owners load them again. If a command is still
+// pending, this fails fast and runs again at the next call. It runs only
+// where every handle is ours: a kernel device (the resource manager gives
+// each connection its own), the in-process simulator, or a swtpm opened
+// with FlushStale. t.mu must be held.
+func (t *TPM) flushLeftoversLocked() {
+	var keep tpm2.TPMHandle
+	if t.srk != nil {
+		keep = t.srk.Handle
+	}
+	n, err := t.flushTransientLocked(keep)
+	switch {
+	case err != nil:
+		t.log.Debug("cannot flush what a failed TPM command left loaded yet", "err", err)
+	case n > 0:
+		t.log.Warn("flushed handles a failed TPM command left loaded", "count", n, "tpm", t.spec.String())
+	}
 }
 
 // RunWithSRK is Run with the SRK loaded. If fn fails because the SRK is no
@@ -206,7 +257,7 @@ func (t *TPM) srkLocked() (*SRK, error) {
 	}.Execute(t.tpm)
 	if err != nil {
 		if errors.Is(err, tpm2.TPMRCBadAuth) || errors.Is(err, tpm2.TPMRCAuthFail) {
-			return nil, fmt.Errorf("tpmdev: create storage root key: the owner hierarchy has a password; provision an SRK at 0x81000001 with the TCG ECC template (tpm2_createprimary -C o -g sha256 -G ecc256:aes128cfb -c srk.ctx && tpm2_evictcontrol -c srk.ctx 0x81000001): %w", err)
+			return nil, fmt.Errorf("tpmdev: create storage root key: the owner hierarchy has a password; provision the TCG ECC P-256 SRK at 0x81000001 (docs/recovery.md shows the tpm2_createprimary and tpm2_evictcontrol commands): %w", err)
 		}
 		return nil, fmt.Errorf("tpmdev: create storage root key: %w", err)
 	}
@@ -245,6 +296,19 @@ func isSRKTemplate(pub *tpm2.TPMTPublic) bool {
 // client which died left behind on a TPM without a resource manager
 // (swtpm). t.mu must be held.
 func (t *TPM) flushStaleLocked() error {
+	n, err := t.flushTransientLocked(0)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		t.log.Warn("flushed handles a previous TPM client left behind", "count", n, "tpm", t.spec.String())
+	}
+	return nil
+}
+
+// flushTransientLocked flushes every loaded transient object and session
+// but keep, and returns how many it flushed. t.mu must be held.
+func (t *TPM) flushTransientLocked(keep tpm2.TPMHandle) (int, error) {
 	n := 0
 	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000, 0x03000000} {
 		rsp, err := tpm2.GetCapability{
@@ -253,25 +317,22 @@ func (t *TPM) flushStaleLocked() error {
 			PropertyCount: 64,
 		}.Execute(t.tpm)
 		if err != nil {
-			return fmt.Errorf("tpmdev: list handles on %v: %w", t.spec, err)
+			return n, fmt.Errorf("tpmdev: list handles on %v: %w", t.spec, err)
 		}
 		hs, err := rsp.CapabilityData.Data.Handles()
 		if err != nil {
-			return fmt.Errorf("tpmdev: list handles: %w", err)
+			return n, fmt.Errorf("tpmdev: list handles: %w", err)
 		}
 		for _, h := range hs.Handle {
-			if ht := h >> 24; ht != 0x80 && ht != 0x02 && ht != 0x03 {
-				continue // never a persistent or NV handle
+			if ht := h >> 24; (ht != 0x80 && ht != 0x02 && ht != 0x03) || h == keep {
+				continue // never a persistent or NV handle, nor keep
 			}
 			if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(t.tpm); err == nil {
 				n++
 			}
 		}
 	}
-	if n > 0 {
-		t.log.Warn("flushed handles a previous TPM client left behind", "count", n, "tpm", t.spec.String())
-	}
-	return nil
+	return n, nil
 }
 
 // SimulateReboot power-cycles the in-process simulator: PCRs return to

@@ -26,6 +26,11 @@ const (
 // ErrTimeout means a TPM command did not answer within its deadline.
 var ErrTimeout = errors.New("tpmdev: TPM command timed out")
 
+// ErrMalformedResponse means a TPM response was cut short (or overlong):
+// its length disagrees with the size in its header. The command may have
+// run on the TPM; its result is lost.
+var ErrMalformedResponse = errors.New("tpmdev: malformed TPM response")
+
 // streamTransport talks to swtpm's server socket. swtpm serves one client at
 // a time and has no resource manager, so it dials per command and hangs up
 // after the response: tpm2-tools and others can use the same swtpm between
@@ -36,10 +41,9 @@ type streamTransport struct {
 }
 
 func (s *streamTransport) Send(cmd []byte) ([]byte, error) {
-	d := net.Dialer{Timeout: s.timeout}
-	conn, err := d.Dial(s.network, s.addr)
+	conn, err := s.dial()
 	if err != nil {
-		return nil, fmt.Errorf("tpmdev: connect to swtpm at %s: %w (is swtpm running?)", s.addr, err)
+		return nil, err
 	}
 	defer conn.Close()
 	if err := conn.SetDeadline(time.Now().Add(s.timeout)); err != nil {
@@ -52,6 +56,35 @@ func (s *streamTransport) Send(cmd []byte) ([]byte, error) {
 }
 
 func (s *streamTransport) Close() error { return nil }
+
+// probe checks that the swtpm answers connections, so a wrong path or a
+// stopped swtpm is reported at Open rather than at the first command.
+func (s *streamTransport) probe() error {
+	conn, err := s.dial()
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+// dial connects to swtpm. swtpm accepts one client at a time with a short
+// backlog; a unix socket whose backlog is full refuses at once with EAGAIN
+// instead of waiting, so that is retried until the timeout.
+func (s *streamTransport) dial() (net.Conn, error) {
+	deadline := time.Now().Add(s.timeout)
+	delay := time.Millisecond
+	for {
+		conn, err := net.DialTimeout(s.network, s.addr, time.Until(deadline))
+		if err == nil {
+			return conn, nil
+		}
+		if !errors.Is(err, syscall.EAGAIN) || time.Now().Add(delay).After(deadline) {
+			return nil, fmt.Errorf("tpmdev: connect to swtpm at %s: %w (is swtpm running?)", s.addr, err)
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, 50*time.Millisecond)
+	}
+}
 
 // readResponse reads one TPM response: the 10-byte header, then the rest of
 // the size the header announces.
@@ -126,10 +159,22 @@ func (d *deviceTransport) Close() error { return d.f.Close() }
 type guard struct {
 	next    transport.TPM
 	timeout time.Duration
+	observe func(cc tpm2.TPMCC, d time.Duration, rc tpm2.TPMRC, err error) // may be nil
 
-	mu    sync.Mutex
-	ctx   context.Context // set by TPM.Run for the duration of a call
-	stuck chan struct{}   // non-nil while a timed-out command is still running
+	mu     sync.Mutex
+	ctx    context.Context // set by TPM.Run for the duration of a call
+	stuck  chan struct{}   // non-nil while a timed-out command is still running
+	unsure bool            // a command failed midway: it may have left handles loaded
+}
+
+// takeUnsure reports whether a command failed since the last call, and
+// clears the mark.
+func (g *guard) takeUnsure() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	u := g.unsure
+	g.unsure = false
+	return u
 }
 
 type sendResult struct {
@@ -143,7 +188,45 @@ func (g *guard) setContext(ctx context.Context) {
 	g.mu.Unlock()
 }
 
+// Send sends cmd with a deadline, checks the response's framing and
+// reports the command to the observer.
 func (g *guard) Send(cmd []byte) ([]byte, error) {
+	start := time.Now()
+	rsp, err := g.send(cmd)
+	if err == nil {
+		err = checkFraming(rsp)
+	}
+	if err != nil {
+		// The TPM may have run the command (a late or truncated answer)
+		// and loaded an object or session nobody will flush.
+		rsp = nil
+		g.mu.Lock()
+		g.unsure = true
+		g.mu.Unlock()
+	}
+	if g.observe != nil {
+		var rc tpm2.TPMRC
+		if err == nil {
+			rc = ResponseCode(rsp)
+		}
+		g.observe(CommandCode(cmd), time.Since(start), rc, err)
+	}
+	return rsp, err
+}
+
+// checkFraming returns an error wrapping ErrMalformedResponse unless rsp
+// holds a whole header and exactly the size the header announces.
+func checkFraming(rsp []byte) error {
+	if len(rsp) < headerSize {
+		return fmt.Errorf("%w: %d bytes, shorter than a response header (truncated)", ErrMalformedResponse, len(rsp))
+	}
+	if size := binary.BigEndian.Uint32(rsp[2:6]); uint64(size) != uint64(len(rsp)) {
+		return fmt.Errorf("%w: %d bytes where its header announces %d (truncated or garbled)", ErrMalformedResponse, len(rsp), size)
+	}
+	return nil
+}
+
+func (g *guard) send(cmd []byte) ([]byte, error) {
 	g.mu.Lock()
 	ctx := g.ctx
 	if ctx == nil {

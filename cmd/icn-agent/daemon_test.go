@@ -1,0 +1,281 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/agentsrv"
+)
+
+// Helpers to run the real icn-agent binary as a daemon, for the tests
+// that look at the process from outside (its memory, its metrics
+// endpoint). The binary is built with go build (see agentBinary).
+
+// daemonEnv is a home for one agent: XDG directories, a TPM selection
+// and an environment to run icn-agent in.
+type daemonEnv struct {
+	dir string
+	env []string
+	bin string
+}
+
+// agentBinary builds icn-agent once per test process, as go build does
+// for users: unlike the test binary (which go test links without a
+// symbol table), it lets memscan name the globals a secret is found in.
+var agentBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "icn-agent-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "icn-agent")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/icn/icn-agent/cmd/icn-agent").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+func newDaemonEnv(t *testing.T, tpmSpec string) *daemonEnv {
+	t.Helper()
+	bin, err := agentBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Unix socket paths are limited to 108 bytes: keep the runtime
+	// directory short.
+	dir, err := os.MkdirTemp("", "icnd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	d := &daemonEnv{dir: dir, bin: bin}
+	d.env = append(os.Environ(),
+		"HOME="+dir,
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+		"XDG_STATE_HOME="+filepath.Join(dir, "state"),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"XDG_RUNTIME_DIR="+filepath.Join(dir, "run"),
+		"ICN_AGENT_TPM="+tpmSpec,
+		"SSH_AUTH_SOCK=",
+	)
+	return d
+}
+
+// run runs icn-agent with args and returns its stdout; it fails the test
+// if the command fails.
+func (d *daemonEnv) run(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, d.bin, args...)
+	cmd.Env = d.env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("icn-agent %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// writeConfig writes the config file with the given auto-lock timeout.
+func (d *daemonEnv) writeConfig(t *testing.T, autoLockSecs int) {
+	t.Helper()
+	dir := filepath.Join(d.dir, "config", "icn-agent")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("[identity.tpm]\nauto_lock_timeout_secs = %d\n", autoLockSecs)
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// importKey makes an Ed25519 key, writes it as an unencrypted OpenSSH
+// private key file and seals it with icn-agent import, so that the test
+// knows the seed the agent will hold. The file is removed afterwards.
+func (d *daemonEnv) importKey(t *testing.T, name string) (seed []byte, pub ssh.PublicKey) {
+	t.Helper()
+	seed = make([]byte, ed25519.SeedSize)
+	if _, err := rand.Read(seed); err != nil {
+		t.Fatal(err)
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	block, err := ssh.MarshalPrivateKey(priv, name+"@memtest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(d.dir, name+".key")
+	if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(file)
+	d.run(t, "import", name, file)
+	if pub, err = ssh.NewPublicKey(priv.Public()); err != nil {
+		t.Fatal(err)
+	}
+	return seed, pub
+}
+
+// agentProc is a running icn-agent serve.
+type agentProc struct {
+	cmd    *exec.Cmd
+	sock   string
+	stderr *syncBuffer
+	done   chan error
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// serve starts icn-agent serve with args and waits until it prints its
+// SSH_AUTH_SOCK line and lists want identities. The agent is stopped
+// when the test ends.
+func (d *daemonEnv) serve(t *testing.T, want int, args ...string) *agentProc {
+	t.Helper()
+	sock := filepath.Join(d.dir, "agent.sock")
+	cmd := exec.Command(d.bin, append([]string{"serve", "-a", sock}, args...)...)
+	cmd.Env = d.env
+	p := &agentProc{cmd: cmd, sock: sock, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("agent log:\n%s", p.stderr.String())
+		}
+	})
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		ready <- line
+		io.Copy(io.Discard, out)
+	}()
+	select {
+	case line := <-ready:
+		if !strings.HasPrefix(line, "SSH_AUTH_SOCK="+sock+";") {
+			t.Fatalf("agent printed %q; log:\n%s", line, p.stderr.String())
+		}
+	case err := <-p.done:
+		t.Fatalf("agent exited: %v; log:\n%s", err, p.stderr.String())
+	case <-time.After(time.Minute):
+		t.Fatalf("agent did not start; log:\n%s", p.stderr.String())
+	}
+	waitUntil(t, fmt.Sprintf("the agent to list %d identities", want), func() bool {
+		st := p.status(t)
+		return len(st.Identities) == want
+	})
+	return p
+}
+
+func (p *agentProc) pid() int { return p.cmd.Process.Pid }
+
+// client connects to the agent; the connection is closed when the test
+// ends.
+func (p *agentProc) client(t *testing.T) *agentsrv.Client {
+	t.Helper()
+	c, err := agentsrv.Dial(p.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// status asks the agent for its status on a fresh connection.
+func (p *agentProc) status(t *testing.T) *agentsrv.Status {
+	t.Helper()
+	c, err := agentsrv.Dial(p.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st, err := c.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// signal sends sig to the agent.
+func (p *agentProc) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stop terminates the agent (SIGTERM, then SIGKILL after 10 s) and waits
+// for it.
+func (p *agentProc) stop(t *testing.T) error {
+	select {
+	case err := <-p.done: // exited already
+		p.done <- err
+		return err
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		err := <-p.done
+		p.done <- err
+		t.Errorf("agent did not exit within 10 s of SIGTERM")
+		return err
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test after 30 s. It
+// waits for something that must happen and asserts nothing about speed.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
