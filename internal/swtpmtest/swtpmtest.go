@@ -207,7 +207,10 @@ func (i *Instance) start(t testing.TB) {
 			t.Fatalf("swtpmtest: swtpm exited during startup (%v); output:\n%s", cmd.ProcessState, out)
 		default:
 		}
-		if connectable(i.Socket) && connectable(i.Ctrl) {
+		// Ready means answering a command: a swtpm that loses the race
+		// for its state directory's lock may accept a connection before
+		// it exits.
+		if connectable(i.Ctrl) && i.answers() {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -216,6 +219,15 @@ func (i *Instance) start(t testing.TB) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// getRandomCmd is TPM2_GetRandom of 8 bytes, a command any ready TPM answers.
+var getRandomCmd = []byte{0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x7b, 0, 0x08}
+
+// answers reports whether the TPM answers a command successfully.
+func (i *Instance) answers() bool {
+	rsp, err := i.transmit(getRandomCmd)
+	return err == nil && responseCode(rsp) == 0
 }
 
 // connectable reports whether a unix socket accepts a connection.
