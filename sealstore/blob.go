@@ -63,29 +63,101 @@ func malformed(field, format string, args ...any) error {
 // PolicyKind says how a sealed object's authPolicy is built.
 type PolicyKind uint8
 
-// PolicyPCR is a single TPM2_PolicyPCR from the empty policy: the object
-// unseals only while the selected PCRs hold the recorded values.
-const PolicyPCR PolicyKind = 1
+const (
+	// PolicyPCR is a TPM2_PolicyPCR from the empty policy: the object
+	// unseals only while the selected PCRs hold the values recorded at
+	// seal time.
+	PolicyPCR PolicyKind = 1
+	// PolicyAuthorizedPCR is a TPM2_PolicyAuthorize from the empty policy,
+	// naming a policy signing key: the object unseals while the selected
+	// PCRs hold values for which a PolicyPCR digest signed by that key is
+	// presented (see SignedPolicy). No PCR value is fixed at seal time.
+	PolicyAuthorizedPCR PolicyKind = 2
+)
+
+// pinFlag is the bit of the policy kind byte that says the policy ends in
+// TPM2_PolicyAuthValue: the object also needs its PIN.
+const pinFlag = 0x80
+
+func (k PolicyKind) String() string {
+	switch k {
+	case PolicyPCR:
+		return "PCR"
+	case PolicyAuthorizedPCR:
+		return "signed PCR"
+	}
+	return fmt.Sprintf("PolicyKind(%d)", uint8(k))
+}
 
 // PCRValue is one PCR's value recorded at seal time.
 type PCRValue struct {
 	// Index is the PCR number, 0 to 23.
 	Index int
-	// Value is the PCR's content in the policy's bank.
+	// Value is the PCR's content in the policy's bank; nil in a
+	// PolicyAuthorizedPCR policy, which selects PCRs without fixing
+	// their values.
 	Value []byte
 }
 
 // Policy is the authorization policy a sealed object is bound to.
 type Policy struct {
-	// Kind is the kind of policy; only PolicyPCR exists.
+	// Kind is the kind of policy: PolicyPCR or PolicyAuthorizedPCR.
 	Kind PolicyKind
+	// PIN is set when the policy ends in TPM2_PolicyAuthValue: unsealing
+	// also needs the PIN the object was sealed with (see PINAuthValue),
+	// and wrong PINs count towards the TPM's dictionary-attack lockout.
+	PIN bool
 	// Bank is the PCR bank, tpm2.TPMAlgSHA256.
 	Bank tpm2.TPMIAlgHash
-	// PCRs are the selected PCRs and their values, sorted by Index.
+	// PCRs are the selected PCRs sorted by Index, with their values for
+	// PolicyPCR, without (nil) for PolicyAuthorizedPCR.
 	PCRs []PCRValue
-	// Digest is the PolicyPCR digest, equal to the sealed object's
-	// authPolicy; see PolicyPCRDigest.
+	// Signer is the public area (a marshalled TPM2B_PUBLIC) of the
+	// policy signing key of a PolicyAuthorizedPCR policy, in the form
+	// PolicyKeyPublic makes; nil for PolicyPCR.
+	Signer []byte
+	// Digest is the policy digest, equal to the sealed object's
+	// authPolicy; see PolicyDigest.
 	Digest []byte
+}
+
+// HasValues reports whether the policy fixes PCR values at seal time
+// (PolicyPCR). A PolicyAuthorizedPCR policy accepts any values its key
+// signed.
+func (p Policy) HasValues() bool { return p.Kind == PolicyPCR }
+
+// Mismatch lists, ascending, the PCRs of a PolicyPCR policy whose value in
+// current is known and differs from the value recorded at seal time. It is
+// always empty for a PolicyAuthorizedPCR policy: whether its PCRs are
+// acceptable depends on the signed policies at hand (see FindSignedPolicy).
+func (p Policy) Mismatch(current map[int][]byte) []int {
+	if !p.HasValues() {
+		return nil
+	}
+	var out []int
+	for _, pv := range p.PCRs {
+		if v, ok := current[pv.Index]; ok && !bytes.Equal(v, pv.Value) {
+			out = append(out, pv.Index)
+		}
+	}
+	return out
+}
+
+// SignerKey returns the signing key of a PolicyAuthorizedPCR policy.
+func (p Policy) SignerKey() (*PolicyKey, error) {
+	if p.Kind != PolicyAuthorizedPCR {
+		return nil, fmt.Errorf("sealstore: a %s policy has no signing key", p.Kind)
+	}
+	return parsePolicyKeyPublic(p.Signer)
+}
+
+// kindByte returns the policy kind byte of the file format.
+func (p Policy) kindByte() byte {
+	k := byte(p.Kind)
+	if p.PIN {
+		k |= pinFlag
+	}
+	return k
 }
 
 // Indexes returns the PCR indexes of the policy, ascending.
@@ -136,7 +208,7 @@ func (b *Blob) Marshal() ([]byte, error) {
 	w = appendString(w, []byte(b.Name))
 	w = appendString(w, []byte(b.Comment))
 	w = appendString(w, b.PublicKey.Marshal())
-	w = append(w, byte(b.Policy.Kind))
+	w = append(w, b.Policy.kindByte())
 	w = binary.BigEndian.AppendUint16(w, uint16(b.Policy.Bank))
 	w = binary.BigEndian.AppendUint32(w, uint32(len(b.Policy.PCRs)))
 	for _, p := range b.Policy.PCRs {
@@ -144,6 +216,9 @@ func (b *Blob) Marshal() ([]byte, error) {
 		w = appendString(w, p.Value)
 	}
 	w = appendString(w, b.Policy.Digest)
+	if b.Policy.Kind == PolicyAuthorizedPCR {
+		w = appendString(w, b.Policy.Signer)
+	}
 	w = appendString(w, b.SRKName)
 	w = appendString(w, b.Public)
 	w = appendString(w, b.Private)
@@ -212,7 +287,12 @@ func ParseBlob(data []byte) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.Policy.Kind = PolicyKind(kind)
+	b.Policy.Kind = PolicyKind(kind &^ pinFlag)
+	b.Policy.PIN = kind&pinFlag != 0
+	if k := b.Policy.Kind; k != PolicyPCR && k != PolicyAuthorizedPCR {
+		// The rest of the layout depends on the kind.
+		return nil, malformed("policy kind", "%d is not supported (want %d, PolicyPCR, or %d, PolicyAuthorizedPCR, optionally with the PIN bit 0x80)", kind, PolicyPCR, PolicyAuthorizedPCR)
+	}
 	bank, err := r.uint16("pcr bank")
 	if err != nil {
 		return nil, err
@@ -235,10 +315,18 @@ func ParseBlob(data []byte) (*Blob, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(val) == 0 {
+			val = nil
+		}
 		b.Policy.PCRs[i] = PCRValue{Index: int(idx), Value: val}
 	}
 	if b.Policy.Digest, err = r.string("policy digest", maxDigest); err != nil {
 		return nil, err
+	}
+	if b.Policy.Kind == PolicyAuthorizedPCR {
+		if b.Policy.Signer, err = r.string("policy key", maxTPM2B); err != nil {
+			return nil, err
+		}
 	}
 	if b.SRKName, err = r.string("srk name", srkNameSize); err != nil {
 		return nil, err
@@ -267,32 +355,38 @@ func ParseBlob(data []byte) (*Blob, error) {
 // decodePEM returns the content of the single PEM block data must consist
 // of.
 func decodePEM(data []byte) ([]byte, error) {
+	return decodePEMBlock(data, pemType, malformed)
+}
+
+// decodePEMBlock is decodePEM for a block of type typ, reporting errors
+// with bad.
+func decodePEMBlock(data []byte, typ string, bad func(field, format string, args ...any) error) ([]byte, error) {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
-		return nil, malformed("pem", "empty file")
+		return nil, bad("pem", "empty file")
 	}
 	// pem.Decode skips anything before a BEGIN line and, if a block is
 	// malformed, silently moves on to the next one. Insisting that the
 	// input starts with the only BEGIN line there is makes sure the block
 	// decoded is the whole input.
 	if !bytes.HasPrefix(trimmed, []byte("-----BEGIN ")) {
-		return nil, malformed("pem", "data before the PEM block")
+		return nil, bad("pem", "data before the PEM block")
 	}
 	if bytes.Count(trimmed, []byte("-----BEGIN ")) != 1 {
-		return nil, malformed("pem", "want exactly one PEM block")
+		return nil, bad("pem", "want exactly one PEM block")
 	}
 	block, rest := pem.Decode(trimmed)
 	if block == nil {
-		return nil, malformed("pem", "no valid PEM block")
+		return nil, bad("pem", "no valid PEM block")
 	}
 	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, malformed("pem", "data after the PEM block")
+		return nil, bad("pem", "data after the PEM block")
 	}
-	if block.Type != pemType {
-		return nil, malformed("pem", "type %q, want %q", truncate(block.Type, 64), pemType)
+	if block.Type != typ {
+		return nil, bad("pem", "type %q, want %q", truncate(block.Type, 64), typ)
 	}
 	if len(block.Headers) != 0 {
-		return nil, malformed("pem", "unexpected PEM headers")
+		return nil, bad("pem", "unexpected PEM headers")
 	}
 	return block.Bytes, nil
 }
@@ -336,7 +430,7 @@ func (b *Blob) validate() error {
 	if alg := binary.BigEndian.Uint16(b.SRKName); alg != uint16(tpm2.TPMAlgSHA256) {
 		return malformed("srk name", "name algorithm 0x%04x, want SHA-256 (0x%04x)", alg, uint16(tpm2.TPMAlgSHA256))
 	}
-	if _, err := checkPublic(b.Public, b.Policy.Digest); err != nil {
+	if _, err := checkPublic(b.Public, &b.Policy); err != nil {
 		return err
 	}
 	return checkPrivate(b.Private)
@@ -357,11 +451,11 @@ func checkComment(c string) error {
 	return nil
 }
 
-// validate checks the policy's kind, bank and PCRs and that Digest is their
-// PolicyPCR digest.
+// validate checks the policy's kind, bank, PCRs and signing key, and that
+// Digest is the policy digest they make.
 func (p *Policy) validate() error {
-	if p.Kind != PolicyPCR {
-		return malformed("policy kind", "%d is not supported (want %d, PolicyPCR)", p.Kind, PolicyPCR)
+	if p.Kind != PolicyPCR && p.Kind != PolicyAuthorizedPCR {
+		return malformed("policy kind", "%d is not supported (want %d, PolicyPCR, or %d, PolicyAuthorizedPCR)", p.Kind, PolicyPCR, PolicyAuthorizedPCR)
 	}
 	if p.Bank != tpm2.TPMAlgSHA256 {
 		return malformed("pcr bank", "0x%04x is not supported (want SHA-256, 0x%04x)", uint16(p.Bank), uint16(tpm2.TPMAlgSHA256))
@@ -376,11 +470,22 @@ func (p *Policy) validate() error {
 		if i > 0 && v.Index <= p.PCRs[i-1].Index {
 			return malformed(fmt.Sprintf("pcr entry %d index", i), "%d after %d, want strictly increasing", v.Index, p.PCRs[i-1].Index)
 		}
-		if len(v.Value) != sha256Size {
+		switch {
+		case p.Kind == PolicyPCR && len(v.Value) != sha256Size:
 			return malformed(fmt.Sprintf("pcr %d value", v.Index), "want %d bytes, got %d", sha256Size, len(v.Value))
+		case p.Kind == PolicyAuthorizedPCR && v.Value != nil:
+			return malformed(fmt.Sprintf("pcr %d value", v.Index), "want none in a signed PCR policy, got %d bytes", len(v.Value))
 		}
 	}
-	want, err := PolicyPCRDigest(p.Bank, p.PCRs)
+	switch {
+	case p.Kind == PolicyPCR && p.Signer != nil:
+		return malformed("policy key", "only a signed PCR policy has one")
+	case p.Kind == PolicyAuthorizedPCR:
+		if _, err := parsePolicyKeyPublic(p.Signer); err != nil {
+			return err
+		}
+	}
+	want, err := PolicyDigest(*p)
 	if err != nil {
 		// Unreachable after the checks above.
 		return malformed("policy digest", "%s", strings.TrimPrefix(err.Error(), "sealstore: "))
@@ -389,7 +494,10 @@ func (p *Policy) validate() error {
 		return malformed("policy digest", "want %d bytes, got %d", len(want), len(p.Digest))
 	}
 	if !bytes.Equal(p.Digest, want) {
-		return malformed("policy digest", "does not match the pcr values")
+		if p.Kind == PolicyPCR {
+			return malformed("policy digest", "does not match the pcr values")
+		}
+		return malformed("policy digest", "does not match the policy key")
 	}
 	return nil
 }
@@ -404,8 +512,9 @@ var sealedPublicHeader = []byte{
 }
 
 // checkPublic decodes a marshalled TPM2B_PUBLIC and checks that it is a
-// PCR-policy sealed-data object with authPolicy digest.
-func checkPublic(pub2b, digest []byte) (*tpm2.TPMTPublic, error) {
+// sealed-data object bound to policy p: authPolicy p.Digest, and noDA set
+// unless p needs a PIN.
+func checkPublic(pub2b []byte, p *Policy) (*tpm2.TPMTPublic, error) {
 	const field = "tpm2b public"
 	if len(pub2b) > maxTPM2B {
 		return nil, malformed(field, "%d bytes, max %d", len(pub2b), maxTPM2B)
@@ -455,7 +564,7 @@ func checkPublic(pub2b, digest []byte) (*tpm2.TPMTPublic, error) {
 	}{
 		{"fixedTPM", a.FixedTPM, true},
 		{"fixedParent", a.FixedParent, true},
-		{"noDA", a.NoDA, true},
+		{"noDA", a.NoDA, !p.PIN},
 		{"adminWithPolicy", a.AdminWithPolicy, true},
 		{"userWithAuth", a.UserWithAuth, false},
 		{"sensitiveDataOrigin", a.SensitiveDataOrigin, false},
@@ -470,7 +579,7 @@ func checkPublic(pub2b, digest []byte) (*tpm2.TPMTPublic, error) {
 			return nil, malformed(field, "attribute %s must be %s", c.name, state)
 		}
 	}
-	if !bytes.Equal(pub.AuthPolicy.Buffer, digest) {
+	if !bytes.Equal(pub.AuthPolicy.Buffer, p.Digest) {
 		return nil, malformed(field, "authPolicy does not match the policy digest")
 	}
 	return pub, nil
@@ -512,7 +621,7 @@ func checkPrivate(priv []byte) error {
 // SealedPublic returns the decoded public area of the sealed object, after
 // checking it as ParseBlob does.
 func (b *Blob) SealedPublic() (*tpm2.TPMTPublic, error) {
-	return checkPublic(b.Public, b.Policy.Digest)
+	return checkPublic(b.Public, &b.Policy)
 }
 
 // AuthorizedKey returns the public key as an authorized_keys line ending in
@@ -542,15 +651,24 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// reader decodes the binary content of a blob. Every method names the field
-// it reads in its errors.
+// reader decodes the binary content of a blob (or of a signed policy).
+// Every method names the field it reads in its errors, made by bad
+// (malformed if nil).
 type reader struct {
 	buf []byte
+	bad func(field, format string, args ...any) error
+}
+
+func (r *reader) fail(field, format string, args ...any) error {
+	if r.bad != nil {
+		return r.bad(field, format, args...)
+	}
+	return malformed(field, format, args...)
 }
 
 func (r *reader) next(field string, n int) ([]byte, error) {
 	if len(r.buf) < n {
-		return nil, malformed(field, "truncated: want %d bytes, %d left", n, len(r.buf))
+		return nil, r.fail(field, "truncated: want %d bytes, %d left", n, len(r.buf))
 	}
 	b := r.buf[:n:n]
 	r.buf = r.buf[n:]
@@ -597,7 +715,7 @@ func (r *reader) string(field string, max int) ([]byte, error) {
 		return nil, err
 	}
 	if uint64(n) > uint64(max) {
-		return nil, malformed(field, "length %d exceeds the maximum of %d", n, max)
+		return nil, r.fail(field, "length %d exceeds the maximum of %d", n, max)
 	}
 	b, err := r.next(field, int(n))
 	if err != nil {

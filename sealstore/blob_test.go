@@ -211,6 +211,7 @@ type rawBlob struct {
 	count    *uint32 // nil: len(pcrs)
 	pcrs     []rawPCR
 	digest   []byte
+	signer   []byte // written when the kind's low bits say PolicyAuthorizedPCR
 	srk      []byte
 	public   []byte
 	private  []byte
@@ -225,9 +226,10 @@ func rawFromBlob(b *Blob) rawBlob {
 		name:    b.Name,
 		comment: b.Comment,
 		key:     b.PublicKey.Marshal(),
-		kind:    byte(b.Policy.Kind),
+		kind:    b.Policy.kindByte(),
 		bank:    uint16(b.Policy.Bank),
 		digest:  b.Policy.Digest,
+		signer:  b.Policy.Signer,
 		srk:     b.SRKName,
 		public:  b.Public,
 		private: b.Private,
@@ -258,6 +260,9 @@ func (r rawBlob) body() []byte {
 		w = appendString(w, p.value)
 	}
 	w = appendString(w, r.digest)
+	if PolicyKind(r.kind&^pinFlag) == PolicyAuthorizedPCR {
+		w = appendString(w, r.signer)
+	}
 	w = appendString(w, r.srk)
 	w = appendString(w, r.public)
 	w = appendString(w, r.private)
@@ -289,6 +294,7 @@ func (r *rawBlob) withDigest(t *testing.T) {
 // withPublic replaces the public area by a modified sealed-data public area.
 func (r *rawBlob) withPublic(modify func(*tpm2.TPMTPublic)) {
 	pub := testSealedPublic(testRand("public"), r.digest)
+	pub.ObjectAttributes.NoDA = r.kind&pinFlag == 0
 	modify(&pub)
 	r.public = tpm2.Marshal(tpm2.New2B(pub))
 }
@@ -326,7 +332,7 @@ func TestParseBlobMalformed(t *testing.T) {
 		{"key trailing", func(r *rawBlob) { r.key = append(r.key, 0) }, "ssh public key: ssh: trailing junk"},
 		{"key short", func(r *rawBlob) { r.key = r.key[:len(r.key)-1] }, "ssh public key: "},
 		{"policy kind 0", func(r *rawBlob) { r.kind = 0 }, "policy kind: 0 is not supported"},
-		{"policy kind 2", func(r *rawBlob) { r.kind = 2 }, "policy kind: 2 is not supported"},
+		{"policy kind 3", func(r *rawBlob) { r.kind = 3 }, "policy kind: 3 is not supported"},
 		{"bank sha1", func(r *rawBlob) { r.bank = uint16(tpm2.TPMAlgSHA1) }, "pcr bank: 0x0004 is not supported"},
 		{"bank sha384", func(r *rawBlob) { r.bank = uint16(tpm2.TPMAlgSHA384) }, "pcr bank: 0x000c is not supported"},
 		{"pcr count 0", func(r *rawBlob) { r.count = u32(0) }, "pcr count: want 1 to 24, got 0"},

@@ -2,10 +2,12 @@ package sealstore
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
-	"github.com/icn/icn-agent/internal/tpmdev"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/icn/icn-agent/internal/tpmdev"
 )
 
 // maxPCRs is the number of PCRs a policy can select: PCR 0 to 23, the
@@ -61,4 +63,75 @@ func PolicyPCRDigest(bank tpm2.TPMIAlgHash, pcrs []PCRValue) ([]byte, error) {
 		return nil, fmt.Errorf("sealstore: policy pcr: %w", err)
 	}
 	return calc.Hash().Digest, nil
+}
+
+// PolicyDigest returns the authPolicy of an object sealed to p, as a TPM
+// computes it in a SHA-256 policy session, from the empty policy:
+//
+//   - PolicyPCR: TPM2_PolicyPCR over the listed values (PolicyPCRDigest);
+//   - PolicyAuthorizedPCR: TPM2_PolicyAuthorize with keySign the Name of
+//     p.Signer and an empty policyRef (PolicyAuthorizeDigest);
+//
+// followed, if p.PIN is set, by TPM2_PolicyAuthValue:
+//
+//	SHA256(digest || TPM_CC_PolicyAuthValue)
+//
+// with TPM_CC_PolicyAuthValue the uint32 0x0000016B. p.Digest is ignored.
+func PolicyDigest(p Policy) ([]byte, error) {
+	var d []byte
+	var err error
+	switch p.Kind {
+	case PolicyPCR:
+		d, err = PolicyPCRDigest(p.Bank, p.PCRs)
+	case PolicyAuthorizedPCR:
+		var k *PolicyKey
+		if k, err = parsePolicyKeyPublic(p.Signer); err == nil {
+			d, err = PolicyAuthorizeDigest(k.Name)
+		}
+	default:
+		err = fmt.Errorf("sealstore: policy kind %d is not supported", p.Kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if p.PIN {
+		d = policyAuthValueDigest(d)
+	}
+	return d, nil
+}
+
+// PolicyAuthorizeDigest returns the policy digest a TPM computes for
+// TPM2_PolicyAuthorize from the empty policy, with keySign the TPM Name
+// keyName (see PolicyKey) and an empty policyRef, in a SHA-256 session:
+//
+//	SHA256(SHA256(0^32 || TPM_CC_PolicyAuthorize || keyName) || policyRef)
+//
+// where TPM_CC_PolicyAuthorize is the uint32 0x0000016A. TPM2_PolicyAuthorize
+// replaces whatever digest the session had, once a signature by that key
+// over that digest is verified: the object's authPolicy then depends only
+// on the key.
+func PolicyAuthorizeDigest(keyName []byte) ([]byte, error) {
+	if len(keyName) != srkNameSize {
+		return nil, fmt.Errorf("sealstore: policy authorize: key name is %d bytes, want %d", len(keyName), srkNameSize)
+	}
+	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: policy authorize: %w", err)
+	}
+	cmd := tpm2.PolicyAuthorize{KeySign: tpm2.TPM2BName{Buffer: keyName}}
+	if err := cmd.Update(calc); err != nil {
+		return nil, fmt.Errorf("sealstore: policy authorize: %w", err)
+	}
+	return calc.Hash().Digest, nil
+}
+
+// policyAuthValueDigest extends a SHA-256 policy digest with
+// TPM2_PolicyAuthValue.
+func policyAuthValueDigest(prev []byte) []byte {
+	h := sha256.New()
+	h.Write(prev)
+	var cc [4]byte
+	binary.BigEndian.PutUint32(cc[:], uint32(tpm2.TPMCCPolicyAuthValue))
+	h.Write(cc[:])
+	return h.Sum(nil)
 }

@@ -3,8 +3,10 @@ package sealstore
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -42,7 +44,33 @@ var (
 	// ErrSRKMismatch means a blob was sealed under another storage root
 	// key: another TPM, or this one after it was cleared.
 	ErrSRKMismatch = errors.New("sealstore: blob was sealed by another TPM (or before this TPM was cleared)")
+	// ErrPINRequired means a blob is protected by a PIN and the unseal
+	// was given none.
+	ErrPINRequired = errors.New("sealstore: the identity is protected by a PIN and none was given")
+	// ErrWrongPIN means the TPM refused the PIN (TPM_RC_AUTH_FAIL). The
+	// TPM counted the failure towards its dictionary-attack lockout.
+	ErrWrongPIN = errors.New("sealstore: wrong PIN")
+	// ErrLockout means the TPM is in dictionary-attack lockout
+	// (TPM_RC_LOCKOUT): after too many wrong PINs it refuses every
+	// PIN-protected object, even with the right PIN, until it recovers
+	// (one failure is forgotten per recovery interval) or its lockout is
+	// reset with the lockout hierarchy's authorization.
+	ErrLockout = errors.New("sealstore: the TPM is in dictionary-attack lockout after too many wrong PINs")
 )
+
+// pinError reports a PIN the TPM refused (ErrWrongPIN) or could not check
+// (ErrLockout), wrapping both the sentinel and the TPM's response code.
+type pinError struct {
+	name     string
+	sentinel error
+	tpm      error
+}
+
+func (e *pinError) Error() string {
+	return fmt.Sprintf("sealstore: %s: %s (%v)", e.name, strings.TrimPrefix(e.sentinel.Error(), "sealstore: "), e.tpm)
+}
+
+func (e *pinError) Unwrap() []error { return []error{e.sentinel, e.tpm} }
 
 // PCRMismatchError says which PCRs differ from the values recorded in a
 // blob at seal time. It matches ErrPCRMismatch with errors.Is.
@@ -72,6 +100,43 @@ type SealOptions struct {
 	Comment string
 	// PCRs to bind to, in the SHA-256 bank. Nil means DefaultPCRs.
 	PCRs []int
+	// Signer, if set, makes the policy PolicyAuthorizedPCR with this
+	// policy signing key: the object unseals under the PCR values of any
+	// policy the key signs (see SignedPolicy), and no PCR value is fixed
+	// now. If nil, the policy is PolicyPCR over the PCRs' current values.
+	Signer *ecdsa.PublicKey
+	// PIN, if set, also protects the object with a PIN: its policy ends
+	// in TPM2_PolicyAuthValue, its authValue is PINAuthValue(PIN), and
+	// noDA is clear so that the TPM's dictionary-attack protection
+	// counts wrong PINs. Seal does not keep or wipe it.
+	PIN []byte
+}
+
+// MaxPINSize bounds a PIN, in bytes.
+const MaxPINSize = 1024
+
+// PINAuthValue returns the TPM authValue of an object protected by pin:
+// the SHA-256 digest of the PIN, or, if that digest contains a zero byte,
+// the SHA-256 digest of that digest, and so on until a digest without a
+// zero byte (seven PINs in eight take the first digest). A TPM ignores
+// trailing zero bytes of an authValue, and go-tpm v0.9.8 cuts the HMAC
+// key at the first zero byte and does not trim it for parameter
+// encryption: a value without zero bytes is used the same way by both.
+// The caller should wipe the result after use.
+func PINAuthValue(pin []byte) []byte {
+	h := sha256.Sum256(pin)
+	for bytes.IndexByte(h[:], 0) >= 0 {
+		h = sha256.Sum256(h[:])
+	}
+	return h[:]
+}
+
+// checkPIN checks a PIN's size.
+func checkPIN(pin []byte) error {
+	if len(pin) > MaxPINSize {
+		return fmt.Errorf("sealstore: PIN is %d bytes, at most %d", len(pin), MaxPINSize)
+	}
+	return nil
 }
 
 // PublicKey returns the SSH public key of an Ed25519 seed. The expanded
@@ -92,16 +157,17 @@ func PublicKey(seed []byte) (ssh.PublicKey, error) {
 // sealedTemplate is the public area of a sealed seed: a KEYEDHASH object
 // that only this TPM (fixedTPM) under this SRK (fixedParent) can load, whose
 // data is ours (no sensitiveDataOrigin), usable only through its policy (no
-// userWithAuth) and outside dictionary-attack counting (noDA: there is no
-// password to guess).
-func sealedTemplate(policy []byte) tpm2.TPMTPublic {
+// userWithAuth). Without a PIN it is outside dictionary-attack counting
+// (noDA: there is no password to guess); with one, the TPM counts wrong
+// PINs and locks out after too many.
+func sealedTemplate(policy []byte, pin bool) tpm2.TPMTPublic {
 	return tpm2.TPMTPublic{
 		Type:    tpm2.TPMAlgKeyedHash,
 		NameAlg: tpm2.TPMAlgSHA256,
 		ObjectAttributes: tpm2.TPMAObject{
 			FixedTPM:        true,
 			FixedParent:     true,
-			NoDA:            true,
+			NoDA:            !pin,
 			AdminWithPolicy: true,
 		},
 		AuthPolicy: tpm2.TPM2BDigest{Buffer: policy},
@@ -126,15 +192,20 @@ func Generate(ctx context.Context, t TPM, opts SealOptions) (*Blob, error) {
 	return Seal(ctx, t, buf.Bytes(), opts)
 }
 
-// Seal seals seed, an Ed25519 seed, to the TPM under a PolicyPCR policy over
-// the current values of opts.PCRs. The seed crosses to the TPM encrypted
-// (a session salted to the SRK, with parameter encryption). Seal does not
-// keep or wipe seed: that is the caller's.
+// Seal seals seed, an Ed25519 seed, to the TPM under a PolicyPCR policy
+// over the current values of opts.PCRs, or, with opts.Signer, under a
+// PolicyAuthorizedPCR policy selecting opts.PCRs; with opts.PIN, the
+// policy also needs the PIN. The seed (and the PIN's authValue) cross to
+// the TPM encrypted (a session salted to the SRK, with parameter
+// encryption). Seal does not keep or wipe seed: that is the caller's.
 func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, error) {
 	if len(seed) != SeedSize {
 		return nil, fmt.Errorf("sealstore: seed is %d bytes, want %d", len(seed), SeedSize)
 	}
 	if err := ValidName(opts.Name); err != nil {
+		return nil, err
+	}
+	if err := checkPIN(opts.PIN); err != nil {
 		return nil, err
 	}
 	pcrs := opts.PCRs
@@ -155,9 +226,50 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 		return nil, err
 	}
 	const bank = tpm2.TPMAlgSHA256
+	pin := len(opts.PIN) > 0
+	var auth []byte
+	if pin {
+		auth = PINAuthValue(opts.PIN)
+		defer secmem.Wipe(auth)
+	}
+	var signer *PolicyKey
+	if opts.Signer != nil {
+		if signer, err = NewPolicyKey(opts.Signer); err != nil {
+			return nil, err
+		}
+	}
 
 	var blob *Blob
 	err = t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
+		newBlob := func(policy Policy, pubArea, priv []byte) *Blob {
+			return &Blob{
+				Name:      opts.Name,
+				Comment:   opts.Comment,
+				PublicKey: pub,
+				Policy:    policy,
+				SRKName:   bytes.Clone(srk.Name.Buffer),
+				Public:    pubArea,
+				Private:   priv,
+				Created:   time.Now().UTC().Truncate(time.Second),
+			}
+		}
+		if signer != nil {
+			// No PCR value is fixed: only the selection and the key.
+			policy := Policy{Kind: PolicyAuthorizedPCR, PIN: pin, Bank: bank, Signer: signer.PolicyKeyPublic()}
+			for _, idx := range pcrs {
+				policy.PCRs = append(policy.PCRs, PCRValue{Index: idx})
+			}
+			var err error
+			if policy.Digest, err = PolicyDigest(policy); err != nil {
+				return err
+			}
+			pubArea, priv, err := createSealedLocked(tpm, srk, seed, policy.Digest, auth)
+			if err != nil {
+				return err
+			}
+			blob = newBlob(policy, pubArea, priv)
+			return nil
+		}
 		// The policy fixes the PCR values read here. If a PCR moves between
 		// the read and Create, the blob would never unseal: read again after
 		// Create and start over if the update counter moved.
@@ -166,14 +278,14 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 			if err != nil {
 				return err
 			}
-			policy := Policy{Kind: PolicyPCR, Bank: bank}
+			policy := Policy{Kind: PolicyPCR, PIN: pin, Bank: bank}
 			for i, idx := range pcrs {
 				policy.PCRs = append(policy.PCRs, PCRValue{Index: idx, Value: values[i]})
 			}
-			if policy.Digest, err = PolicyPCRDigest(bank, policy.PCRs); err != nil {
+			if policy.Digest, err = PolicyDigest(policy); err != nil {
 				return err
 			}
-			pubArea, priv, err := createSealedLocked(tpm, srk, seed, policy.Digest)
+			pubArea, priv, err := createSealedLocked(tpm, srk, seed, policy.Digest, auth)
 			if err != nil {
 				return err
 			}
@@ -184,16 +296,7 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 			if after != counter && attempt < 3 {
 				continue
 			}
-			blob = &Blob{
-				Name:      opts.Name,
-				Comment:   opts.Comment,
-				PublicKey: pub,
-				Policy:    policy,
-				SRKName:   bytes.Clone(srk.Name.Buffer),
-				Public:    pubArea,
-				Private:   priv,
-				Created:   time.Now().UTC().Truncate(time.Second),
-			}
+			blob = newBlob(policy, pubArea, priv)
 			return nil
 		}
 	})
@@ -203,22 +306,26 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 	return blob, nil
 }
 
-// createSealedLocked runs TPM2_Create for a sealed object holding seed, in a
+// createSealedLocked runs TPM2_Create for a sealed object holding seed, with
+// authValue auth (none if empty; the object then has noDA set), in a
 // one-off HMAC session salted to the SRK that encrypts the first command
-// parameter (the sensitive data). It returns the marshalled TPM2B_PUBLIC and
-// TPM2B_PRIVATE.
-func createSealedLocked(tpm transport.TPM, srk *tpmdev.SRK, seed, policy []byte) (pub, priv []byte, err error) {
+// parameter (the sensitive data, authValue included). It returns the
+// marshalled TPM2B_PUBLIC and TPM2B_PRIVATE.
+func createSealedLocked(tpm transport.TPM, srk *tpmdev.SRK, seed, policy, auth []byte) (pub, priv []byte, err error) {
 	sess := tpm2.HMAC(tpm2.TPMAlgSHA256, 16,
 		tpm2.Salted(srk.Handle, srk.Public),
 		tpm2.AESEncryption(128, tpm2.EncryptIn))
 	data := bytes.Clone(seed) // go-tpm encrypts the parameter buffer in place
 	defer secmem.Wipe(data)
+	userAuth := bytes.Clone(auth)
+	defer secmem.Wipe(userAuth)
 	rsp, err := tpm2.Create{
 		ParentHandle: tpm2.AuthHandle{Handle: srk.Handle, Name: srk.Name, Auth: sess},
 		InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
-			Data: tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: data}),
+			UserAuth: tpm2.TPM2BAuth{Buffer: userAuth},
+			Data:     tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: data}),
 		}},
-		InPublic: tpm2.New2B(sealedTemplate(policy)),
+		InPublic: tpm2.New2B(sealedTemplate(policy, len(auth) > 0)),
 	}.Execute(tpm)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create sealed object: %w", err)
@@ -226,16 +333,53 @@ func createSealedLocked(tpm transport.TPM, srk *tpmdev.SRK, seed, policy []byte)
 	return tpm2.Marshal(rsp.OutPublic), tpm2.Marshal(rsp.OutPrivate), nil
 }
 
+// UnsealOptions are what unsealing needs besides the blob, for blobs that
+// need more than the platform state.
+type UnsealOptions struct {
+	// PIN is the identity's PIN, for a blob whose Policy.PIN is set;
+	// ignored otherwise. UnsealWith does not keep or wipe it.
+	PIN []byte
+	// Policies are the signed policies to choose from, for a blob with a
+	// PolicyAuthorizedPCR policy (see Store.SignedPolicies); ignored
+	// otherwise. The one signed by the blob's key for the PCRs' current
+	// values is used.
+	Policies []*SignedPolicy
+}
+
 // Unseal asks the TPM for the seed sealed in b and writes it to dst, which
-// must be SeedSize bytes (callers pass locked memory). The seed crosses
-// back encrypted (a policy session salted to the SRK, with response
-// encryption). If the PCRs no longer match, the error is a
-// *PCRMismatchError (errors.Is ErrPCRMismatch) naming them.
+// must be SeedSize bytes (callers pass locked memory). It is UnsealWith
+// without options: blobs that need a PIN or signed policies fail.
 //
-// A cold unseal costs five TPM commands: Load, StartAuthSession, PolicyPCR,
-// Unseal and FlushContext of the object (the one-off session ends with
-// Unseal).
+// A cold unseal of a PolicyPCR blob without PIN costs five TPM commands:
+// Load, StartAuthSession, PolicyPCR, Unseal and FlushContext of the object
+// (the one-off session ends with Unseal).
 func Unseal(ctx context.Context, t TPM, b *Blob, dst []byte) error {
+	return UnsealWith(ctx, t, b, dst, UnsealOptions{})
+}
+
+// errPCRMoved means a PCR changed between reading it and using it in a
+// policy session: the attempt is repeated.
+var errPCRMoved = errors.New("a PCR changed during the unseal")
+
+// UnsealWith asks the TPM for the seed sealed in b and writes it to dst,
+// which must be SeedSize bytes (callers pass locked memory). The seed
+// crosses back encrypted (a policy session salted to the SRK, with
+// response encryption).
+//
+// The policy session runs TPM2_PolicyPCR with the PCRs' current values,
+// then for a PolicyAuthorizedPCR blob TPM2_PolicyAuthorize with the signed
+// policy for those values (its signature verified by the TPM with the
+// policy key loaded from the blob by TPM2_LoadExternal, which yields the
+// ticket TPM2_PolicyAuthorize checks), then for a PIN blob
+// TPM2_PolicyAuthValue, with the session's HMAC keyed by the PIN's
+// authValue. Every object and session it loads is flushed on every path.
+//
+// Errors: a *PCRMismatchError (ErrPCRMismatch) naming the PCRs that moved
+// for a PolicyPCR blob; a *MissingPolicyError (ErrNoSignedPolicy) naming
+// the values to sign for a PolicyAuthorizedPCR blob; ErrPINRequired,
+// ErrWrongPIN (the TPM counted a failure) or ErrLockout for a PIN blob;
+// ErrSRKMismatch for a blob of another TPM. A wrong PIN is never retried.
+func UnsealWith(ctx context.Context, t TPM, b *Blob, dst []byte, opts UnsealOptions) error {
 	if len(dst) != SeedSize {
 		return fmt.Errorf("sealstore: unseal buffer is %d bytes, want %d", len(dst), SeedSize)
 	}
@@ -247,35 +391,47 @@ func Unseal(ctx context.Context, t TPM, b *Blob, dst []byte) error {
 	if err != nil {
 		return fmt.Errorf("sealstore: %s: %w: private area: %v", b.Name, ErrMalformedBlob, err)
 	}
+	u := unsealer{b: b, pub: inPub, priv: inPriv, policies: opts.Policies, dst: dst}
+	if b.Policy.PIN {
+		if len(opts.PIN) == 0 {
+			return fmt.Errorf("sealstore: unseal %s: %w", b.Name, ErrPINRequired)
+		}
+		if err := checkPIN(opts.PIN); err != nil {
+			return err
+		}
+		u.auth = PINAuthValue(opts.PIN)
+		defer secmem.Wipe(u.auth)
+	}
+	if b.Policy.Kind == PolicyAuthorizedPCR {
+		if u.signer, err = parsePolicyKeyPublic(b.Policy.Signer); err != nil {
+			return fmt.Errorf("sealstore: %s: %w", b.Name, err)
+		}
+	}
 	err = t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
 		if !bytes.Equal(srk.Name.Buffer, b.SRKName) {
 			return fmt.Errorf("%w: blob SRK %x, this TPM's SRK %x", ErrSRKMismatch, b.SRKName, srk.Name.Buffer)
 		}
-		load, err := tpm2.Load{
-			ParentHandle: srk.AuthHandle(),
-			InPrivate:    *inPriv,
-			InPublic:     *inPub,
-		}.Execute(tpm)
-		if err != nil {
-			return fmt.Errorf("load sealed object: %w", err)
-		}
-		defer tpm2.FlushContext{FlushHandle: load.ObjectHandle}.Execute(tpm)
-		obj := tpm2.NamedHandle{Handle: load.ObjectHandle, Name: load.Name}
-
 		for attempt := 0; ; attempt++ {
-			err := unsealLocked(tpm, srk, obj, b.Policy, dst)
-			if errors.Is(err, tpm2.TPMRCPCRChanged) && attempt < 3 {
-				continue // a PCR moved between PolicyPCR and Unseal
+			err := u.once(tpm, srk)
+			if (errors.Is(err, errPCRMoved) || errors.Is(err, tpm2.TPMRCPCRChanged)) && attempt < 3 {
+				continue // a PCR moved between reading it and Unseal
 			}
-			if errors.Is(err, tpm2.TPMRCPolicyFail) {
+			switch {
+			case errors.Is(err, tpm2.TPMRCPolicyFail) && b.Policy.Kind == PolicyPCR:
 				return mismatchLocked(tpm, b)
+			case errors.Is(err, tpm2.TPMRCAuthFail) && b.Policy.PIN:
+				return &pinError{name: b.Name, sentinel: ErrWrongPIN, tpm: err}
+			case errors.Is(err, tpm2.TPMRCLockout) && b.Policy.PIN:
+				return &pinError{name: b.Name, sentinel: ErrLockout, tpm: err}
 			}
 			return err
 		}
 	})
 	if err != nil {
 		var mm *PCRMismatchError
-		if errors.As(err, &mm) {
+		var mp *MissingPolicyError
+		var pe *pinError
+		if errors.As(err, &mm) || errors.As(err, &mp) || errors.As(err, &pe) {
 			return err
 		}
 		return fmt.Errorf("sealstore: unseal %s: %w", b.Name, err)
@@ -283,24 +439,68 @@ func Unseal(ctx context.Context, t TPM, b *Blob, dst []byte) error {
 	return nil
 }
 
-// unsealLocked satisfies the object's PolicyPCR in a one-off policy session
-// salted to the SRK and unseals, with the response encrypted.
-func unsealLocked(tpm transport.TPM, srk *tpmdev.SRK, obj tpm2.NamedHandle, p Policy, dst []byte) error {
+// unsealer is one UnsealWith call's state.
+type unsealer struct {
+	b        *Blob
+	pub      *tpm2.TPM2BPublic
+	priv     *tpm2.TPM2BPrivate
+	signer   *PolicyKey // PolicyAuthorizedPCR only
+	policies []*SignedPolicy
+	auth     []byte // the PIN's authValue, PIN blobs only
+	dst      []byte
+}
+
+// once makes one unseal attempt. For a PolicyAuthorizedPCR blob the signed
+// policy's ticket is made first, so that the policy key and the sealed
+// object are never loaded together: a TPM may hold as few as three
+// objects, and the SRK and an attestation key may be two of them.
+func (u *unsealer) once(tpm transport.TPM, srk *tpmdev.SRK) error {
+	var approved *SignedPolicy
+	var ticket *tpm2.TPMTTKVerified
+	if u.signer != nil {
+		values, _, err := tpmdev.ReadPCRs(tpm, u.b.Policy.Bank, u.b.Policy.Indexes())
+		if err != nil {
+			return err
+		}
+		current := make([]PCRValue, len(values))
+		for i, idx := range u.b.Policy.Indexes() {
+			current[i] = PCRValue{Index: idx, Value: values[i]}
+		}
+		if approved, err = FindSignedPolicy(u.b, current, u.policies); err != nil {
+			return err
+		}
+		if ticket, err = verifyPolicyLocked(tpm, u.signer, approved); err != nil {
+			return err
+		}
+	}
+	load, err := tpm2.Load{
+		ParentHandle: srk.AuthHandle(),
+		InPrivate:    *u.priv,
+		InPublic:     *u.pub,
+	}.Execute(tpm)
+	if err != nil {
+		return fmt.Errorf("load sealed object: %w", err)
+	}
+	defer tpm2.FlushContext{FlushHandle: load.ObjectHandle}.Execute(tpm)
+
+	p := u.b.Policy
 	sel := tpmdev.Selection(p.Bank, p.Indexes())
+	opts := []tpm2.AuthOption{tpm2.Salted(srk.Handle, srk.Public), tpm2.AESEncryption(128, tpm2.EncryptOut)}
+	if p.PIN {
+		opts = append(opts, tpm2.Auth(u.auth))
+	}
 	sess := tpm2.Policy(tpm2.TPMAlgSHA256, 16,
 		func(tpm transport.TPM, h tpm2.TPMISHPolicy, _ tpm2.TPM2BNonce) error {
-			if _, err := (tpm2.PolicyPCR{PolicySession: h, Pcrs: sel}).Execute(tpm); err != nil {
+			err := policyLocked(tpm, h, sel, p.PIN, approved, u.signer, ticket)
+			if err != nil {
 				// go-tpm does not flush a session whose policy callback
 				// fails: flush it here, or the TPM runs out of sessions.
 				tpm2.FlushContext{FlushHandle: h}.Execute(tpm)
-				return err
 			}
-			return nil
-		},
-		tpm2.Salted(srk.Handle, srk.Public),
-		tpm2.AESEncryption(128, tpm2.EncryptOut))
+			return err
+		}, opts...)
 	rsp, err := tpm2.Unseal{
-		ItemHandle: tpm2.AuthHandle{Handle: obj.Handle, Name: obj.Name, Auth: sess},
+		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: load.Name, Auth: sess},
 	}.Execute(tpm)
 	if err != nil {
 		return err
@@ -309,8 +509,71 @@ func unsealLocked(tpm transport.TPM, srk *tpmdev.SRK, obj tpm2.NamedHandle, p Po
 	if len(rsp.OutData.Buffer) != SeedSize {
 		return fmt.Errorf("sealed object holds %d bytes, want %d", len(rsp.OutData.Buffer), SeedSize)
 	}
-	copy(dst, rsp.OutData.Buffer)
+	copy(u.dst, rsp.OutData.Buffer)
 	return nil
+}
+
+// policyLocked runs the policy commands of a sealed object's policy in
+// session h: PolicyPCR with the current values, PolicyAuthorize with the
+// approved signed policy (PolicyAuthorizedPCR), PolicyAuthValue (PIN).
+func policyLocked(tpm transport.TPM, h tpm2.TPMISHPolicy, sel tpm2.TPMLPCRSelection, pin bool, approved *SignedPolicy, signer *PolicyKey, ticket *tpm2.TPMTTKVerified) error {
+	if _, err := (tpm2.PolicyPCR{PolicySession: h, Pcrs: sel}).Execute(tpm); err != nil {
+		return err
+	}
+	if approved != nil {
+		_, err := tpm2.PolicyAuthorize{
+			PolicySession:  h,
+			ApprovedPolicy: tpm2.TPM2BDigest{Buffer: approved.Digest},
+			PolicyRef:      tpm2.TPM2BDigest{},
+			KeySign:        tpm2.TPM2BName{Buffer: signer.Name},
+			CheckTicket:    *ticket,
+		}.Execute(tpm)
+		var f1 tpm2.TPMFmt1Error
+		if errors.Is(err, tpm2.TPMRCValue) && errors.As(err, &f1) {
+			if isParam, idx := f1.Parameter(); isParam && idx == 1 {
+				// The session's PolicyPCR digest is not the approved
+				// policy: the PCRs moved since they were read.
+				return fmt.Errorf("%w: %w", errPCRMoved, err)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("policy authorize: %w", err)
+		}
+	}
+	if pin {
+		if _, err := (tpm2.PolicyAuthValue{PolicySession: h}).Execute(tpm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verifyPolicyLocked has the TPM check the signature of approved with the
+// policy key: it loads the key's public area (TPM2_LoadExternal, in the
+// owner hierarchy: a ticket from a key in the null hierarchy is a null
+// ticket, which TPM2_PolicyAuthorize refuses), verifies the signature over
+// aHash and returns the ticket, after flushing the key.
+func verifyPolicyLocked(tpm transport.TPM, key *PolicyKey, approved *SignedPolicy) (*tpm2.TPMTTKVerified, error) {
+	ext, err := tpm2.LoadExternal{
+		InPublic:  tpm2.New2B(key.TPMPublic),
+		Hierarchy: tpm2.TPMRHOwner,
+	}.Execute(tpm)
+	if err != nil {
+		return nil, fmt.Errorf("load policy key: %w", err)
+	}
+	defer tpm2.FlushContext{FlushHandle: ext.ObjectHandle}.Execute(tpm)
+	if !bytes.Equal(ext.Name.Buffer, key.Name) {
+		return nil, fmt.Errorf("the TPM names the policy key %x, not %x", ext.Name.Buffer, key.Name)
+	}
+	rsp, err := tpm2.VerifySignature{
+		KeyHandle: tpm2.NamedHandle{Handle: ext.ObjectHandle, Name: ext.Name},
+		Digest:    tpm2.TPM2BDigest{Buffer: approvalHash(approved.Digest)},
+		Signature: approved.tpmSignature(),
+	}.Execute(tpm)
+	if err != nil {
+		return nil, fmt.Errorf("verify signed policy %s: %w", approved.FileName(), err)
+	}
+	return &rsp.Validation, nil
 }
 
 // mismatchLocked reads the blob's PCRs and says which differ from the
@@ -332,10 +595,14 @@ func mismatchLocked(tpm transport.TPM, b *Blob) error {
 
 // CurrentPCRMismatch reports which of the blob's PCRs differ now from the
 // values recorded at seal time, without unsealing. An empty result means
-// the blob should unseal.
+// the blob should unseal. For a PolicyAuthorizedPCR blob, which records no
+// values, it is always empty: use CheckPolicy with the signed policies.
 func CurrentPCRMismatch(ctx context.Context, t TPM, b *Blob) ([]int, error) {
 	var out []int
 	err := t.RunWithSRK(ctx, func(tpm transport.TPM, _ *tpmdev.SRK) error {
+		if !b.Policy.HasValues() {
+			return nil
+		}
 		values, _, err := tpmdev.ReadPCRs(tpm, b.Policy.Bank, b.Policy.Indexes())
 		if err != nil {
 			return err
@@ -349,4 +616,38 @@ func CurrentPCRMismatch(ctx context.Context, t TPM, b *Blob) ([]int, error) {
 		return nil
 	})
 	return out, err
+}
+
+// CheckPolicy says, without unsealing and without a PIN, whether b's
+// policy can be satisfied in the current platform state: nil, or the error
+// UnsealWith would return (ErrSRKMismatch, a *PCRMismatchError, or a
+// *MissingPolicyError when none of policies approves the current values
+// of a PolicyAuthorizedPCR blob). Callers use it before asking for a PIN
+// that could not help.
+func CheckPolicy(ctx context.Context, t TPM, b *Blob, policies []*SignedPolicy) error {
+	return t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
+		if !bytes.Equal(srk.Name.Buffer, b.SRKName) {
+			return fmt.Errorf("sealstore: %s: %w", b.Name, ErrSRKMismatch)
+		}
+		values, _, err := tpmdev.ReadPCRs(tpm, b.Policy.Bank, b.Policy.Indexes())
+		if err != nil {
+			return err
+		}
+		current := make([]PCRValue, len(values))
+		e := &PCRMismatchError{Name: b.Name}
+		for i, pv := range b.Policy.PCRs {
+			current[i] = PCRValue{Index: pv.Index, Value: values[i]}
+			if b.Policy.HasValues() && !bytes.Equal(values[i], pv.Value) {
+				e.PCRs = append(e.PCRs, pv.Index)
+			}
+		}
+		if len(e.PCRs) > 0 {
+			return e
+		}
+		if b.Policy.Kind == PolicyAuthorizedPCR {
+			_, err := FindSignedPolicy(b, current, policies)
+			return err
+		}
+		return nil
+	})
 }

@@ -23,9 +23,17 @@ const (
 	sealedExt = ".sealed"
 	pubExt    = ".pub"
 	tmpExt    = ".tmp"
+	// bakExt follows NAME.sealed in the name of the backup a reseal keeps
+	// while it replaces NAME.sealed: NAME.sealed.bak, which List and the
+	// Watcher ignore.
+	bakExt = ".bak"
 )
 
 var (
+	// ErrResealPending is wrapped by the error ReplaceChecked returns when
+	// NAME.sealed.bak exists: another reseal of the identity is running,
+	// or one was interrupted and left it.
+	ErrResealPending = errors.New("sealstore: a reseal of this identity is running or was interrupted")
 	// ErrBadName is wrapped by errors about an unusable identity name.
 	ErrBadName = errors.New("sealstore: bad identity name")
 	// ErrExists is wrapped by the error Store.Create returns when the
@@ -187,6 +195,107 @@ func (s *Store) Create(b *Blob) error {
 // ErrNotFound if there is none.
 func (s *Store) Replace(b *Blob) error {
 	return s.write(b, true)
+}
+
+// BackupPath returns the path of the backup of identity name's blob that
+// ReplaceChecked keeps while it replaces it, dir/NAME.sealed.bak.
+func (s *Store) BackupPath(name string) string {
+	return s.Path(name) + bakExt
+}
+
+// ReplaceChecked replaces the existing identity b.Name with b, as Replace
+// does, but only once check accepts the new blob as read back from the
+// disk, for resealing. In order:
+//
+//  1. The current NAME.sealed is linked to NAME.sealed.bak, the backup. If
+//     that exists already (another reseal is running, or one was
+//     interrupted) nothing is done and the error wraps ErrResealPending.
+//  2. b is written to a temporary file in the store and synced; check is
+//     called with the blob parsed back from that file. If writing, reading
+//     or check fails, the temporary file and the backup are removed and
+//     NAME.sealed was never touched.
+//  3. The temporary file is renamed over NAME.sealed (the commit point)
+//     and the directory is synced.
+//  4. The backup is removed: the old blob, bound to a policy the identity
+//     no longer has (perhaps a weaker one), must not outlive the reseal
+//     that replaced it. NAME.pub is rewritten.
+//
+// A NAME.sealed.bak found after a crash is the blob as it was before the
+// interrupted reseal; NAME.sealed is then either the same blob or the new,
+// checked one.
+func (s *Store) ReplaceChecked(b *Blob, check func(*Blob) error) error {
+	if b == nil {
+		return fmt.Errorf("%w: nil blob", ErrMalformedBlob)
+	}
+	if err := ValidName(b.Name); err != nil {
+		return err
+	}
+	sealed, err := b.Marshal()
+	if err != nil {
+		return err
+	}
+	d, err := openDir(s.dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	dirfd := int(d.Fd())
+	sealedName := b.Name + sealedExt
+	bakName := sealedName + bakExt
+	path := filepath.Join(s.dir, sealedName)
+	bakPath := filepath.Join(s.dir, bakName)
+
+	if err := unix.Linkat(dirfd, sealedName, dirfd, bakName, 0); err != nil {
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			return &pathError{path, ErrNotFound}
+		case errors.Is(err, unix.EEXIST):
+			return fmt.Errorf("%w: %s exists; if no reseal is running, check that %s is intact (icn-agent check %s) and remove %s", ErrResealPending, bakPath, path, b.Name, bakPath)
+		}
+		return fmt.Errorf("sealstore: back up %s: %w", path, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = unix.Unlinkat(dirfd, bakName, 0)
+			_ = d.Sync()
+		}
+	}()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sealstore: sync store directory after backing up %s: %w", path, err)
+	}
+
+	tmp, err := writeTemp(s.dir, sealedName, sealed)
+	if err != nil {
+		return err
+	}
+	staged, err := loadFile(filepath.Join(s.dir, tmp), b.Name)
+	if err == nil {
+		err = check(staged)
+	}
+	if err != nil {
+		_ = unix.Unlinkat(dirfd, tmp, 0)
+		return err
+	}
+	if err := renameOver(dirfd, tmp, sealedName); err != nil {
+		_ = unix.Unlinkat(dirfd, tmp, 0)
+		return fmt.Errorf("sealstore: commit %s: %w", path, err)
+	}
+	committed = true
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sealstore: sync store directory after writing %s (the old blob is kept as %s): %w", path, bakPath, err)
+	}
+	if err := unix.Unlinkat(dirfd, bakName, 0); err != nil {
+		return fmt.Errorf("sealstore: %s was replaced, but its backup %s could not be removed: %w", path, bakPath, err)
+	}
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sealstore: sync store directory after removing %s: %w", bakPath, err)
+	}
+	pubName := b.Name + pubExt
+	if err := writePub(d, s.dir, pubName, b.AuthorizedKey()); err != nil {
+		return fmt.Errorf("sealstore: %s was written, but %s could not be: %w", path, pubName, err)
+	}
+	return nil
 }
 
 // renameat2 is unix.Renameat2, replaceable in tests.

@@ -31,7 +31,7 @@ func init() {
 	})
 	register(&command{
 		name:    "check",
-		args:    "NAME",
+		args:    "NAME [--pin-file F]",
 		summary: "Try to unseal an identity and report whether it works, or exactly why not. The secret is never shown.",
 		run:     runCheck,
 	})
@@ -207,6 +207,7 @@ func runCheck(e *env, args []string) error {
 	var f common
 	fs := newFlagSet(c)
 	f.register(fs)
+	pinFile := fs.String("pin-file", "", "for a PIN-protected identity: read its PIN from the first line of this file instead of the terminal")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -239,9 +240,11 @@ func runCheck(e *env, args []string) error {
 		return err
 	}
 	defer seed.Destroy()
-	if err := sealstore.Unseal(ctx, tpm, b, seed.Bytes()); err != nil {
+	pin, err := unsealForCommand(ctx, tpm, store, b, *pinFile, seed.Bytes(), f.log)
+	if err != nil {
 		return err
 	}
+	secmem.Wipe(pin)
 	got, err := sealstore.PublicKey(seed.Bytes())
 	if err != nil {
 		return err
@@ -249,6 +252,15 @@ func runCheck(e *env, args []string) error {
 	if !bytes.Equal(got.Marshal(), b.PublicKey.Marshal()) {
 		return fmt.Errorf("%s unseals, but the seed does not match its public key: the blob is damaged; restore it from a backup", b.Name)
 	}
-	fmt.Fprintf(e.stdout, "ok: %s unseals on this TPM (%s, PCRs %s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), joinInts(b.Policy.Indexes()))
+	var extra string
+	if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
+		if k, err := b.Policy.SignerKey(); err == nil {
+			extra += " signed by key " + k.ID()
+		}
+	}
+	if b.Policy.PIN {
+		extra += ", PIN"
+	}
+	fmt.Fprintf(e.stdout, "ok: %s unseals on this TPM (%s, PCRs %s%s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), joinInts(b.Policy.Indexes()), extra)
 	return nil
 }

@@ -26,13 +26,13 @@ import (
 func init() {
 	register(&command{
 		name:    "keygen",
-		args:    "NAME [--pcrs 0,7] [--comment TEXT] [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
+		args:    "NAME [--pcrs 0,7] [--signed-policy KEY.pub] [--pin [--pin-file F]] [--comment TEXT] [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
 		summary: "Generate a new Ed25519 identity sealed to this TPM and print its public key; --backup also writes an encrypted backup.",
 		run:     runKeygen,
 	})
 	register(&command{
 		name:    "import",
-		args:    "NAME FILE [--pcrs 0,7] [--comment TEXT] [--passphrase-file F] [-i IDENTITY]... [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
+		args:    "NAME FILE [--pcrs 0,7] [--signed-policy KEY.pub] [--pin [--pin-file F]] [--comment TEXT] [--passphrase-file F] [-i IDENTITY]... [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
 		summary: "Seal an existing OpenSSH Ed25519 private key (plain, passphrase-protected or age-encrypted) to this TPM. FILE is left as it is; the comment comes from FILE.pub if it is there.",
 		run:     runImport,
 	})
@@ -42,6 +42,7 @@ type sealFlags struct {
 	common
 	pcrs    pcrList
 	comment string
+	policy  policyFlags
 }
 
 func (s *sealFlags) register(c *command) *flag.FlagSet {
@@ -49,7 +50,49 @@ func (s *sealFlags) register(c *command) *flag.FlagSet {
 	s.common.register(fs)
 	fs.Var(&s.pcrs, "pcrs", "PCRs (SHA-256 bank) to bind the seed to (default from config, else 0,7)")
 	fs.StringVar(&s.comment, "comment", "", "comment for the public key (default: the name)")
+	s.policy.register(fs)
 	return fs
+}
+
+// policyFlags are keygen's and import's choice of policy: signed PCR
+// policies instead of fixed PCR values, and a PIN.
+type policyFlags struct {
+	signedPolicy string
+	pin          bool
+	pinFile      string
+}
+
+func (p *policyFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.signedPolicy, "signed-policy", "", "seal to PCR policies signed by this policy key (a PEM public key from icn-agent policy-key create) instead of the PCRs' current values")
+	fs.BoolVar(&p.pin, "pin", false, "also protect the identity with a PIN, asked on the terminal twice (the TPM locks out after a few wrong PINs)")
+	fs.StringVar(&p.pinFile, "pin-file", "", "with --pin: read the PIN from the first line of this file instead of the terminal")
+}
+
+func (p *policyFlags) check() error {
+	if p.pinFile != "" && !p.pin {
+		return usagef("--pin-file gives the PIN of --pin; add --pin")
+	}
+	return nil
+}
+
+// resolve returns the policy key of --signed-policy (nil if not given) and
+// the new PIN of --pin (nil if not given; the caller wipes it).
+func (p *policyFlags) resolve(name string) (*sealstore.PolicyKey, []byte, error) {
+	var key *sealstore.PolicyKey
+	if p.signedPolicy != "" {
+		var err error
+		if key, err = readPolicyKey(p.signedPolicy); err != nil {
+			return nil, nil, err
+		}
+	}
+	if !p.pin {
+		return key, nil, nil
+	}
+	pin, err := readPIN(p.pinFile, name, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, pin, nil
 }
 
 // backupFlags are keygen's and import's: write an encrypted backup of the
@@ -87,6 +130,9 @@ func runKeygen(e *env, args []string) error {
 	if err := bf.check(); err != nil {
 		return err
 	}
+	if err := f.policy.check(); err != nil {
+		return err
+	}
 	return sealIdentity(e, &f, &bf, pos[0], nil)
 }
 
@@ -106,6 +152,9 @@ func runImport(e *env, args []string) error {
 		return usagef("want NAME and FILE")
 	}
 	if err := bf.check(); err != nil {
+		return err
+	}
+	if err := f.policy.check(); err != nil {
 		return err
 	}
 	name, file := pos[0], pos[1]
@@ -150,6 +199,11 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 			return err
 		}
 	}
+	signer, pin, err := f.policy.resolve(name)
+	if err != nil {
+		return err
+	}
+	defer secmem.Wipe(pin)
 	if seed == nil {
 		buf, err := secmem.New(sealstore.SeedSize)
 		if err != nil {
@@ -167,7 +221,10 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 		return err
 	}
 	defer tpm.Close()
-	opts := sealstore.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
+	opts := sealstore.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs), PIN: pin}
+	if signer != nil {
+		opts.Signer = signer.Public
+	}
 	blob, err := sealstore.Seal(ctx, tpm, seed, opts)
 	if err != nil {
 		return err
@@ -197,6 +254,14 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 	}
 	if bf.path != "" {
 		fmt.Fprintf(e.stderr, "icn-agent: wrote backup %s, encrypted %s; keep it off this machine\n", bf.path, bf.enc.describe(len(recipients)))
+	}
+	if signer != nil {
+		// Sealing needs no signed policy; using the identity does.
+		err := sealstore.CheckPolicy(ctx, tpm, blob, signedPolicies(store, blob, f.log))
+		var mp *sealstore.MissingPolicyError
+		if errors.As(err, &mp) {
+			fmt.Fprintf(e.stderr, "icn-agent: %s is sealed to policies signed by key %s, and none approves the current PCR values yet: %v\n", name, signer.ID(), explainUnseal(ctx, tpm, store, blob, err))
+		}
 	}
 	_, err = e.stdout.Write(blob.AuthorizedKey())
 	return err

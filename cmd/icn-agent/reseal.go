@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/sealstore"
+)
+
+func init() {
+	register(&command{
+		name:    "reseal",
+		args:    "NAME [--pcrs 0,7] [--signed-policy KEY.pub] [--pin-file F] [--new-pin [--new-pin-file F] | --no-pin]",
+		summary: "Unseal an identity in the current platform state and seal it again: to the PCRs' current values, to other PCRs (--pcrs), or to signed policies (--signed-policy). The new blob must unseal before it replaces the old one.",
+		run:     runReseal,
+	})
+}
+
+// Reseal keeps everything but the policy: the key, its name and comment,
+// and, unless told otherwise, its PIN (the one just used to unseal), its
+// PCR selection and kind of policy (fixed values, or the same signing key).
+//
+// The store's ReplaceChecked does the replacing: the old blob is linked to
+// NAME.sealed.bak, the new one is written to a temporary file, read back
+// and unsealed once (its public key must be the identity's), and only
+// then renamed over NAME.sealed; the backup is removed after that, so
+// that a blob bound to the old (perhaps weaker) policy does not linger. A
+// reseal that cannot unseal the old blob writes nothing at all.
+
+func runReseal(e *env, args []string) error {
+	c := lookup("reseal")
+	var f common
+	var pcrs pcrList
+	fs := newFlagSet(c)
+	f.register(fs)
+	fs.Var(&pcrs, "pcrs", "PCRs (SHA-256 bank) to bind to from now on (default: the ones it is bound to now)")
+	signedPolicy := fs.String("signed-policy", "", "seal to policies signed by this policy key (a PEM public key from icn-agent policy-key create) from now on (default: keep the kind of policy, and the key, it has)")
+	pinFile := fs.String("pin-file", "", "for a PIN-protected identity: read its PIN from the first line of this file instead of the terminal")
+	newPIN := fs.Bool("new-pin", false, "protect the identity with a new PIN from now on, asked twice on the terminal")
+	newPINFile := fs.String("new-pin-file", "", "with --new-pin: read the new PIN from the first line of this file instead")
+	noPIN := fs.Bool("no-pin", false, "remove the identity's PIN protection")
+	pos, err := parseFlags(e, c, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one NAME")
+	}
+	switch {
+	case *newPINFile != "" && !*newPIN:
+		return usagef("--new-pin-file gives the PIN of --new-pin; add --new-pin")
+	case *newPIN && *noPIN:
+		return usagef("--new-pin and --no-pin exclude each other")
+	}
+	name := pos[0]
+	if err := sealstore.ValidName(name); err != nil {
+		return err
+	}
+	if err := f.setup(e); err != nil {
+		return err
+	}
+	store, err := sealstore.Open(f.store)
+	if err != nil {
+		return err
+	}
+	old, err := store.Load(name)
+	if errors.Is(err, sealstore.ErrMalformedBlob) || errors.Is(err, sealstore.ErrUnsupportedVersion) {
+		return fmt.Errorf("%w; %s", err, restoreHint(name, store.Path(name)))
+	}
+	if err != nil {
+		return err
+	}
+
+	opts := sealstore.SealOptions{Name: name, Comment: old.Comment, PCRs: old.Policy.Indexes()}
+	if pcrs.set {
+		opts.PCRs = pcrs.pcrs
+	}
+	var signer *sealstore.PolicyKey
+	switch {
+	case *signedPolicy != "":
+		if signer, err = readPolicyKey(*signedPolicy); err != nil {
+			return err
+		}
+	case old.Policy.Kind == sealstore.PolicyAuthorizedPCR:
+		if signer, err = old.Policy.SignerKey(); err != nil {
+			return err
+		}
+	}
+	if signer != nil {
+		opts.Signer = signer.Public
+	}
+
+	ctx := context.Background()
+	tpm, err := f.openTPM(ctx)
+	if err != nil {
+		return err
+	}
+	defer tpm.Close()
+	seed, err := secmem.New(sealstore.SeedSize)
+	if err != nil {
+		return err
+	}
+	defer seed.Destroy()
+	pin, err := unsealForCommand(ctx, tpm, store, old, *pinFile, seed.Bytes(), f.log)
+	if err != nil {
+		return fmt.Errorf("cannot unseal %s in the current platform state, so nothing was changed: %w%s", name, err, resealHint(err, name))
+	}
+	defer secmem.Wipe(pin)
+	if err := samePublicKey(seed.Bytes(), old.PublicKey); err != nil {
+		return fmt.Errorf("%s: %w; nothing was changed", name, err)
+	}
+	switch {
+	case *noPIN:
+		pin = nil
+	case *newPIN:
+		secmem.Wipe(pin)
+		if pin, err = readPIN(*newPINFile, name, true); err != nil {
+			return fmt.Errorf("%w; nothing was changed", err)
+		}
+		defer secmem.Wipe(pin)
+	}
+	opts.PIN = pin
+	blob, err := sealstore.Seal(ctx, tpm, seed.Bytes(), opts)
+	if err != nil {
+		return fmt.Errorf("%w; nothing was changed", err)
+	}
+	err = store.ReplaceChecked(blob, func(staged *sealstore.Blob) error {
+		got, err := secmem.New(sealstore.SeedSize)
+		if err != nil {
+			return err
+		}
+		defer got.Destroy()
+		err = sealstore.UnsealWith(ctx, tpm, staged, got.Bytes(), sealstore.UnsealOptions{PIN: pin, Policies: signedPolicies(store, staged, f.log)})
+		if err != nil {
+			return fmt.Errorf("the resealed blob does not unseal, so nothing was changed: %w", explainUnseal(ctx, tpm, store, staged, err))
+		}
+		if err := samePublicKey(got.Bytes(), old.PublicKey); err != nil {
+			return fmt.Errorf("the resealed blob unseals to another key (%w), so nothing was changed", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	how := "to their current values"
+	if signer != nil {
+		how = "to policies signed by key " + signer.ID()
+	}
+	switch {
+	case *newPIN:
+		how += ", with its new PIN"
+	case blob.Policy.PIN:
+		how += ", with its PIN"
+	case old.Policy.PIN:
+		how += ", without a PIN now"
+	}
+	fmt.Fprintf(e.stdout, "resealed %s (%s): PCRs %s %s\n", name, ssh.FingerprintSHA256(blob.PublicKey), joinInts(blob.Policy.Indexes()), how)
+	return nil
+}
+
+// samePublicKey checks that seed is the seed of pub.
+func samePublicKey(seed []byte, pub ssh.PublicKey) error {
+	got, err := sealstore.PublicKey(seed)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got.Marshal(), pub.Marshal()) {
+		return errors.New("the unsealed seed does not match the identity's public key: the blob is damaged; restore it from a backup")
+	}
+	return nil
+}
+
+// resealHint tells what to do when the blob to reseal does not unseal.
+func resealHint(err error, name string) string {
+	if errors.Is(err, sealstore.ErrPCRMismatch) {
+		return fmt.Sprintf("; reseal it while the platform is in the state it was sealed in (for example before a firmware update; see docs/pcr-policies.md), or restore it from a backup with icn-agent restore %s BACKUP", name)
+	}
+	return ""
+}
