@@ -1,7 +1,6 @@
 package agentsrv
 
 import (
-	"bytes"
 	"maps"
 	"slices"
 
@@ -31,6 +30,9 @@ func (s *Server) UpdatePCRs(current map[int][]byte, changed []int) {
 		if mm := pcrMismatch(e.blob, current); len(mm) > 0 {
 			s.log.Warn("agentsrv: identity no longer unseals: PCRs changed since it was sealed; reseal it or restore the platform state",
 				"name", e.name, "fingerprint", e.fp, "pcrs", mm, "dropped_seed", dropped)
+		} else if e.blob.Policy.Kind == sealstore.PolicyAuthorizedPCR {
+			s.log.Info("agentsrv: PCR changed; identity uses signed policies and unseals if one approves the new values",
+				"name", e.name, "fingerprint", e.fp, "dropped_seed", dropped)
 		} else {
 			s.log.Info("agentsrv: PCR changed; identity still matches its sealing-time values",
 				"name", e.name, "fingerprint", e.fp, "dropped_seed", dropped)
@@ -39,13 +41,8 @@ func (s *Server) UpdatePCRs(current map[int][]byte, changed []int) {
 }
 
 // pcrMismatch lists the PCRs of b's policy whose value in current is known
-// and differs from the value recorded at seal time.
+// and differs from the value recorded at seal time (none for signed
+// policies, which record no values).
 func pcrMismatch(b *sealstore.Blob, current map[int][]byte) []int {
-	var out []int
-	for _, pv := range b.Policy.PCRs {
-		if v, ok := current[pv.Index]; ok && !bytes.Equal(v, pv.Value) {
-			out = append(out, pv.Index)
-		}
-	}
-	return out
+	return b.Policy.Mismatch(current)
 }

@@ -119,16 +119,6 @@ type daemon struct {
 	store *sealstore.Store
 	srv   *agentsrv.Server
 	pcrs  *pcrwatch.Watcher
-
-	mu    sync.Mutex
-	blobs []*sealstore.Blob // the identities served now
-}
-
-// tpmUnsealer unseals with the daemon's TPM.
-type tpmUnsealer struct{ tpm sealstore.TPM }
-
-func (u tpmUnsealer) Unseal(ctx context.Context, b *sealstore.Blob, dst []byte) error {
-	return sealstore.Unseal(ctx, u.tpm, b, dst)
 }
 
 func (d *daemon) run() error {
@@ -160,7 +150,7 @@ func (d *daemon) run() error {
 
 	d.srv = agentsrv.New(agentsrv.Config{
 		Metrics:         agentMetrics,
-		Unsealer:        tpmUnsealer{tpm},
+		Unsealer:        newPINUnsealer(tpm, store, d.e.getenv("SSH_ASKPASS"), d.log),
 		Attester:        &tpmAttester{tpm: tpm, path: akPath(store)},
 		Logger:          d.log,
 		AutoLockTimeout: d.f.cfg.Identity.TPM.AutoLockTimeout(),
@@ -302,7 +292,6 @@ func (d *daemon) printEnv(ls []net.Listener) {
 // certificates (NAME-cert.pub beside the blob), and watches their PCRs.
 func (d *daemon) setIdentities(snap sealstore.Snapshot) {
 	var ids []agentsrv.Identity
-	var blobs []*sealstore.Blob
 	pcrSet := map[int]bool{}
 	for _, en := range snap.Entries {
 		if en.Err != nil {
@@ -310,7 +299,6 @@ func (d *daemon) setIdentities(snap sealstore.Snapshot) {
 		}
 		id := agentsrv.Identity{Blob: en.Blob, Cert: d.certificate(en.Blob)}
 		ids = append(ids, id)
-		blobs = append(blobs, en.Blob)
 		for _, p := range en.Blob.Policy.Indexes() {
 			pcrSet[p] = true
 		}
@@ -318,9 +306,6 @@ func (d *daemon) setIdentities(snap sealstore.Snapshot) {
 	if err := d.srv.SetIdentities(ids); err != nil {
 		d.log.Warn("some identities were not loaded", "err", err)
 	}
-	d.mu.Lock()
-	d.blobs = blobs
-	d.mu.Unlock()
 	pcrs := make([]int, 0, len(pcrSet))
 	for p := range pcrSet {
 		pcrs = append(pcrs, p)
