@@ -175,7 +175,7 @@ func TestStatusWireFormat(t *testing.T) {
 
 	// A record with fields appended by a later version still parses.
 	rec := identityRecord{Name: "c", PublicKey: sshPub.Marshal(), Extra: []byte{1, 2, 3}}
-	reply := ssh.Marshal(&statusReply{Version: StatusVersion, Identities: 1,
+	reply := ssh.Marshal(&statusReply{Version: 1, Identities: 1,
 		Records: ssh.Marshal(struct{ R []byte }{ssh.Marshal(&rec)})})
 	if got, err := parseStatus(reply); err != nil || got.Identities[0].Name != "c" {
 		t.Errorf("record with extra fields: %+v, %v", got, err)
@@ -183,7 +183,8 @@ func TestStatusWireFormat(t *testing.T) {
 
 	for name, bad := range map[string][]byte{
 		"empty":       nil,
-		"version 2":   ssh.Marshal(&statusReply{Version: 2}),
+		"version 3":   ssh.Marshal(&statusReply{Version: 3}),
+		"no lockout":  ssh.Marshal(&statusReply{Version: 2}),
 		"truncated":   wire[:len(wire)-1],
 		"extra":       append(append([]byte{}, wire...), 0, 0, 0, 0),
 		"wrong count": ssh.Marshal(&statusReply{Version: 1, Identities: 1}),
@@ -209,5 +210,37 @@ func TestServeConnContext(t *testing.T) {
 	<-done
 	if _, err := agent.NewClient(client).List(); err == nil {
 		t.Error("connection still served after its context ended")
+	}
+}
+
+// The TPM's dictionary-attack counter reaches clients of the status
+// extension (version 2); an agent without it says nothing about it.
+func TestStatusLockout(t *testing.T) {
+	f := newFakeUnsealer()
+	k := newTestKey(t, f, "work", "")
+	for _, tt := range []struct {
+		name    string
+		lockout func(context.Context) (uint32, uint32, error)
+		want    *LockoutStatus
+	}{
+		{"known", func(context.Context) (uint32, uint32, error) { return 2, 32, nil }, &LockoutStatus{Counter: 2, Max: 32}},
+		{"failing", func(context.Context) (uint32, uint32, error) { return 0, 0, errors.New("tpm gone") }, nil},
+		{"not configured", nil, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, Config{Unsealer: f, Lockout: tt.lockout}, Identity{Blob: k.blob})
+			c, err := Dial(ts.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			st, err := c.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (st.Lockout == nil) != (tt.want == nil) || (st.Lockout != nil && *st.Lockout != *tt.want) {
+				t.Fatalf("lockout = %+v; want %+v", st.Lockout, tt.want)
+			}
+		})
 	}
 }

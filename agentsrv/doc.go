@@ -100,14 +100,19 @@
 // SSH_AGENT_SUCCESS alone, or SSH_AGENT_EXTENSION_FAILURE (locked, unknown
 // name, TPM error: the status extension then tells the error).
 //
-// status@icn-agent, version 1: the agent's state. Content empty; reply:
+// status@icn-agent, version 2: the agent's state. Content empty; reply:
 //
 //	byte    SSH_AGENT_SUCCESS
-//	uint32  version, 1
+//	uint32  version, 2
 //	bool    locked
 //	uint32  number of software keys
 //	uint32  number of identities, N
 //	string  identity record, N times
+//	bool    TPM dictionary-attack state known
+//	uint32  failed authorizations counted (wrong PINs)
+//	uint32  threshold at which PIN identities are locked out
+//
+// (Version 1 ended after the records; clients read both.)
 //
 // each identity record being
 //

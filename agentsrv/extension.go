@@ -2,6 +2,7 @@ package agentsrv
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"github.com/icn/icn-agent/attest"
@@ -24,7 +25,7 @@ const (
 
 // StatusVersion is the version of the status@icn-agent reply this package
 // writes and reads.
-const StatusVersion = 1
+const StatusVersion = 2
 
 // msgSuccess is SSH_AGENT_SUCCESS. agent.ServeAgent sends the bytes an
 // extension returns as the whole reply, so a reply with content starts
@@ -106,6 +107,23 @@ type Status struct {
 	SoftwareKeys int
 	// Identities are the sealed identities, sorted by name.
 	Identities []IdentityStatus
+	// Lockout is the TPM's dictionary-attack state, which counts wrong
+	// PINs; nil if not known.
+	Lockout *LockoutStatus
+}
+
+// LockoutStatus is the TPM's dictionary-attack state: after Max failed
+// authorizations (wrong PINs), every PIN-protected identity is locked out
+// until the TPM forgets failures or its lockout is reset.
+type LockoutStatus struct {
+	Counter uint32 `json:"counter"`
+	Max     uint32 `json:"max"`
+}
+
+// lockoutTrailer follows the identity records in a version 2 status reply.
+type lockoutTrailer struct {
+	Known        bool
+	Counter, Max uint32
 }
 
 // IdentityStatus describes one sealed identity.
@@ -143,9 +161,17 @@ type IdentityStatus struct {
 // status@icn-agent extension, it reports the identities even while the
 // agent is locked.
 func (s *Server) Status() *Status {
+	var lockout *LockoutStatus
+	if s.lockout != nil {
+		ctx, cancel := context.WithTimeout(s.base, time.Second)
+		if c, m, err := s.lockout(ctx); err == nil {
+			lockout = &LockoutStatus{Counter: c, Max: m}
+		}
+		cancel()
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	st := &Status{Locked: s.locked, SoftwareKeys: len(s.soft)}
+	st := &Status{Locked: s.locked, SoftwareKeys: len(s.soft), Lockout: lockout}
 	for _, e := range s.sealed {
 		is := IdentityStatus{
 			Name:           e.name,
@@ -194,6 +220,11 @@ func marshalStatus(st *Status) []byte {
 		}
 		records = append(records, ssh.Marshal(struct{ Record []byte }{ssh.Marshal(&r)})...)
 	}
+	var tr lockoutTrailer
+	if st.Lockout != nil {
+		tr = lockoutTrailer{Known: true, Counter: st.Lockout.Counter, Max: st.Lockout.Max}
+	}
+	records = append(records, ssh.Marshal(&tr)...)
 	return ssh.Marshal(&statusReply{
 		Version:      StatusVersion,
 		Locked:       st.Locked,
@@ -209,8 +240,8 @@ func parseStatus(reply []byte) (*Status, error) {
 	if len(reply) >= 5 && reply[0] == msgSuccess {
 		// Check the version before the layout, so that a newer agent
 		// gets a clear error rather than a parse failure.
-		if v := uint32(reply[1])<<24 | uint32(reply[2])<<16 | uint32(reply[3])<<8 | uint32(reply[4]); v != StatusVersion {
-			return nil, fmt.Errorf("agentsrv: status reply version %d, this client reads version %d", v, StatusVersion)
+		if v := uint32(reply[1])<<24 | uint32(reply[2])<<16 | uint32(reply[3])<<8 | uint32(reply[4]); v != 1 && v != StatusVersion {
+			return nil, fmt.Errorf("agentsrv: status reply version %d, this client reads versions 1 and %d", v, StatusVersion)
 		}
 	}
 	var w statusReply
@@ -264,6 +295,20 @@ func parseStatus(reply []byte) (*Status, error) {
 			is.Expiry = time.Unix(int64(r.Expiry), 0)
 		}
 		st.Identities = append(st.Identities, is)
+	}
+	if w.Version >= 2 {
+		var tr struct {
+			Known        bool
+			Counter, Max uint32
+			Rest         []byte `ssh:"rest"`
+		}
+		if err := ssh.Unmarshal(rest, &tr); err != nil {
+			return nil, fmt.Errorf("agentsrv: malformed status reply: lockout: %w", err)
+		}
+		if tr.Known {
+			st.Lockout = &LockoutStatus{Counter: tr.Counter, Max: tr.Max}
+		}
+		rest = tr.Rest
 	}
 	if len(rest) != 0 {
 		return nil, errors.New("agentsrv: malformed status reply: trailing data")

@@ -42,6 +42,9 @@ type Config struct {
 	// Attester answers the quote extension (attest.Extension); nil
 	// answers it with failure.
 	Attester Attester
+	// Lockout reads the TPM's dictionary-attack counter and threshold
+	// for status; nil leaves them out.
+	Lockout func(ctx context.Context) (counter, max uint32, err error)
 	// Logger receives the server's logs; nil means slog.Default(). Requests
 	// are logged at Debug, refused peers and failures at Warn. Secrets
 	// (seeds, passphrases, signed data) are never logged.
@@ -113,6 +116,7 @@ func (noMetrics) PCRsChanged([]int)             {}
 type Server struct {
 	unsealer   Unsealer
 	attester   Attester
+	lockout    func(ctx context.Context) (counter, max uint32, err error)
 	log        *slog.Logger
 	timeout    atomic.Int64 // time.Duration; see SetAutoLockTimeout
 	maxMessage uint32
@@ -159,6 +163,7 @@ func New(cfg Config) *Server {
 	s := &Server{
 		unsealer: cfg.Unsealer,
 		attester: cfg.Attester,
+		lockout:  cfg.Lockout,
 		log:      cfg.Logger,
 		askPass:  cfg.AskPass,
 		now:      cfg.Now,

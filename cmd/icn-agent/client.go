@@ -133,6 +133,9 @@ func runStatus(e *env, args []string) error {
 	if st.SoftwareKeys > 0 {
 		fmt.Fprintf(e.stdout, "%d software key(s) added with ssh-add\n", st.SoftwareKeys)
 	}
+	if l := st.Lockout; l != nil {
+		fmt.Fprintf(e.stdout, "TPM dictionary-attack counter: %d of %d (wrong PINs; at %d every PIN identity is locked out)\n", l.Counter, l.Max, l.Max)
+	}
 	return nil
 }
 
@@ -141,6 +144,8 @@ type statusJSON struct {
 	Locked       bool                 `json:"locked"`
 	SoftwareKeys int                  `json:"software_keys"`
 	Identities   []identityStatusJSON `json:"identities"`
+	// Lockout is the TPM's dictionary-attack state (wrong PINs).
+	Lockout *agentsrv.LockoutStatus `json:"lockout,omitempty"`
 	// Metrics are the agent's counters (see internal/metrics), present
 	// when it runs with --metrics-listen and is not locked.
 	Metrics json.RawMessage `json:"metrics,omitempty"`
@@ -158,7 +163,7 @@ type identityStatusJSON struct {
 }
 
 func writeStatusJSON(e *env, st *agentsrv.Status, metrics json.RawMessage) error {
-	out := statusJSON{Locked: st.Locked, SoftwareKeys: st.SoftwareKeys, Identities: []identityStatusJSON{}, Metrics: metrics}
+	out := statusJSON{Locked: st.Locked, SoftwareKeys: st.SoftwareKeys, Identities: []identityStatusJSON{}, Lockout: st.Lockout, Metrics: metrics}
 	for _, is := range st.Identities {
 		j := identityStatusJSON{
 			Name: is.Name, Fingerprint: is.Fingerprint, Unsealed: is.Unsealed, UnsealCount: is.UnsealCount,

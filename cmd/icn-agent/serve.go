@@ -149,9 +149,13 @@ func (d *daemon) run() error {
 	defer tpm.Close()
 
 	d.srv = agentsrv.New(agentsrv.Config{
-		Metrics:         agentMetrics,
-		Unsealer:        newPINUnsealer(tpm, store, d.e.getenv("SSH_ASKPASS"), d.log),
-		Attester:        &tpmAttester{tpm: tpm, path: akPath(store)},
+		Metrics:  agentMetrics,
+		Unsealer: newPINUnsealer(tpm, store, d.e.getenv("SSH_ASKPASS"), d.log),
+		Attester: &tpmAttester{tpm: tpm, path: akPath(store)},
+		Lockout: func(ctx context.Context) (uint32, uint32, error) {
+			st, err := readDA(ctx, tpm)
+			return st.Counter, st.MaxTries, err
+		},
 		Logger:          d.log,
 		AutoLockTimeout: d.f.cfg.Identity.TPM.AutoLockTimeout(),
 		AskPass:         d.e.getenv("SSH_ASKPASS"),
