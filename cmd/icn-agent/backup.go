@@ -268,6 +268,7 @@ func runBackup(e *env, args []string) error {
 	f.register(fs)
 	enc.register(fs)
 	out := fs.String("o", "", "write the backup to this new file (required)")
+	pinFile := fs.String("pin-file", "", "for a PIN-protected identity, read its PIN from this file instead of asking")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -309,8 +310,13 @@ func runBackup(e *env, args []string) error {
 		return err
 	}
 	defer tpm.Close()
-	if err := recovery.BackupIdentity(ctx, tpm, b, *out, recipients...); err != nil {
-		return fileExistsError(err, *out, "backup file")
+	opts, err := unsealOptions(ctx, tpm, store, b, *pinFile, f.log)
+	if err != nil {
+		return err
+	}
+	defer secmem.Wipe(opts.PIN)
+	if err := recovery.BackupIdentity(ctx, tpm, b, opts, *out, recipients...); err != nil {
+		return fileExistsError(explainUnseal(ctx, tpm, store, b, err), *out, "backup file")
 	}
 	fmt.Fprintf(e.stdout, "wrote %s: backup of %s (%s), encrypted %s; keep it off this machine\n", *out, name, ssh.FingerprintSHA256(b.PublicKey), enc.describe(len(recipients)))
 	return nil

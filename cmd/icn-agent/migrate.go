@@ -9,6 +9,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/recovery"
+	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -85,6 +86,7 @@ func runMigrate(e *env, args []string) error {
 	to := fs.String("to", "", "the target TPM's SRK file, from icn-agent srk on the target (required)")
 	out := fs.String("o", "", "write the migration file here, a new file (required)")
 	fs.Var(&pcrs, "pcrs", "PCRs (SHA-256 bank) the target seals the identity to (default: the PCRs it is sealed to here)")
+	pinFile := fs.String("pin-file", "", "for a PIN-protected identity, read its PIN from this file instead of asking")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -127,7 +129,12 @@ func runMigrate(e *env, args []string) error {
 	if pcrs.set {
 		want = pcrs.pcrs
 	}
-	m, err := recovery.Migrate(ctx, tpm, b, target, want)
+	opts, err := unsealOptions(ctx, tpm, store, b, *pinFile, f.log)
+	if err != nil {
+		return err
+	}
+	defer secmem.Wipe(opts.PIN)
+	m, err := recovery.Migrate(ctx, tpm, b, opts, target, want)
 	if errors.Is(err, recovery.ErrSameTPM) {
 		return fmt.Errorf("%s is this TPM's own storage root key; migrate moves an identity to another machine's TPM (run icn-agent srk there)", *to)
 	}

@@ -223,30 +223,40 @@ func readDA(ctx context.Context, t sealstore.TPM) (tpmdev.DAState, error) {
 	return st, err
 }
 
-// unsealForCommand unseals b into dst for a command (check, reseal): with
-// the store's signed policies and, for a PIN-protected identity, the PIN
-// from pinFile or else asked once on the terminal, after checking that
-// the policy can be satisfied. It returns the PIN used (nil if none),
-// which the caller must wipe.
-func unsealForCommand(ctx context.Context, tpm sealstore.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, dst []byte, log *slog.Logger) ([]byte, error) {
-	policies := signedPolicies(store, b, log)
+// unsealOptions returns what sealstore.UnsealWith needs to unseal b in a
+// command: the store's signed policies and, for a PIN-protected identity,
+// the PIN from pinFile or else asked once on the terminal, after checking
+// that the policy can be satisfied (so a PIN is never spent on an unseal
+// that cannot work). The caller wipes opts.PIN.
+func unsealOptions(ctx context.Context, tpm sealstore.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, log *slog.Logger) (sealstore.UnsealOptions, error) {
+	opts := sealstore.UnsealOptions{Policies: signedPolicies(store, b, log)}
 	if !b.Policy.PIN {
-		err := sealstore.UnsealWith(ctx, tpm, b, dst, sealstore.UnsealOptions{Policies: policies})
-		return nil, explainUnseal(ctx, tpm, store, b, err)
+		return opts, nil
 	}
-	if err := sealstore.CheckPolicy(ctx, tpm, b, policies); err != nil {
-		return nil, explainUnseal(ctx, tpm, store, b, err)
+	if err := sealstore.CheckPolicy(ctx, tpm, b, opts.Policies); err != nil {
+		return opts, explainUnseal(ctx, tpm, store, b, err)
 	}
 	pin, err := readPIN(pinFile, b.Name, false)
 	if err != nil {
+		return opts, err
+	}
+	opts.PIN = pin
+	return opts, nil
+}
+
+// unsealForCommand unseals b into dst for a command (check, reseal) with
+// unsealOptions. It returns the PIN used (nil if none), which the caller
+// must wipe.
+func unsealForCommand(ctx context.Context, tpm sealstore.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, dst []byte, log *slog.Logger) ([]byte, error) {
+	opts, err := unsealOptions(ctx, tpm, store, b, pinFile, log)
+	if err != nil {
 		return nil, err
 	}
-	err = sealstore.UnsealWith(ctx, tpm, b, dst, sealstore.UnsealOptions{PIN: pin, Policies: policies})
-	if err != nil {
-		secmem.Wipe(pin)
+	if err := sealstore.UnsealWith(ctx, tpm, b, dst, opts); err != nil {
+		secmem.Wipe(opts.PIN)
 		return nil, explainUnseal(ctx, tpm, store, b, err)
 	}
-	return pin, nil
+	return opts.PIN, nil
 }
 
 // readPIN reads a PIN from the first line of pinFile or, if pinFile is

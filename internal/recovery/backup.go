@@ -267,11 +267,12 @@ func ReadBackupFile(path string, keys *Keys) (*Backup, error) {
 	return DecryptBackup(data, keys)
 }
 
-// BackupIdentity unseals identity b on t and writes a backup of it to path,
-// encrypted to recipients. Nothing is written if path exists, if the TPM
-// does not unseal b, or if the seed it unseals is not b's.
-func BackupIdentity(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, path string, recipients ...age.Recipient) error {
-	seed, err := unsealChecked(ctx, t, b)
+// BackupIdentity unseals identity b on t (with opts: its PIN and signed
+// policies, if it has them) and writes a backup of it to path, encrypted to
+// recipients. Nothing is written if path exists, if the TPM does not unseal
+// b, or if the seed it unseals is not b's.
+func BackupIdentity(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, opts sealstore.UnsealOptions, path string, recipients ...age.Recipient) error {
+	seed, err := unsealChecked(ctx, t, b, opts)
 	if err != nil {
 		return err
 	}
@@ -288,14 +289,14 @@ func BackupIdentity(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, pat
 // of its recorded public key: the blob is damaged.
 var ErrSeedMismatch = errors.New("recovery: the unsealed seed does not match the identity's public key (the blob is damaged)")
 
-// unsealChecked unseals b into locked memory and checks the seed against
+// unsealChecked unseals b (with opts) into locked memory and checks the seed against
 // b's public key.
-func unsealChecked(ctx context.Context, t sealstore.TPM, b *sealstore.Blob) (*secmem.Buffer, error) {
+func unsealChecked(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, opts sealstore.UnsealOptions) (*secmem.Buffer, error) {
 	seed, err := secmem.New(sealstore.SeedSize)
 	if err != nil {
 		return nil, err
 	}
-	if err := sealstore.Unseal(ctx, t, b, seed.Bytes()); err != nil {
+	if err := sealstore.UnsealWith(ctx, t, b, seed.Bytes(), opts); err != nil {
 		seed.Destroy()
 		return nil, err
 	}

@@ -328,11 +328,12 @@ func ReadMigrationFile(path string) (*Migration, error) {
 // TargetSRKName returns the Name of the SRK m is wrapped for.
 func (m *Migration) TargetSRKName() []byte { return m.Wrapped.ParentName }
 
-// Migrate unseals identity b on t (the source TPM) and wraps its seed for
+// Migrate unseals identity b on t (the source TPM; opts carry its PIN and
+// signed policies, if it has them) and wraps its seed for
 // the target TPM whose SRK is target, to be sealed there to pcrs (nil means
 // b's PCRs). The seed is in clear only in locked memory, and only for the
 // time it takes to wrap it. It returns ErrSameTPM if target is t's own SRK.
-func Migrate(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, target *sealstore.SRKPublic, pcrs []int) (*Migration, error) {
+func Migrate(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, opts sealstore.UnsealOptions, target *sealstore.SRKPublic, pcrs []int) (*Migration, error) {
 	if target == nil {
 		return nil, errors.New("recovery: migrate: no target SRK")
 	}
@@ -358,7 +359,7 @@ func Migrate(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, target *se
 	}
 	digest := sha256.Sum256(header)
 
-	seed, err := unsealChecked(ctx, t, b)
+	seed, err := unsealChecked(ctx, t, b, opts)
 	if err != nil {
 		return nil, err
 	}

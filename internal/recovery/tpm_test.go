@@ -115,10 +115,10 @@ func TestBackupDamageRestore(t *testing.T) {
 			b := sealInto(t, tpm, store, "work", seed)
 			r, keys := keyKinds[len(keyKinds)-1].make(t) // passphrase
 			backup := filepath.Join(t.TempDir(), "work.age")
-			if err := BackupIdentity(ctx, tpm, b, backup, r); err != nil {
+			if err := BackupIdentity(ctx, tpm, b, sealstore.UnsealOptions{}, backup, r); err != nil {
 				t.Fatal(err)
 			}
-			if err := BackupIdentity(ctx, tpm, b, backup, r); !errors.Is(err, ErrFileExists) {
+			if err := BackupIdentity(ctx, tpm, b, sealstore.UnsealOptions{}, backup, r); !errors.Is(err, ErrFileExists) {
 				t.Fatalf("second backup to the same file: %v; want ErrFileExists", err)
 			}
 
@@ -176,7 +176,7 @@ func TestBackupIdentityRefusesDamagedBlob(t *testing.T) {
 	bad := *b
 	bad.PublicKey = other
 	path := filepath.Join(t.TempDir(), "work.age")
-	if err := BackupIdentity(ctx, tpm, &bad, path, r); !errors.Is(err, ErrSeedMismatch) {
+	if err := BackupIdentity(ctx, tpm, &bad, sealstore.UnsealOptions{}, path, r); !errors.Is(err, ErrSeedMismatch) {
 		t.Fatalf("BackupIdentity = %v; want ErrSeedMismatch", err)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
@@ -187,7 +187,7 @@ func TestBackupIdentityRefusesDamagedBlob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := BackupIdentity(ctx, tpm, b, path, r); !errors.Is(err, sealstore.ErrPCRMismatch) {
+	if err := BackupIdentity(ctx, tpm, b, sealstore.UnsealOptions{}, path, r); !errors.Is(err, sealstore.ErrPCRMismatch) {
 		t.Fatalf("BackupIdentity = %v; want ErrPCRMismatch", err)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
@@ -271,7 +271,7 @@ func newMigration(t *testing.T, pcrs []int) *migrationFixture {
 	}
 	f.srcTPM = newTPM(t, "sim")
 	f.src = sealInto(t, f.srcTPM, openStore(t), "work", f.seed)
-	if f.migration, err = Migrate(context.Background(), f.srcTPM, f.src, target, pcrs); err != nil {
+	if f.migration, err = Migrate(context.Background(), f.srcTPM, f.src, sealstore.UnsealOptions{}, target, pcrs); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -304,7 +304,7 @@ func TestMigrateAndImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Migrate(ctx, f.srcTPM, f.src, self, nil); !errors.Is(err, ErrSameTPM) {
+	if _, err := Migrate(ctx, f.srcTPM, f.src, sealstore.UnsealOptions{}, self, nil); !errors.Is(err, ErrSameTPM) {
 		t.Fatalf("migrate to itself: %v; want ErrSameTPM", err)
 	}
 
@@ -505,7 +505,7 @@ func TestNoSeedOnDisk(t *testing.T) {
 	for i, kk := range keyKinds {
 		r, keys := kk.make(t)
 		path := filepath.Join(out, "backup"+string(rune('a'+i))+".age")
-		if err := BackupIdentity(ctx, src, b, path, r); err != nil {
+		if err := BackupIdentity(ctx, src, b, sealstore.UnsealOptions{}, path, r); err != nil {
 			t.Fatal(err)
 		}
 		bk, err := ReadBackupFile(path, keys)
@@ -521,7 +521,7 @@ func TestNoSeedOnDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Migrate(ctx, src, b, target, nil)
+	m, err := Migrate(ctx, src, b, sealstore.UnsealOptions{}, target, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
