@@ -593,31 +593,6 @@ func mismatchLocked(tpm transport.TPM, b *Blob) error {
 	return e
 }
 
-// CurrentPCRMismatch reports which of the blob's PCRs differ now from the
-// values recorded at seal time, without unsealing. An empty result means
-// the blob should unseal. For a PolicyAuthorizedPCR blob, which records no
-// values, it is always empty: use CheckPolicy with the signed policies.
-func CurrentPCRMismatch(ctx context.Context, t TPM, b *Blob) ([]int, error) {
-	var out []int
-	err := t.RunWithSRK(ctx, func(tpm transport.TPM, _ *tpmdev.SRK) error {
-		if !b.Policy.HasValues() {
-			return nil
-		}
-		values, _, err := tpmdev.ReadPCRs(tpm, b.Policy.Bank, b.Policy.Indexes())
-		if err != nil {
-			return err
-		}
-		out = out[:0]
-		for i, pv := range b.Policy.PCRs {
-			if !bytes.Equal(values[i], pv.Value) {
-				out = append(out, pv.Index)
-			}
-		}
-		return nil
-	})
-	return out, err
-}
-
 // CheckPolicy says, without unsealing and without a PIN, whether b's
 // policy can be satisfied in the current platform state: nil, or the error
 // UnsealWith would return (ErrSRKMismatch, a *PCRMismatchError, or a

@@ -44,7 +44,13 @@ type listEntry struct {
 	PCRs        []int  `json:"pcrs,omitempty"`
 	DIDKey      string `json:"did_key,omitempty"`
 	Comment     string `json:"comment,omitempty"`
-	// Status is "usable", "pcr-mismatch", "other-tpm" or "unreadable".
+	// Policy is "pcr" (bound to the PCR values at seal time) or "signed"
+	// (bound to PCR values approved by a policy key).
+	Policy string `json:"policy,omitempty"`
+	// PIN says unsealing also needs the identity's PIN.
+	PIN bool `json:"pin,omitempty"`
+	// Status is "usable", "pcr-mismatch", "no-signed-policy", "other-tpm",
+	// "unreadable" or "unknown".
 	Status string `json:"status"`
 	// MismatchedPCRs lists the PCRs that changed since sealing.
 	MismatchedPCRs []int  `json:"mismatched_pcrs,omitempty"`
@@ -100,6 +106,10 @@ func runList(e *env, args []string) error {
 		le.Fingerprint = ssh.FingerprintSHA256(b.PublicKey)
 		le.PCRs = b.Policy.Indexes()
 		le.Comment = b.Comment
+		le.Policy, le.PIN = "pcr", b.Policy.PIN
+		if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
+			le.Policy = "signed"
+		}
 		if did, err := didOf(b.PublicKey); err == nil {
 			le.DIDKey = did
 		}
@@ -107,7 +117,7 @@ func runList(e *env, args []string) error {
 		case tpmErr != nil:
 			le.Status, le.Error = "unknown", tpmErr.Error()
 		default:
-			le.Status, le.MismatchedPCRs, le.Error = blobStatus(ctx, tpm, b)
+			le.Status, le.MismatchedPCRs, le.Error = blobStatus(ctx, tpm, b, signedPolicies(store, b, f.log))
 		}
 		out = append(out, le)
 	}
@@ -127,10 +137,17 @@ func runList(e *env, args []string) error {
 		switch le.Status {
 		case "pcr-mismatch":
 			status = "PCR mismatch: " + joinInts(le.MismatchedPCRs)
-		case "unreadable", "unknown", "other-tpm":
+		case "unreadable", "unknown", "other-tpm", "no-signed-policy":
 			status = le.Status + ": " + le.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", le.Name, dash(le.Fingerprint), dash(joinInts(le.PCRs)), dash(le.DIDKey), status)
+		pcrs := dash(joinInts(le.PCRs))
+		if le.Policy == "signed" {
+			pcrs += " signed"
+		}
+		if le.PIN {
+			pcrs += " +PIN"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", le.Name, dash(le.Fingerprint), pcrs, dash(le.DIDKey), status)
 	}
 	return tw.Flush()
 }
@@ -147,20 +164,25 @@ func dash(s string) string {
 	return s
 }
 
-// blobStatus says whether this TPM should unseal b, by comparing the SRK
-// and the current PCR values with those recorded at seal time. It does not
-// unseal.
-func blobStatus(ctx context.Context, tpm sealstore.TPM, b *sealstore.Blob) (string, []int, string) {
-	mm, err := sealstore.CurrentPCRMismatch(ctx, tpm, b)
+// blobStatus says whether this TPM should unseal b now: its SRK, and its
+// PCRs against the values recorded at seal time or, for signed policies,
+// against the policies approved for it. It neither unseals nor asks for a
+// PIN.
+func blobStatus(ctx context.Context, tpm sealstore.TPM, b *sealstore.Blob, policies []*sealstore.SignedPolicy) (string, []int, string) {
+	err := sealstore.CheckPolicy(ctx, tpm, b, policies)
+	var mm *sealstore.PCRMismatchError
+	var mp *sealstore.MissingPolicyError
 	switch {
+	case err == nil:
+		return "usable", nil, ""
 	case errors.Is(err, sealstore.ErrSRKMismatch):
 		return "other-tpm", nil, err.Error()
-	case err != nil:
-		return "unknown", nil, err.Error()
-	case len(mm) > 0:
-		return "pcr-mismatch", mm, ""
+	case errors.As(err, &mm):
+		return "pcr-mismatch", mm.PCRs, ""
+	case errors.As(err, &mp):
+		return "no-signed-policy", nil, err.Error()
 	}
-	return "usable", nil, ""
+	return "unknown", nil, err.Error()
 }
 
 func didOf(pub ssh.PublicKey) (string, error) {
