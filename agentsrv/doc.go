@@ -131,7 +131,8 @@
 //
 // Later versions of a record may append fields, which readers ignore; an
 // incompatible change bumps the version. While the agent is locked the
-// reply says locked and lists nothing.
+// reply says locked, lists nothing, and leaves the dictionary-attack state
+// unknown.
 //
 // metrics@icn-agent: the agent's counters (Config.Metrics), for icn-agent
 // status --json. Content empty; reply:
@@ -158,6 +159,8 @@
 // The signature must verify; the binding is then remembered for the
 // connection (at most 16, none after a binding for authentication, one
 // host key per session identifier) and the reply is SSH_AGENT_SUCCESS.
+// Nothing is restricted by the bindings yet: keys with destination
+// constraints (ssh-add -h) are refused rather than added unconstrained.
 //
 // # Client side
 //

@@ -161,8 +161,11 @@ type IdentityStatus struct {
 // status@icn-agent extension, it reports the identities even while the
 // agent is locked.
 func (s *Server) Status() *Status {
+	s.mu.RLock()
+	locked := s.locked
+	s.mu.RUnlock()
 	var lockout *LockoutStatus
-	if s.lockout != nil {
+	if s.lockout != nil && !locked {
 		ctx, cancel := context.WithTimeout(s.base, time.Second)
 		if c, m, err := s.lockout(ctx); err == nil {
 			lockout = &LockoutStatus{Counter: c, Max: m}

@@ -18,19 +18,27 @@ func (s *Server) UpdatePCRs(current map[int][]byte, changed []int) {
 	if len(changed) > 0 {
 		s.metrics.PCRsChanged(changed)
 	}
+	type idBlob struct {
+		e    *sealed
+		blob *sealstore.Blob
+	}
 	s.mu.Lock()
 	s.pcrs = maps.Clone(current)
-	ids := slices.Clone(s.sealed)
+	ids := make([]idBlob, len(s.sealed))
+	for i, e := range s.sealed {
+		ids[i] = idBlob{e, e.blob} // e.blob is guarded by s.mu
+	}
 	s.mu.Unlock()
-	for _, e := range ids {
-		if !slices.ContainsFunc(e.blob.Policy.Indexes(), func(i int) bool { return slices.Contains(changed, i) }) {
+	for _, ib := range ids {
+		e, b := ib.e, ib.blob
+		if !slices.ContainsFunc(b.Policy.Indexes(), func(i int) bool { return slices.Contains(changed, i) }) {
 			continue
 		}
 		dropped := e.drop()
-		if mm := pcrMismatch(e.blob, current); len(mm) > 0 {
+		if mm := pcrMismatch(b, current); len(mm) > 0 {
 			s.log.Warn("agentsrv: identity no longer unseals: PCRs changed since it was sealed; reseal it or restore the platform state",
 				"name", e.name, "fingerprint", e.fp, "pcrs", mm, "dropped_seed", dropped)
-		} else if e.blob.Policy.Kind == sealstore.PolicyAuthorizedPCR {
+		} else if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
 			s.log.Info("agentsrv: PCR changed; identity uses signed policies and unseals if one approves the new values",
 				"name", e.name, "fingerprint", e.fp, "dropped_seed", dropped)
 		} else {

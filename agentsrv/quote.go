@@ -33,18 +33,21 @@ func (c *conn) extQuote(contents []byte) ([]byte, error) {
 		return nil, err
 	}
 	s.mu.RLock()
-	locked, ref := s.locked, s.byKey[string(key.Marshal())]
+	locked, e := s.locked, s.byKey[string(key.Marshal())].sealed
+	var blob *sealstore.Blob
+	if e != nil && !e.hidden {
+		blob = e.blob // guarded by s.mu, like hidden
+	}
 	s.mu.RUnlock()
 	if locked {
 		return nil, ErrLocked
 	}
-	e := ref.sealed
-	if e == nil || e.hidden {
+	if blob == nil {
 		return nil, fmt.Errorf("agentsrv: %s: %w", attest.Extension, ErrNotFound)
 	}
 	c.debug("agentsrv: extension", slog.String("type", attest.Extension), slog.String("name", e.name), slog.String("fingerprint", e.fp))
 	sign := func(msg []byte) ([]byte, error) {
-		sig, err := c.SignWithFlags(e.blob.PublicKey, msg, 0)
+		sig, err := c.SignWithFlags(blob.PublicKey, msg, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -53,7 +56,7 @@ func (c *conn) extQuote(contents []byte) ([]byte, error) {
 		}
 		return sig.Blob, nil
 	}
-	ev, err := s.attester.Quote(c.ctx, e.blob, nonce, extra, sign)
+	ev, err := s.attester.Quote(c.ctx, blob, nonce, extra, sign)
 	if err != nil {
 		s.log.Warn("agentsrv: quote failed", "name", e.name, "fingerprint", e.fp, "err", err)
 		return nil, err

@@ -270,11 +270,11 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 			blob = newBlob(policy, pubArea, priv)
 			return nil
 		}
-		// The policy fixes the PCR values read here. If a PCR moves between
-		// the read and Create, the blob would never unseal: read again after
-		// Create and start over if the update counter moved.
+		// The policy fixes the PCR values read here. If one of them moves
+		// between the read and Create, the blob would never unseal: read
+		// them again after Create and start over if they differ.
 		for attempt := 0; ; attempt++ {
-			values, counter, err := tpmdev.ReadPCRs(tpm, bank, pcrs)
+			values, _, err := tpmdev.ReadPCRs(tpm, bank, pcrs)
 			if err != nil {
 				return err
 			}
@@ -289,12 +289,17 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 			if err != nil {
 				return err
 			}
-			_, after, err := tpmdev.ReadPCRs(tpm, bank, pcrs)
+			after, _, err := tpmdev.ReadPCRs(tpm, bank, pcrs)
 			if err != nil {
 				return err
 			}
-			if after != counter && attempt < 3 {
-				continue
+			if !slices.EqualFunc(values, after, bytes.Equal) {
+				// A selected PCR moved meanwhile: this blob would
+				// never unseal. (Other PCRs moving does not matter.)
+				if attempt < 3 {
+					continue
+				}
+				return fmt.Errorf("PCRs %v kept changing while sealing; try again when the platform is idle", pcrs)
 			}
 			blob = newBlob(policy, pubArea, priv)
 			return nil

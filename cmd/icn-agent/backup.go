@@ -130,7 +130,11 @@ func newPassphrase(backup, passFile string) ([]byte, error) {
 	}
 	again, err := ask("Same passphrase again: ")
 	defer secmem.Wipe(again)
-	if err != nil || !bytes.Equal(pass, again) {
+	if err != nil {
+		secmem.Wipe(pass)
+		return nil, fmt.Errorf("read passphrase: %w", err)
+	}
+	if !bytes.Equal(pass, again) {
 		secmem.Wipe(pass)
 		return nil, errors.New("the passphrases differ; nothing was written")
 	}
@@ -369,7 +373,13 @@ func runRestore(e *env, args []string) error {
 		return err
 	}
 	defer tpm.Close()
-	blob, err := recovery.Restore(ctx, tpm, store, bk, sealstore.SealOptions{Name: name, Comment: comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)})
+	opts := sealstore.SealOptions{Name: name, Comment: comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
+	pin, err := f.policy.apply(&opts)
+	if err != nil {
+		return err
+	}
+	defer secmem.Wipe(pin)
+	blob, err := recovery.Restore(ctx, tpm, store, bk, opts)
 	if err != nil {
 		return err
 	}

@@ -194,8 +194,11 @@ func (c Config) validate() error {
 	if t.AutoLockTimeoutSecs < 0 {
 		return fmt.Errorf("identity.tpm.auto_lock_timeout_secs = %d: must be 0 or more", t.AutoLockTimeoutSecs)
 	}
-	if t.PCRPollSecs < 1 || int64(t.PCRPollSecs) > maxAutoLockSecs {
+	if t.PCRPollSecs < 1 {
 		return fmt.Errorf("identity.tpm.pcr_poll_secs = %d: must be at least 1", t.PCRPollSecs)
+	}
+	if int64(t.PCRPollSecs) > maxAutoLockSecs {
+		return fmt.Errorf("identity.tpm.pcr_poll_secs = %d: must be at most %d", t.PCRPollSecs, maxAutoLockSecs)
 	}
 	if int64(t.AutoLockTimeoutSecs) > maxAutoLockSecs {
 		return fmt.Errorf("identity.tpm.auto_lock_timeout_secs = %d: must be at most %d", t.AutoLockTimeoutSecs, maxAutoLockSecs)

@@ -191,6 +191,11 @@ func runImportMigrated(e *env, args []string) error {
 	if f.pcrs.set {
 		opts.PCRs = f.pcrs.pcrs
 	}
+	pin, err := f.policy.apply(&opts)
+	if err != nil {
+		return err
+	}
+	defer secmem.Wipe(pin)
 	ctx := context.Background()
 	tpm, err := f.openTPM(ctx)
 	if err != nil {

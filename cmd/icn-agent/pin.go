@@ -106,8 +106,9 @@ func runAskpass(ctx context.Context, prog, prompt string) ([]byte, error) {
 		defer cancel()
 	}
 	cmd := exec.CommandContext(ctx, prog, prompt)
-	var out limitedBuffer
-	out.max = maxPINFile
+	// Room for all it may keep up front: append never leaves an unwiped
+	// copy of the PIN behind in an outgrown array.
+	out := limitedBuffer{buf: make([]byte, 0, maxPINFile), max: maxPINFile}
 	cmd.Stdout = &out
 	cmd.Stdin = nil
 	// On timeout or cancel, kill the program's whole process group: a
@@ -115,7 +116,7 @@ func runAskpass(ctx context.Context, prog, prompt string) ([]byte, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	defer secmem.Wipe(out.buf)
+	defer func() { secmem.Wipe(out.buf) }()
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("no PIN entered in time (%s): %w", prog, ctx.Err())

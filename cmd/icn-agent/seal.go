@@ -75,6 +75,23 @@ func (p *policyFlags) check() error {
 	return nil
 }
 
+// apply checks the flags and sets opts' PIN (asked for or read now) and
+// signed-policy key. The caller wipes the PIN it returns.
+func (p *policyFlags) apply(opts *sealstore.SealOptions) ([]byte, error) {
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	signer, pin, err := p.resolve(opts.Name)
+	if err != nil {
+		return nil, err
+	}
+	opts.PIN = pin
+	if signer != nil {
+		opts.Signer = signer.Public
+	}
+	return pin, nil
+}
+
 // resolve returns the policy key of --signed-policy (nil if not given) and
 // the new PIN of --pin (nil if not given; the caller wipes it).
 func (p *policyFlags) resolve(name string) (*sealstore.PolicyKey, []byte, error) {
@@ -343,7 +360,7 @@ func readEd25519Seed(file string, dec *decryptFlags) (*secmem.Buffer, error) {
 	if err != nil {
 		return nil, err
 	}
-	copy(buf.Bytes(), priv.Seed())
+	copy(buf.Bytes(), priv[:ed25519.SeedSize]) // not priv.Seed(): that is a copy nobody wipes
 	return buf, nil
 }
 

@@ -81,6 +81,14 @@ func runServe(e *env, args []string) error {
 	if err := secmem.HardenProcess(); err != nil {
 		return fmt.Errorf("harden process: %w", err)
 	}
+	// Seeds are cached in locked memory; if the kernel refuses to lock it
+	// (RLIMIT_MEMLOCK), they still work but may be swapped out: say so.
+	if probe, err := secmem.New(64); err == nil {
+		if !probe.Locked() {
+			f.log.Warn("cannot lock memory: cached seeds may be swapped to disk; raise RLIMIT_MEMLOCK (ulimit -l, or LimitMEMLOCK= in the systemd unit)")
+		}
+		probe.Destroy()
+	}
 	d := &daemon{
 		e:       e,
 		f:       &f,

@@ -219,8 +219,8 @@ func (t *TPM) RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, srk *SR
 			return err
 		}
 		err = fn(tpm, srk)
-		if !isStaleHandle(err) {
-			return err
+		if !isStaleHandle(err) || t.srkLoadedLocked(srk) {
+			return err // not about the SRK: another handle was stale
 		}
 		t.log.Warn("TPM lost the storage root key (reset or flushed by another client); loading it again", "err", err)
 		t.srk = nil
@@ -229,6 +229,15 @@ func (t *TPM) RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, srk *SR
 		}
 		return fn(tpm, srk)
 	})
+}
+
+// srkLoadedLocked reports whether srk is still loaded at its handle. A
+// stale-handle error may be about another object or session; then the SRK
+// must be neither reloaded (a second copy would take an object slot) nor
+// flushed. t.mu must be held.
+func (t *TPM) srkLoadedLocked(srk *SRK) bool {
+	rsp, err := tpm2.ReadPublic{ObjectHandle: srk.Handle}.Execute(t.tpm)
+	return err == nil && bytes.Equal(rsp.Name.Buffer, srk.Name.Buffer)
 }
 
 // isStaleHandle reports whether err says a handle no longer refers to a

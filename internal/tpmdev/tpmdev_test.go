@@ -416,3 +416,31 @@ func TestReadPCRsAcrossBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A stale handle that is not the SRK's (a flushed sealed object, say) is
+// the caller's error: the SRK is neither created again nor retried with.
+func TestStaleOtherHandleKeepsSRK(t *testing.T) {
+	c := &counting{cc: map[tpm2.TPMCC]int{}}
+	tpm := openSimT(t, c)
+	calls := 0
+	err := tpm.RunWithSRK(context.Background(), func(tp transport.TPM, _ *SRK) error {
+		calls++
+		tmpl := tpm2.ECCSRKTemplate
+		tmpl.ObjectAttributes.NoDA = false // another primary key
+		rsp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tmpl)}.Execute(tp)
+		if err != nil {
+			return err
+		}
+		if _, err := (tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}).Execute(tp); err != nil {
+			return err
+		}
+		_, err = tpm2.ReadPublic{ObjectHandle: rsp.ObjectHandle}.Execute(tp)
+		return err
+	})
+	if !isStaleHandle(err) || calls != 1 {
+		t.Fatalf("RunWithSRK = %v after %d calls; want the stale-handle error after 1", err, calls)
+	}
+	if n := c.cc[tpm2.TPMCCCreatePrimary]; n != 2 {
+		t.Fatalf("CreatePrimary ran %d times; want 2 (the SRK once, the test's key once)", n)
+	}
+}
