@@ -298,7 +298,7 @@ func (a *AK) loadedLocked(tpm transport.TPM, srk *tpmdev.SRK) (tpm2.AuthHandle, 
 		switch {
 		case err == nil && bytes.Equal(rp.Name.Buffer, a.name):
 			return a.authHandle(), nil
-		case err != nil && !isStaleHandle(err) && !errors.Is(err, tpm2.TPMRCHandle):
+		case err != nil && !tpmdev.IsStaleHandle(err):
 			return tpm2.AuthHandle{}, fmt.Errorf("read attestation key: %w", err)
 		}
 		a.handle = 0 // not ours any more: do not flush it
@@ -327,30 +327,13 @@ func (a *AK) authHandle() tpm2.AuthHandle {
 	return tpm2.AuthHandle{Handle: a.handle, Name: tpm2.TPM2BName{Buffer: a.name}, Auth: tpm2.PasswordAuth(nil)}
 }
 
-// isStaleHandle reports whether err says a handle no longer refers to a
-// loaded object or session.
-func isStaleHandle(err error) bool {
-	for _, rc := range []tpm2.TPMRC{tpm2.TPMRCReferenceH0, tpm2.TPMRCReferenceH1, tpm2.TPMRCReferenceH2} {
-		if errors.Is(err, rc) {
-			return true
-		}
-	}
-	return false
-}
-
-// isStaleAK reports whether the TPM answered a command using the AK that a
-// handle is not loaded.
-func isStaleAK(err error) bool {
-	return isStaleHandle(err) || errors.Is(err, tpm2.TPMRCHandle)
-}
-
 // akCommandError reports the failure of a command that uses the loaded
 // attestation key. A stale-handle response code is not wrapped: RunWithSRK
 // would take it for a stale SRK and create another. The AK's handle is
 // kept: loadedLocked checks it by name before the next use and loads the
 // key again only if it is really gone, so a loaded key is never leaked.
 func (a *AK) akCommandError(op string, err error) error {
-	if isStaleAK(err) {
+	if tpmdev.IsStaleHandle(err) {
 		return fmt.Errorf("%s: attestation key is no longer loaded: %v", op, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)

@@ -163,7 +163,7 @@ func (a *AK) quoteLocked(tpm transport.TPM, srk *tpmdev.SRK, binding []byte, e *
 			PCRSelect:      selection(e.Bank, e.PCRs),
 		}.Execute(tpm)
 		if err != nil {
-			if isStaleAK(err) && attempt < maxQuoteAttempts {
+			if tpmdev.IsStaleHandle(err) && attempt < maxQuoteAttempts {
 				continue // loadedLocked checks the AK and loads it again
 			}
 			return a.akCommandError("TPM2_Quote", err)
@@ -240,7 +240,7 @@ func (a *AK) certifyLocked(tpm transport.TPM, srk *tpmdev.SRK, pub *tpm2.TPM2BPu
 		}.Execute(tpm)
 		// The command is not itself audited: if the AK went stale it can
 		// be sent again with the AK loaded again.
-		if attempt == 1 && isStaleAK(err) {
+		if attempt == 1 && tpmdev.IsStaleHandle(err) {
 			continue
 		}
 		break

@@ -101,10 +101,7 @@ func runAK(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("ak takes no arguments")
 	}
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}

@@ -287,10 +287,7 @@ func runBackup(e *env, args []string) error {
 		return err
 	}
 	name := pos[0]
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}
@@ -344,10 +341,7 @@ func runRestore(e *env, args []string) error {
 	if err := sealstore.ValidName(name); err != nil {
 		return err
 	}
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,14 @@ func (c *common) setup(e *env) error {
 	return nil
 }
 
+// openStore loads the config (see setup) and opens the identity store.
+func (c *common) openStore(e *env) (*sealstore.Store, error) {
+	if err := c.setup(e); err != nil {
+		return nil, err
+	}
+	return sealstore.Open(c.store)
+}
+
 // openTPM opens the selected TPM.
 func (c *common) openTPM(ctx context.Context) (*tpmdev.TPM, error) {
 	spec, err := tpmdev.ParseSpec(c.tpm)

@@ -71,10 +71,7 @@ func runList(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("list takes no arguments")
 	}
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}
@@ -209,10 +206,7 @@ func runPubkey(e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one NAME")
 	}
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}
@@ -237,10 +231,7 @@ func runCheck(e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one NAME")
 	}
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}

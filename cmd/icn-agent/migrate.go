@@ -98,10 +98,7 @@ func runMigrate(e *env, args []string) error {
 		return usagef("--to SRKFILE and -o FILE are required")
 	}
 	name := pos[0]
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}
@@ -174,10 +171,7 @@ func runImportMigrated(e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w; want a file written by icn-agent migrate", file, err)
 	}
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}

@@ -363,10 +363,7 @@ func runPolicyList(e *env, c *command, args []string) error {
 	if len(pos) != 0 {
 		return usagef("policy list takes no arguments")
 	}
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}

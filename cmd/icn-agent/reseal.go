@@ -61,10 +61,7 @@ func runReseal(e *env, args []string) error {
 	if err := sealstore.ValidName(name); err != nil {
 		return err
 	}
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}

@@ -197,10 +197,7 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 	if err := sealstore.ValidName(name); err != nil {
 		return err
 	}
-	if err := f.setup(e); err != nil {
-		return err
-	}
-	store, err := sealstore.Open(f.store)
+	store, err := f.openStore(e)
 	if err != nil {
 		return err
 	}

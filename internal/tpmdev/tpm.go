@@ -219,7 +219,7 @@ func (t *TPM) RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, srk *SR
 			return err
 		}
 		err = fn(tpm, srk)
-		if !isStaleHandle(err) || t.srkLoadedLocked(srk) {
+		if !IsStaleHandle(err) || t.srkLoadedLocked(srk) {
 			return err // not about the SRK: another handle was stale
 		}
 		t.log.Warn("TPM lost the storage root key (reset or flushed by another client); loading it again", "err", err)
@@ -240,10 +240,12 @@ func (t *TPM) srkLoadedLocked(srk *SRK) bool {
 	return err == nil && bytes.Equal(rsp.Name.Buffer, srk.Name.Buffer)
 }
 
-// isStaleHandle reports whether err says a handle no longer refers to a
-// loaded object.
-func isStaleHandle(err error) bool {
-	for _, rc := range []tpm2.TPMRC{tpm2.TPMRCReferenceH0, tpm2.TPMRCReferenceH1, tpm2.TPMRCHandle} {
+// IsStaleHandle reports whether err is the TPM saying that a handle no
+// longer refers to a loaded object or session (TPM_RC_REFERENCE_H0-H2,
+// TPM_RC_HANDLE): it was flushed, by us or another client, or the TPM was
+// reset.
+func IsStaleHandle(err error) bool {
+	for _, rc := range []tpm2.TPMRC{tpm2.TPMRCReferenceH0, tpm2.TPMRCReferenceH1, tpm2.TPMRCReferenceH2, tpm2.TPMRCHandle} {
 		if errors.Is(err, rc) {
 			return true
 		}

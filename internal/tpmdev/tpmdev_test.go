@@ -437,7 +437,7 @@ func TestStaleOtherHandleKeepsSRK(t *testing.T) {
 		_, err = tpm2.ReadPublic{ObjectHandle: rsp.ObjectHandle}.Execute(tp)
 		return err
 	})
-	if !isStaleHandle(err) || calls != 1 {
+	if !IsStaleHandle(err) || calls != 1 {
 		t.Fatalf("RunWithSRK = %v after %d calls; want the stale-handle error after 1", err, calls)
 	}
 	if n := c.cc[tpm2.TPMCCCreatePrimary]; n != 2 {
