@@ -170,13 +170,20 @@ func (d *daemon) run() error {
 	})
 	defer d.srv.Close()
 
+	watcher := sealstore.NewWatcher(store, d.log)
+	d.pcrs = pcrwatch.New(pcrwatch.TPMReader(tpm), d.pcrPoll, d.log)
+	// Serve the identities from the first connection on: the watcher's
+	// first snapshot comes only once it runs.
+	entries, err := store.List()
+	if err != nil {
+		return err
+	}
+	d.setIdentities(sealstore.Snapshot{Entries: entries})
+
 	listeners, err := d.listen()
 	if err != nil {
 		return err
 	}
-
-	watcher := sealstore.NewWatcher(store, d.log)
-	d.pcrs = pcrwatch.New(pcrwatch.TPMReader(tpm), d.pcrPoll, d.log)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
