@@ -13,6 +13,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/adrg/xdg"
+
+	"github.com/icn/icn-agent/internal/tpmdev"
 )
 
 // The configuration file is TOML, by default at
@@ -30,7 +32,7 @@ import (
 // "pcr = [7]" cannot silently leave the defaults in force.
 
 // maxPCR is the highest PCR index a PC-client TPM has (24 PCRs, 0..23).
-const maxPCR = 23
+const maxPCR = tpmdev.NumPCRs - 1
 
 // maxAutoLockSecs is the largest timeout whose time.Duration does not
 // overflow (about 292 years).

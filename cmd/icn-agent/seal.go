@@ -256,12 +256,16 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 	}
 	if err := store.Create(blob); err != nil {
 		if bf.path != "" {
-			if _, lerr := store.Load(name); errors.Is(lerr, sealstore.ErrNotFound) || errors.Is(err, sealstore.ErrExists) {
+			_, lerr := store.Load(name)
+			switch {
+			case errors.Is(lerr, sealstore.ErrNotFound) || errors.Is(err, sealstore.ErrExists):
 				// The identity was not created: its backup must not
 				// outlive it as the only copy of an unused key.
 				os.Remove(bf.path)
-			} else {
+			case lerr == nil:
 				return fmt.Errorf("%w (the identity was created; its backup is %s)", err, bf.path)
+			default:
+				return fmt.Errorf("%w (whether the identity was created is unclear: %v; its backup is kept at %s)", err, lerr, bf.path)
 			}
 		}
 		return err
