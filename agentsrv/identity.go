@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/edlocked"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -103,7 +104,7 @@ func (e *sealed) trySign(now time.Time, data []byte, acceptGen uint64) (*ssh.Sig
 		return nil, false
 	}
 	b := new(sigBox)
-	edSign(&b.blob, e.key.Bytes(), data)
+	edlocked.Sign(&b.blob, e.key.Bytes(), data)
 	b.sig = ssh.Signature{Format: ssh.KeyAlgoED25519, Blob: b.blob[:]}
 	return &b.sig, true
 }
@@ -299,15 +300,15 @@ func (s *Server) unsealSeed(ctx context.Context, blob *sealstore.Blob, pub *[ed2
 	// The unsealer's call tree may leave copies of the seed in its stack
 	// frames (go-tpm unmarshals the response through reflection): wipe
 	// them, growing the stack first so that it is not copied midway.
-	scrubStackDeep()
+	edlocked.Scrub()
 	err = s.unsealer.Unseal(ctx, blob, key[:ed25519.SeedSize])
-	scrubStackDeep()
+	edlocked.Scrub()
 	if err != nil {
 		buf.Destroy()
 		return nil, fmt.Errorf("agentsrv: unseal %s: %w", blob.Name, err)
 	}
 	var got [ed25519.PublicKeySize]byte
-	edPublicKey(&got, key[:ed25519.SeedSize])
+	edlocked.PublicKey(&got, key[:ed25519.SeedSize])
 	if subtle.ConstantTimeCompare(got[:], pub[:]) != 1 {
 		buf.Destroy()
 		return nil, fmt.Errorf("%w (identity %s)", ErrSeedMismatch, blob.Name)
