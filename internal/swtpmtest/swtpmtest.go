@@ -305,6 +305,8 @@ func (i *Instance) stopLocked() {
 		return
 	}
 	_ = i.cmd.Process.Signal(syscall.SIGTERM)
+	// A paused swtpm acts on SIGTERM only once it runs again.
+	_ = i.cmd.Process.Signal(syscall.SIGCONT)
 	select {
 	case <-i.done:
 	case <-time.After(stopGrace):
@@ -312,6 +314,34 @@ func (i *Instance) stopLocked() {
 		<-i.done
 	}
 	i.cmd = nil
+}
+
+// Pause stops the swtpm process with SIGSTOP: a wedged TPM. The kernel
+// still queues connections on its socket (until the queue is full) and
+// takes the commands written to them, but nothing answers until
+// [Instance.Resume]. Stop ends a paused instance too.
+func (i *Instance) Pause(t testing.TB) {
+	t.Helper()
+	i.signal(t, syscall.SIGSTOP)
+}
+
+// Resume lets a paused swtpm run again (SIGCONT): it then answers the
+// commands queued meanwhile, in order, and new ones after them.
+func (i *Instance) Resume(t testing.TB) {
+	t.Helper()
+	i.signal(t, syscall.SIGCONT)
+}
+
+func (i *Instance) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.cmd == nil {
+		t.Fatalf("swtpmtest: %v: swtpm is not running", sig)
+	}
+	if err := i.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("swtpmtest: %v: %v", sig, err)
+	}
 }
 
 // transmit sends one raw TPM command on the server socket and returns the

@@ -13,11 +13,16 @@ import (
 
 	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/tpmutil"
+
+	"github.com/icn/icn-agent/internal/safefile"
 )
 
 // SimSeedFile is the name of the file, in the state directory, that holds the
 // simulator's fixed seed.
 const SimSeedFile = "sim-seed"
+
+// maxSimSeedFile bounds what is read of the seed file.
+const maxSimSeedFile = 4096
 
 // simTransport is the in-process reference simulator. Its hierarchy seeds
 // come from a seed kept on disk, so what one process seals the next can
@@ -74,7 +79,9 @@ func loadSimSeed(stateDir string) (int64, error) {
 		return 0, errors.New("tpmdev: simulator needs a state directory for its seed")
 	}
 	path := filepath.Join(stateDir, SimSeedFile)
-	data, err := os.ReadFile(path)
+	// The seed is 16 hex digits and a newline; anything that is not a
+	// small regular file (a FIFO, /dev/zero) is refused, not waited on.
+	data, err := safefile.Read(path, maxSimSeedFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return createSimSeed(stateDir, path)
 	}

@@ -1,4 +1,4 @@
-// Package tpmdev opens the TPM and owns it: one connection, one mutex, one
+// Package tpmdev opens the TPM and owns it: one connection, one lock, one
 // storage root key (SRK) per process.
 //
 // The same code path serves a kernel device (/dev/tpmrm0), a running swtpm
@@ -14,6 +14,30 @@
 // (ErrMalformedResponse) and reports each command to Options.Observe;
 // Wrap is where tests count, record or inject faults (internal/tpmfault).
 //
+// # Waiting and deadlines
+//
+// A TPM runs one command at a time, so Run holds the TPM's lock while fn
+// runs. The lock is a one-slot channel rather than a sync.Mutex, so that
+// waiting for it ends when the caller's context does: a request queued
+// behind a command that hangs fails instead of hanging too. Every wait
+// and every command ends by the earlier of the context's deadline and
+// Options.CommandTimeout, with an error wrapping ErrTimeout (and the
+// context's error, when the context ended first):
+//
+//   - the wait for the lock, at most CommandTimeout even without a
+//     context deadline;
+//   - each command, connecting to swtpm included: the raw transport gets
+//     the deadline and ends the exchange itself (a socket or a pollable
+//     device); where it cannot, the guard returns at the deadline and
+//     leaves the command running on its own goroutine, and later
+//     commands fail fast until it returns;
+//   - the cleanup after a failed command (see flushLeftoversLocked), at
+//     most cleanupTimeout, within the caller's deadline.
+//
+// So no caller holds the TPM much longer than its own deadline, and a
+// caller that wants a bound on a whole request (several Runs, the wait
+// included) gives Run a context with that deadline.
+//
 // The SRK is the TCG ECC P-256 storage key. The persistent handle
 // 0x81000001 is used only when ReadPublic shows exactly that template;
 // otherwise the SRK is created once per process and kept loaded.
@@ -28,7 +52,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/adrg/xdg"
@@ -41,16 +64,24 @@ const PersistentSRK = tpm2.TPMHandle(0x81000001)
 
 // Defaults for Options.
 const (
-	DefaultCommandTimeout = 30 * time.Second
+	DefaultCommandTimeout = 10 * time.Second
 	defaultRetries        = 8
 	defaultBackoff        = 20 * time.Millisecond
+	// cleanupTimeout bounds the flush after a failed command: a few
+	// GetCapability and FlushContext commands, milliseconds even on a
+	// slow chip.
+	cleanupTimeout = 2 * time.Second
+	// minCleanup is the least time worth starting a cleanup with.
+	minCleanup = 50 * time.Millisecond
 )
 
 // Options configure Open. The zero value is usable.
 type Options struct {
 	// StateDir keeps the simulator's seed. Default: $XDG_STATE_HOME/icn-agent.
 	StateDir string
-	// CommandTimeout bounds every TPM command. Default: DefaultCommandTimeout.
+	// CommandTimeout bounds every TPM command (connecting to swtpm
+	// included) and the wait for the TPM at the start of Run; a context
+	// deadline that comes first wins. Default: DefaultCommandTimeout.
 	CommandTimeout time.Duration
 	// FlushStale, on a TPM without a resource manager (swtpm), flushes
 	// the transient objects and sessions loaded when Open runs: those a
@@ -92,12 +123,16 @@ func (s *SRK) AuthHandle() tpm2.AuthHandle {
 }
 
 // TPM is the process's one connection to its TPM. All access goes through
-// Run, which holds the TPM's mutex.
+// Run, which holds the TPM's lock.
 type TPM struct {
-	spec Spec
-	log  *slog.Logger
+	spec    Spec
+	log     *slog.Logger
+	timeout time.Duration // Options.CommandTimeout
 
-	mu     sync.Mutex
+	// sem is the TPM's lock: full while someone holds it. A channel
+	// rather than a sync.Mutex, so that waiting for it can end with the
+	// waiter's context (see lock). The fields below are guarded by it.
+	sem    chan struct{}
 	raw    transport.TPMCloser
 	guard  *guard
 	tpm    transport.TPM // the full stack callers see
@@ -122,21 +157,26 @@ func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
 	if opts.StateDir == "" {
 		opts.StateDir = DefaultStateDir()
 	}
-	t := &TPM{spec: spec, log: opts.Logger}
+	t := &TPM{spec: spec, log: opts.Logger, timeout: opts.CommandTimeout, sem: make(chan struct{}, 1)}
 	t.flushLeftovers = spec.Kind == KindDevice || spec.Kind == KindSim || opts.FlushStale
+	dl := new(deadline)
 	switch spec.Kind {
 	case KindDevice:
-		d, err := openDevice(spec.Path)
+		d, err := openDevice(spec.Path, opts.CommandTimeout, dl)
 		if err != nil {
 			return nil, err
 		}
 		t.raw = d
 	case KindSwtpmUnix, KindSwtpmTCP:
-		st := &streamTransport{network: "unix", addr: spec.Path, timeout: opts.CommandTimeout}
+		st := &streamTransport{network: "unix", addr: spec.Path, timeout: opts.CommandTimeout, deadline: dl}
 		if spec.Kind == KindSwtpmTCP {
 			st.network, st.addr = "tcp", spec.Addr
 		}
-		if err := st.probe(); err != nil {
+		probeBy := time.Now().Add(opts.CommandTimeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(probeBy) {
+			probeBy = d
+		}
+		if err := st.probe(probeBy); err != nil {
 			return nil, err
 		}
 		t.raw = st
@@ -155,7 +195,7 @@ func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
 	if opts.Wrap != nil {
 		next = opts.Wrap(next)
 	}
-	t.guard = &guard{next: next, timeout: opts.CommandTimeout, observe: opts.Observe}
+	t.guard = &guard{next: next, timeout: opts.CommandTimeout, deadline: dl, observe: opts.Observe}
 	t.tpm = &retrier{next: t.guard, attempts: defaultRetries, backoff: defaultBackoff, sleep: time.Sleep}
 
 	if opts.FlushStale && (spec.Kind == KindSwtpmUnix || spec.Kind == KindSwtpmTCP) {
@@ -170,21 +210,62 @@ func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
 // Spec returns the spec the TPM was opened with.
 func (t *TPM) Spec() Spec { return t.spec }
 
-// Run calls fn with exclusive use of the TPM. Every command fn sends is
-// bounded by the command timeout and by ctx.
+// ErrClosed is returned by Run after Close.
+var ErrClosed = errors.New("tpmdev: TPM is closed")
+
+// Run calls fn with exclusive use of the TPM. The wait for the TPM ends
+// with ctx, or after the command timeout; every command fn sends is
+// bounded by the command timeout and by ctx. Errors from the wait and
+// from a command that did not answer in time wrap ErrTimeout, and
+// ctx.Err() when ctx ended first.
 func (t *TPM) Run(ctx context.Context, fn func(tpm transport.TPM) error) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	start := time.Now()
+	if err := t.lock(ctx); err != nil {
+		return err
+	}
+	defer t.unlock()
 	if t.closed {
-		return errors.New("tpmdev: TPM is closed")
+		return ErrClosed
 	}
 	t.guard.setContext(ctx)
 	defer t.guard.setContext(nil)
-	if t.guard.takeUnsure() && t.flushLeftovers {
-		t.flushLeftoversLocked()
+	if t.flushLeftovers && t.guard.takeUnsure() {
+		// The wait and the cleanup share one command timeout, so that
+		// on a wedged TPM a Run fails within two: that and its first
+		// command's.
+		t.flushLeftoversLocked(ctx, start.Add(t.timeout))
 	}
 	return fn(t.tpm)
 }
+
+// lock takes the TPM's lock, waiting at most until ctx ends or the command
+// timeout passes: whoever holds the lock is itself bounded by its
+// deadlines, so a longer wait means the TPM is wedged or badly
+// overloaded, and the caller is better told than queued.
+func (t *TPM) lock(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: before using the TPM: %w", ErrTimeout, context.Cause(ctx))
+	}
+	select {
+	case t.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	start := time.Now()
+	timer := time.NewTimer(t.timeout)
+	defer timer.Stop()
+	select {
+	case t.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waited %v for the TPM, busy with another request: %w",
+			ErrTimeout, time.Since(start).Round(time.Millisecond), context.Cause(ctx))
+	case <-timer.C:
+		return fmt.Errorf("%w: waited %v for the TPM, busy with another request", ErrTimeout, t.timeout)
+	}
+}
+
+func (t *TPM) unlock() { <-t.sem }
 
 // flushLeftoversLocked flushes the transient objects and sessions, other
 // than the SRK, that a command which timed out or lost its response may
@@ -194,13 +275,27 @@ func (t *TPM) Run(ctx context.Context, fn func(tpm transport.TPM) error) error {
 // pending, this fails fast and runs again at the next call. It runs only
 // where every handle is ours: a kernel device (the resource manager gives
 // each connection its own), the in-process simulator, or a swtpm opened
-// with FlushStale. t.mu must be held.
-func (t *TPM) flushLeftoversLocked() {
+// with FlushStale. It runs on the caller's time, until by, the caller's
+// deadline or cleanupTimeout, whichever comes first, so that a cleanup on
+// a wedged TPM costs the caller at most that; with less than minCleanup
+// left it waits for the next Run. The TPM's lock must be held.
+func (t *TPM) flushLeftoversLocked(ctx context.Context, by time.Time) {
+	if c := time.Now().Add(cleanupTimeout); c.Before(by) {
+		by = c
+	}
+	if time.Until(by) < minCleanup {
+		t.guard.markUnsure() // no time left: at the next Run
+		return
+	}
 	var keep tpm2.TPMHandle
 	if t.srk != nil {
 		keep = t.srk.Handle
 	}
+	cctx, cancel := context.WithDeadline(ctx, by)
+	defer cancel()
+	prev := t.guard.setContext(cctx)
 	n, err := t.flushTransientLocked(keep)
+	t.guard.setContext(prev)
 	switch {
 	case err != nil:
 		t.log.Debug("cannot flush what a failed TPM command left loaded yet", "err", err)
@@ -234,7 +329,7 @@ func (t *TPM) RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, srk *SR
 // srkLoadedLocked reports whether srk is still loaded at its handle. A
 // stale-handle error may be about another object or session; then the SRK
 // must be neither reloaded (a second copy would take an object slot) nor
-// flushed. t.mu must be held.
+// flushed. The TPM's lock must be held.
 func (t *TPM) srkLoadedLocked(srk *SRK) bool {
 	rsp, err := tpm2.ReadPublic{ObjectHandle: srk.Handle}.Execute(t.tpm)
 	return err == nil && bytes.Equal(rsp.Name.Buffer, srk.Name.Buffer)
@@ -253,7 +348,7 @@ func IsStaleHandle(err error) bool {
 	return false
 }
 
-// srkLocked returns the SRK, loading it the first time. t.mu must be held.
+// srkLocked returns the SRK, loading it the first time. The TPM's lock must be held.
 func (t *TPM) srkLocked() (*SRK, error) {
 	if t.srk != nil {
 		return t.srk, nil
@@ -305,7 +400,7 @@ func isSRKTemplate(pub *tpm2.TPMTPublic) bool {
 
 // flushStaleLocked flushes transient objects and loaded sessions that a
 // client which died left behind on a TPM without a resource manager
-// (swtpm). t.mu must be held.
+// (swtpm). The TPM's lock must be held.
 func (t *TPM) flushStaleLocked() error {
 	n, err := t.flushTransientLocked(0)
 	if err != nil {
@@ -318,7 +413,7 @@ func (t *TPM) flushStaleLocked() error {
 }
 
 // flushTransientLocked flushes every loaded transient object and session
-// but keep, and returns how many it flushed. t.mu must be held.
+// but keep, and returns how many it flushed. The TPM's lock must be held.
 func (t *TPM) flushTransientLocked(keep tpm2.TPMHandle) (int, error) {
 	n := 0
 	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000, 0x03000000} {
@@ -350,8 +445,10 @@ func (t *TPM) flushTransientLocked(keep tpm2.TPMHandle) (int, error) {
 // their initial values and loaded and persistent objects are gone, while
 // the hierarchy seeds (so every sealed blob) survive. Only for KindSim.
 func (t *TPM) SimulateReboot() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	if err := t.lock(context.Background()); err != nil {
+		return err
+	}
+	defer t.unlock()
 	if t.sim == nil {
 		return errors.New("tpmdev: reboot is only simulated for the in-process simulator")
 	}
@@ -359,10 +456,13 @@ func (t *TPM) SimulateReboot() error {
 	return t.sim.reboot()
 }
 
-// Close flushes the SRK if this process created it and closes the TPM.
+// Close flushes the SRK if this process created it and closes the TPM. It
+// waits for the TPM as Run does, at most the command timeout.
 func (t *TPM) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	if err := t.lock(context.Background()); err != nil {
+		return err
+	}
+	defer t.unlock()
 	if t.closed {
 		return nil
 	}

@@ -250,9 +250,9 @@ func TestPersistentSRKIsUsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tpm.mu.Lock()
+	tpm.lock(context.Background())
 	tpm.srk = nil // as a new process would
-	tpm.mu.Unlock()
+	tpm.unlock()
 	err = tpm.RunWithSRK(context.Background(), func(_ transport.TPM, srk *SRK) error {
 		if !srk.Persistent || srk.Handle != PersistentSRK || string(srk.Name.Buffer) != string(created.Buffer) {
 			t.Errorf("SRK = %+v; want the persistent one", srk)

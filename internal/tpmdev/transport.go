@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,22 +32,51 @@ var ErrTimeout = errors.New("tpmdev: TPM command timed out")
 // run on the TPM; its result is lost.
 var ErrMalformedResponse = errors.New("tpmdev: malformed TPM response")
 
+// deadline carries the deadline of the command being sent from the guard,
+// which computes it, down to the raw transport, which enforces it on its
+// socket or device: the wrappers between them (tpmfault, tpmtrace) speak
+// transport.TPM, which has no room for one. Commands are sent one at a
+// time, and a raw transport reads the deadline when a Send starts.
+type deadline struct {
+	at atomic.Int64 // Unix nanoseconds; 0: none set
+}
+
+func (d *deadline) set(t time.Time) { d.at.Store(t.UnixNano()) }
+
+// get returns the deadline set by the guard, or now+fallback when a raw
+// transport is used without one (Open's probe, tests).
+func (d *deadline) get(fallback time.Duration) time.Time {
+	if d != nil {
+		if ns := d.at.Load(); ns != 0 {
+			return time.Unix(0, ns)
+		}
+	}
+	return time.Now().Add(fallback)
+}
+
 // streamTransport talks to swtpm's server socket. swtpm serves one client at
 // a time and has no resource manager, so it dials per command and hangs up
 // after the response: tpm2-tools and others can use the same swtpm between
 // our commands.
+//
+// The whole exchange, connecting included, ends at the command's
+// deadline: a stopped swtpm still lets the kernel queue connections on its
+// socket, and a full queue refuses at once, so neither the connect nor the
+// read can be trusted to end by itself.
 type streamTransport struct {
 	network, addr string
-	timeout       time.Duration
+	timeout       time.Duration // used when no deadline is set
+	deadline      *deadline
 }
 
 func (s *streamTransport) Send(cmd []byte) ([]byte, error) {
-	conn, err := s.dial()
+	dl := s.deadline.get(s.timeout)
+	conn, err := s.dial(dl)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(s.timeout)); err != nil {
+	if err := conn.SetDeadline(dl); err != nil {
 		return nil, err
 	}
 	if _, err := conn.Write(cmd); err != nil {
@@ -59,27 +89,30 @@ func (s *streamTransport) Close() error { return nil }
 
 // probe checks that the swtpm answers connections, so a wrong path or a
 // stopped swtpm is reported at Open rather than at the first command.
-func (s *streamTransport) probe() error {
-	conn, err := s.dial()
+func (s *streamTransport) probe(dl time.Time) error {
+	conn, err := s.dial(dl)
 	if err != nil {
 		return err
 	}
 	return conn.Close()
 }
 
-// dial connects to swtpm. swtpm accepts one client at a time with a short
-// backlog; a unix socket whose backlog is full refuses at once with EAGAIN
-// instead of waiting, so that is retried until the timeout.
-func (s *streamTransport) dial() (net.Conn, error) {
-	deadline := time.Now().Add(s.timeout)
+// dial connects to swtpm by dl. swtpm accepts one client at a time with a
+// short backlog; a unix socket whose backlog is full refuses at once with
+// EAGAIN instead of waiting, so that is retried until dl.
+func (s *streamTransport) dial(dl time.Time) (net.Conn, error) {
 	delay := time.Millisecond
 	for {
-		conn, err := net.DialTimeout(s.network, s.addr, time.Until(deadline))
+		d := net.Dialer{Deadline: dl}
+		conn, err := d.Dial(s.network, s.addr)
 		if err == nil {
 			return conn, nil
 		}
-		if !errors.Is(err, syscall.EAGAIN) || time.Now().Add(delay).After(deadline) {
-			return nil, fmt.Errorf("tpmdev: connect to swtpm at %s: %w (is swtpm running?)", s.addr, err)
+		if !errors.Is(err, syscall.EAGAIN) {
+			return nil, fmt.Errorf("tpmdev: connect to swtpm at %s: %w (is swtpm running?)", s.addr, timeoutErr(err))
+		}
+		if time.Now().Add(delay).After(dl) {
+			return nil, fmt.Errorf("%w: connect to swtpm at %s: its connection queue stayed full", ErrTimeout, s.addr)
 		}
 		time.Sleep(delay)
 		delay = min(2*delay, 50*time.Millisecond)
@@ -105,22 +138,49 @@ func readResponse(r io.Reader) ([]byte, error) {
 	return rsp, nil
 }
 
+// timeoutErr makes a deadline error (a socket's or a device's) wrap
+// ErrTimeout, and leaves other errors alone.
 func timeoutErr(err error) error {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return fmt.Errorf("%w: %v", ErrTimeout, err)
 	}
 	return err
 }
 
+// ErrNotDevice means the path given as a TPM device is not a character
+// device: a regular file, a FIFO, a directory, a socket or a block device.
+// Nothing was written to it.
+var ErrNotDevice = errors.New("tpmdev: not a TPM character device")
+
 // deviceTransport talks to a TPM character device: one write of the
 // command, one read of the whole response.
+//
+// The kernel's TPM driver supports poll, so the descriptor is opened
+// non-blocking and Go's poller gives reads and writes a deadline: a wedged
+// chip costs one command its deadline, not the process a blocked thread.
+// The driver keeps a response nobody read and refuses the next write with
+// EBUSY until it is read, so after a timed-out command the next Send first
+// reads (and drops) the late response, within its own deadline. A device
+// without poll support gets no deadlines: its reads block, and the guard
+// abandons them (see guard).
 type deviceTransport struct {
-	f *os.File
+	f        *os.File
+	path     string
+	timeout  time.Duration // used when no deadline is set
+	deadline *deadline
+	pollable bool
+	pending  bool // a command was written and its response not read
 }
 
-func openDevice(path string) (*deviceTransport, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+// openDevice opens path, which must be a character device. It opens
+// without blocking (a FIFO would block until a writer appears), then looks
+// at what it opened (fstat on the descriptor, so there is no window
+// between the check and the use) and refuses anything else before a byte
+// is written: a regular file given as a TPM would otherwise receive the
+// command bytes.
+func openDevice(path string, timeout time.Duration, dl *deadline) (*deviceTransport, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NONBLOCK|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
 	if err != nil {
 		switch {
 		case errors.Is(err, os.ErrNotExist):
@@ -129,37 +189,105 @@ func openDevice(path string) (*deviceTransport, error) {
 			return nil, fmt.Errorf("tpmdev: open %s: permission denied; add your user to the tss group (sudo usermod -aG tss $USER) and log in again", path)
 		case errors.Is(err, syscall.EBUSY):
 			return nil, fmt.Errorf("tpmdev: open %s: busy; use the resource manager /dev/tpmrm0 instead of /dev/tpm0", path)
+		case errors.Is(err, syscall.EISDIR):
+			return nil, fmt.Errorf("%w: %s is a directory", ErrNotDevice, path)
+		case errors.Is(err, syscall.ENXIO):
+			// open(2) of a unix socket.
+			return nil, fmt.Errorf("%w: %s is a socket (for swtpm use swtpm:unix:%s)", ErrNotDevice, path, path)
 		}
 		return nil, fmt.Errorf("tpmdev: open %s: %w", path, err)
 	}
-	return &deviceTransport{f: f}, nil
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tpmdev: open %s: %w", path, err)
+	}
+	if m := fi.Mode(); m&os.ModeCharDevice == 0 {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is %s", ErrNotDevice, path, describeMode(m))
+	}
+	return newDeviceTransport(f, path, timeout, dl), nil
+}
+
+// newDeviceTransport wraps f, opened non-blocking. If the poller cannot
+// watch f, f is switched to blocking mode: a non-blocking descriptor
+// without the poller would fail reads with EAGAIN.
+func newDeviceTransport(f *os.File, path string, timeout time.Duration, dl *deadline) *deviceTransport {
+	d := &deviceTransport{f: f, path: path, timeout: timeout, deadline: dl, pollable: true}
+	if err := f.SetDeadline(time.Time{}); err != nil {
+		d.pollable = false
+		f.Fd() // puts the descriptor back in blocking mode
+	}
+	return d
+}
+
+// describeMode names a file type for an error message.
+func describeMode(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeDir != 0:
+		return "a directory"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	}
+	return "a " + m.Type().String() + " file"
 }
 
 func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
-	if _, err := d.f.Write(cmd); err != nil {
-		return nil, fmt.Errorf("tpmdev: write to %s: %w", d.f.Name(), err)
+	if d.pollable {
+		if err := d.f.SetDeadline(d.deadline.get(d.timeout)); err != nil {
+			return nil, fmt.Errorf("tpmdev: %s: %w", d.path, err)
+		}
 	}
 	buf := make([]byte, maxResponse)
+	if d.pending {
+		// The response to a command that timed out: drop it.
+		if _, err := d.f.Read(buf); err != nil {
+			return nil, fmt.Errorf("tpmdev: %s: an earlier command is still pending: %w", d.path, timeoutErr(err))
+		}
+		d.pending = false
+	}
+	if _, err := d.f.Write(cmd); err != nil {
+		return nil, fmt.Errorf("tpmdev: write to %s: %w", d.path, timeoutErr(err))
+	}
+	d.pending = true
 	n, err := d.f.Read(buf)
 	if err != nil {
-		return nil, fmt.Errorf("tpmdev: read from %s: %w", d.f.Name(), err)
+		return nil, fmt.Errorf("tpmdev: read from %s: %w", d.path, timeoutErr(err))
 	}
+	d.pending = false
 	if n < headerSize || int(binary.BigEndian.Uint32(buf[2:6])) != n {
-		return nil, fmt.Errorf("tpmdev: malformed response from %s (%d bytes)", d.f.Name(), n)
+		return nil, fmt.Errorf("tpmdev: malformed response from %s (%d bytes)", d.path, n)
 	}
 	return buf[:n:n], nil
 }
 
 func (d *deviceTransport) Close() error { return d.f.Close() }
 
-// guard enforces a deadline on every command. A command that does not answer
-// in time makes Send return ErrTimeout; until the stuck command finishes,
-// later commands fail fast instead of queueing behind it (two commands in
-// flight on one TPM connection would be a protocol error anyway).
+// pendingGrace is how long a command waits for an earlier one that timed
+// out to return, before failing: a transport that honours deadlines
+// returns right at its deadline, just after the guard has given up on it.
+const pendingGrace = 100 * time.Millisecond
+
+// guard enforces a deadline on every command: the earlier of the caller's
+// context deadline and the command timeout. The raw transport gets the
+// same deadline (see deadline) and usually ends the command itself; the
+// guard's timer is for the transports that cannot (a device without poll
+// support, the in-process simulator, a fault injector holding a command).
+// A command that does not answer in time makes Send return ErrTimeout and
+// is abandoned on its goroutine; until it finishes, later commands fail
+// fast instead of queueing behind it (two commands in flight on one TPM
+// connection would be a protocol error anyway).
 type guard struct {
-	next    transport.TPM
-	timeout time.Duration
-	observe func(cc tpm2.TPMCC, d time.Duration, rc tpm2.TPMRC, err error) // may be nil
+	next     transport.TPM
+	timeout  time.Duration
+	deadline *deadline                                                      // shared with the raw transport; may be nil
+	observe  func(cc tpm2.TPMCC, d time.Duration, rc tpm2.TPMRC, err error) // may be nil
 
 	mu     sync.Mutex
 	ctx    context.Context // set by TPM.Run for the duration of a call
@@ -177,15 +305,26 @@ func (g *guard) takeUnsure() bool {
 	return u
 }
 
+// markUnsure asks for the cleanup at the next Run.
+func (g *guard) markUnsure() {
+	g.mu.Lock()
+	g.unsure = true
+	g.mu.Unlock()
+}
+
 type sendResult struct {
 	rsp []byte
 	err error
 }
 
-func (g *guard) setContext(ctx context.Context) {
+// setContext sets the context of the commands sent from now on and returns
+// the one it replaces.
+func (g *guard) setContext(ctx context.Context) context.Context {
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.ctx
 	g.ctx = ctx
-	g.mu.Unlock()
+	return old
 }
 
 // Send sends cmd with a deadline, checks the response's framing and
@@ -200,9 +339,7 @@ func (g *guard) Send(cmd []byte) ([]byte, error) {
 		// The TPM may have run the command (a late or truncated answer)
 		// and loaded an object or session nobody will flush.
 		rsp = nil
-		g.mu.Lock()
-		g.unsure = true
-		g.mu.Unlock()
+		g.markUnsure()
 	}
 	if g.observe != nil {
 		var rc tpm2.TPMRC
@@ -226,24 +363,56 @@ func checkFraming(rsp []byte) error {
 	return nil
 }
 
+// ctxErr is the error of a command whose context ended first.
+func ctxErr(ctx context.Context) error {
+	return fmt.Errorf("%w: %w", ErrTimeout, context.Cause(ctx))
+}
+
 func (g *guard) send(cmd []byte) ([]byte, error) {
 	g.mu.Lock()
 	ctx := g.ctx
+	stuck := g.stuck
+	g.mu.Unlock()
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if g.stuck != nil {
+	if ctx.Err() != nil {
+		return nil, ctxErr(ctx)
+	}
+	budget := g.timeout
+	dl := time.Now().Add(budget)
+	ctxBound := false // the context's deadline comes first
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl, ctxBound = d, true
+	}
+	// expired makes err, which wraps ErrTimeout, also wrap the context's
+	// error when the context's deadline is the one that passed: the
+	// transport may notice it a moment before the context does.
+	expired := func(err error) error {
+		if ctxBound && !time.Now().Before(dl) {
+			return fmt.Errorf("%w: %w", err, context.DeadlineExceeded)
+		}
+		return err
+	}
+	if stuck != nil {
+		grace := time.NewTimer(min(pendingGrace, time.Until(dl)))
 		select {
-		case <-g.stuck:
-			g.stuck = nil
-		default:
+		case <-stuck:
+			grace.Stop()
+			g.mu.Lock()
+			if g.stuck == stuck {
+				g.stuck = nil
+			}
 			g.mu.Unlock()
-			return nil, fmt.Errorf("%w: an earlier command is still pending", ErrTimeout)
+		case <-grace.C:
+			return nil, expired(fmt.Errorf("%w: an earlier command is still pending", ErrTimeout))
+		case <-ctx.Done():
+			grace.Stop()
+			return nil, ctxErr(ctx)
 		}
 	}
-	g.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("tpmdev: %w", err)
+	if g.deadline != nil {
+		g.deadline.set(dl)
 	}
 
 	done := make(chan sendResult, 1)
@@ -253,10 +422,13 @@ func (g *guard) send(cmd []byte) ([]byte, error) {
 		done <- sendResult{rsp, err}
 		close(finished)
 	}()
-	timer := time.NewTimer(g.timeout)
+	timer := time.NewTimer(time.Until(dl))
 	defer timer.Stop()
 	select {
 	case r := <-done:
+		if errors.Is(r.err, ErrTimeout) {
+			r.err = expired(r.err)
+		}
 		return r.rsp, r.err
 	case <-timer.C:
 	case <-ctx.Done():
@@ -264,10 +436,13 @@ func (g *guard) send(cmd []byte) ([]byte, error) {
 	g.mu.Lock()
 	g.stuck = finished
 	g.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrTimeout, err)
+	switch {
+	case ctx.Err() != nil:
+		return nil, ctxErr(ctx)
+	case ctxBound:
+		return nil, fmt.Errorf("%w: %w", ErrTimeout, context.DeadlineExceeded)
 	}
-	return nil, fmt.Errorf("%w after %v", ErrTimeout, g.timeout)
+	return nil, fmt.Errorf("%w after %v", ErrTimeout, budget)
 }
 
 // retrier resends a command the TPM answered with a transient warning
