@@ -40,6 +40,16 @@
 // on a slow consumer and never reports a change twice. Read errors are
 // logged once per distinct error and polling goes on; a TPM that is briefly
 // unavailable only delays the report.
+//
+// # Sharing the TPM
+//
+// The TPM runs one command at a time, and the agent's signature requests
+// wait for it too. Each poll therefore has a deadline of its own
+// ([Watcher.SetTimeout]; by default [DefaultTimeout] or the interval,
+// whichever is shorter), which covers the wait for the TPM and the read:
+// on a wedged TPM a poll gives up by then and releases the TPM, rather
+// than holding it, and the requests queued behind it, until the TPM
+// answers.
 package pcrwatch
 
 import (
@@ -63,6 +73,11 @@ import (
 
 // DefaultInterval is the polling interval New uses when given none.
 const DefaultInterval = 30 * time.Second
+
+// DefaultTimeout bounds one poll (waiting for the TPM and reading it)
+// unless SetTimeout says otherwise; a shorter interval bounds it too.
+// Reading a few PCRs takes milliseconds even on a slow chip.
+const DefaultTimeout = 5 * time.Second
 
 // bank is the only PCR bank icn-agent policies use.
 const bank = tpm2.TPMAlgSHA256
@@ -113,6 +128,7 @@ type Watcher struct {
 	changes  chan []Change
 	poke     chan struct{}
 	running  atomic.Bool
+	timeout  atomic.Int64 // time.Duration bounding one poll
 
 	mu      sync.Mutex
 	pcrs    []int          // the PCRs to watch: ascending, unique, 0 to 23
@@ -129,7 +145,7 @@ func New(r Reader, interval time.Duration, log *slog.Logger) *Watcher {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Watcher{
+	w := &Watcher{
 		r:        r,
 		interval: interval,
 		log:      log,
@@ -137,6 +153,18 @@ func New(r Reader, interval time.Duration, log *slog.Logger) *Watcher {
 		poke:     make(chan struct{}, 1),
 		current:  make(map[int][]byte),
 	}
+	w.SetTimeout(DefaultTimeout)
+	return w
+}
+
+// SetTimeout bounds each poll, the wait for the TPM included, by d, or by
+// the interval if that is shorter; d <= 0 restores DefaultTimeout. It is
+// safe to call while Run is running; it applies from the next poll.
+func (w *Watcher) SetTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultTimeout
+	}
+	w.timeout.Store(int64(min(d, w.interval)))
 }
 
 // SetPCRs sets the PCRs to watch, typically the union of every identity's
@@ -266,6 +294,8 @@ func (w *Watcher) poll(ctx context.Context) ([]Change, error) {
 		return nil, nil
 	}
 
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(w.timeout.Load()))
+	defer cancel()
 	values, err := w.r.ReadPCRs(ctx, bank, pcrs)
 	if err != nil {
 		return nil, fmt.Errorf("pcrwatch: read PCRs %v: %w", pcrs, err)
