@@ -83,7 +83,7 @@ func (c *common) openTPM(ctx context.Context) (*tpmdev.TPM, error) {
 	// Only the agent, which owns the TPM for long, flushes what dead
 	// clients left on a swtpm; a command run beside it must not flush the
 	// agent's storage root key.
-	return tpmdev.Open(ctx, spec, tpmdev.Options{Logger: c.log, FlushStale: c.daemon})
+	return tpmdev.Open(ctx, spec, tpmdev.Options{Logger: c.log, FlushStale: c.daemon, CommandTimeout: c.cfg.Identity.TPM.TPMTimeout()})
 }
 
 // pcrList is a flag.Value for "0,7"-style PCR lists.

@@ -14,6 +14,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/adrg/xdg"
 
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/tpmdev"
 )
 
@@ -27,9 +28,18 @@ import (
 //	device = "auto"               # auto | /dev/tpmrm0 | swtpm:unix:PATH | swtpm:tcp:HOST:PORT | sim
 //	auto_lock_timeout_secs = 300  # seconds a cached seed is kept after unsealing; 0 = until lock
 //	pcr_poll_secs = 30            # how often the agent reads the PCRs it depends on
+//	tpm_timeout_secs = 10         # how long a request may wait for the TPM, and each TPM command
 //
 // Unknown keys are rejected rather than ignored, so that a typo such as
 // "pcr = [7]" cannot silently leave the defaults in force.
+//
+// The file is read with safefile: a FIFO, a device or a file over
+// maxConfigFile is an error that names it, never a hang (a FIFO blocks its
+// reader until a writer appears) nor an agent out of memory (/dev/zero
+// never ends).
+
+// maxConfigFile bounds the config file: a few hundred bytes in practice.
+const maxConfigFile = 1 << 20
 
 // maxPCR is the highest PCR index a PC-client TPM has (24 PCRs, 0..23).
 const maxPCR = tpmdev.NumPCRs - 1
@@ -63,11 +73,19 @@ type TPMConfig struct {
 	// PCRPollSecs is how often the agent reads the PCRs its identities
 	// are bound to; see [TPMConfig.PCRPoll].
 	PCRPollSecs int `toml:"pcr_poll_secs"`
+	// TPMTimeoutSecs bounds each use of the TPM: the wait for it and its
+	// commands; see [TPMConfig.TPMTimeout].
+	TPMTimeoutSecs int `toml:"tpm_timeout_secs"`
 }
+
+// maxTPMTimeoutSecs is the largest tpm_timeout_secs accepted: beyond a few
+// minutes a TPM is not slow but gone.
+const maxTPMTimeoutSecs = 600
 
 // DefaultConfig returns the configuration used when no file exists: TPM
 // enabled, sealed to PCRs 0 (firmware) and 7 (Secure Boot state), device
-// "auto", auto-lock after 300 seconds.
+// "auto", auto-lock after 300 seconds, PCRs read every 30 seconds, a TPM
+// timeout of 10 seconds.
 func DefaultConfig() Config {
 	var c Config
 	c.Identity.TPM = TPMConfig{
@@ -76,6 +94,7 @@ func DefaultConfig() Config {
 		Device:              "auto",
 		AutoLockTimeoutSecs: 300,
 		PCRPollSecs:         30,
+		TPMTimeoutSecs:      int(tpmdev.DefaultCommandTimeout / time.Second),
 	}
 	return c
 }
@@ -96,7 +115,7 @@ func DefaultConfigPath() string {
 // Errors name the file; TOML syntax and type errors also give the line.
 // Unknown keys are errors that name them.
 func LoadConfig(path string, explicit bool) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.Read(path, maxConfigFile)
 	if err != nil {
 		if !explicit && errors.Is(err, os.ErrNotExist) {
 			return DefaultConfig(), nil
@@ -202,6 +221,9 @@ func (c Config) validate() error {
 	if int64(t.PCRPollSecs) > maxAutoLockSecs {
 		return fmt.Errorf("identity.tpm.pcr_poll_secs = %d: must be at most %d", t.PCRPollSecs, maxAutoLockSecs)
 	}
+	if t.TPMTimeoutSecs < 1 || t.TPMTimeoutSecs > maxTPMTimeoutSecs {
+		return fmt.Errorf("identity.tpm.tpm_timeout_secs = %d: must be 1 to %d", t.TPMTimeoutSecs, maxTPMTimeoutSecs)
+	}
 	if int64(t.AutoLockTimeoutSecs) > maxAutoLockSecs {
 		return fmt.Errorf("identity.tpm.auto_lock_timeout_secs = %d: must be at most %d", t.AutoLockTimeoutSecs, maxAutoLockSecs)
 	}
@@ -211,6 +233,14 @@ func (c Config) validate() error {
 // PCRPoll returns pcr_poll_secs as a duration.
 func (c TPMConfig) PCRPoll() time.Duration {
 	return time.Duration(c.PCRPollSecs) * time.Second
+}
+
+// TPMTimeout returns tpm_timeout_secs as a duration: how long one use of
+// the TPM may take, the wait for it included. A request that needs the
+// TPM while it does not answer (wedged, or busy with a command that hangs)
+// fails after about that long.
+func (c TPMConfig) TPMTimeout() time.Duration {
+	return time.Duration(c.TPMTimeoutSecs) * time.Second
 }
 
 // AutoLockTimeout returns auto_lock_timeout_secs as a duration. Zero means

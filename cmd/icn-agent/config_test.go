@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/adrg/xdg"
+
+	"github.com/icn/icn-agent/internal/safefile"
 )
 
 // tpmConfig builds the expected Config from an identity.tpm table.
@@ -44,23 +48,24 @@ pcrs = [0, 2, 4, 7, 23]
 device = "swtpm:unix:/run/swtpm/sock"
 auto_lock_timeout_secs = 60
 pcr_poll_secs = 5
+tpm_timeout_secs = 3
 `,
-			want: tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 2, 4, 7, 23}, Device: "swtpm:unix:/run/swtpm/sock", AutoLockTimeoutSecs: 60, PCRPollSecs: 5}),
+			want: tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 2, 4, 7, 23}, Device: "swtpm:unix:/run/swtpm/sock", AutoLockTimeoutSecs: 60, PCRPollSecs: 5, TPMTimeoutSecs: 3}),
 		},
 		{
 			name:    "partial file keeps other defaults",
 			content: "[identity.tpm]\npcrs = [7]\n",
-			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30}),
+			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30, TPMTimeoutSecs: 10}),
 		},
 		{
 			name:    "dotted keys",
 			content: "identity.tpm.device = \"/dev/tpmrm0\"\n",
-			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "/dev/tpmrm0", AutoLockTimeoutSecs: 300, PCRPollSecs: 30}),
+			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "/dev/tpmrm0", AutoLockTimeoutSecs: 300, PCRPollSecs: 30, TPMTimeoutSecs: 10}),
 		},
 		{
 			name:    "zero timeout allowed",
 			content: "[identity.tpm]\nauto_lock_timeout_secs = 0\n",
-			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 0, PCRPollSecs: 30}),
+			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 0, PCRPollSecs: 30, TPMTimeoutSecs: 10}),
 		},
 		{
 			name:    "unknown top-level key",
@@ -116,6 +121,16 @@ pcr_poll_secs = 5
 			name:    "zero pcr poll",
 			content: "[identity.tpm]\npcr_poll_secs = 0\n",
 			wantErr: []string{"identity.tpm.pcr_poll_secs = 0: must be at least 1"},
+		},
+		{
+			name:    "zero tpm timeout",
+			content: "[identity.tpm]\ntpm_timeout_secs = 0\n",
+			wantErr: []string{"identity.tpm.tpm_timeout_secs = 0: must be 1 to 600"},
+		},
+		{
+			name:    "huge tpm timeout",
+			content: "[identity.tpm]\ntpm_timeout_secs = 601\n",
+			wantErr: []string{"identity.tpm.tpm_timeout_secs = 601: must be 1 to 600"},
 		},
 		{
 			name:    "timeout overflowing a duration",
@@ -217,9 +232,61 @@ func TestLoadConfigUnreadable(t *testing.T) {
 	}
 }
 
+// A config path that names a FIFO, a device or a huge file is an error
+// naming it, at once: reading a FIFO would block until a writer comes,
+// and /dev/zero never ends.
+func TestLoadConfigNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "config.toml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.toml")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# padding\n"), maxConfigFile/10+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path string
+		want error
+	}{
+		{fifo, safefile.ErrNotRegular},
+		{zero, safefile.ErrNotRegular},
+		{big, safefile.ErrTooLarge},
+	} {
+		for _, explicit := range []bool{false, true} {
+			done := make(chan error, 1)
+			go func() {
+				_, err := LoadConfig(tt.path, explicit)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.path) {
+					t.Errorf("LoadConfig(%s, %v) = %v; want %v naming the path", tt.path, explicit, err, tt.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("LoadConfig(%s) still blocked after 10 s", tt.path)
+			}
+		}
+	}
+}
+
+func TestTPMTimeout(t *testing.T) {
+	if got := DefaultConfig().Identity.TPM.TPMTimeout(); got != 10*time.Second {
+		t.Errorf("default TPMTimeout = %v; want 10s", got)
+	}
+	if got := (TPMConfig{TPMTimeoutSecs: 3}).TPMTimeout(); got != 3*time.Second {
+		t.Errorf("TPMTimeout(3 s) = %v", got)
+	}
+}
+
 func TestDefaultConfig(t *testing.T) {
 	c := DefaultConfig()
-	want := TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30}
+	want := TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30, TPMTimeoutSecs: 10}
 	if !reflect.DeepEqual(c.Identity.TPM, want) {
 		t.Fatalf("DefaultConfig().Identity.TPM = %+v; want %+v", c.Identity.TPM, want)
 	}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/internal/swtpmtest"
 )
 
 // Helpers to run the real icn-agent binary as a daemon, for the tests
@@ -278,4 +279,133 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// writeConfigText writes the config file.
+func (d *daemonEnv) writeConfigText(t *testing.T, text string) string {
+	t.Helper()
+	dir := filepath.Join(d.dir, "config", "icn-agent")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "config.toml")
+	os.Remove(path)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// timed runs fn and returns how long it took.
+func timed(fn func()) time.Duration {
+	start := time.Now()
+	fn()
+	return time.Since(start)
+}
+
+// With the TPM wedged (swtpm stopped by SIGSTOP, the PCR poller and the
+// dictionary-attack reader hitting it), what needs no TPM answers at once:
+// a signature with a cached seed, list, status, lock and unlock, also
+// while a request that needs the TPM waits. A signature that must unseal
+// fails within tpm_timeout_secs plus a second. Once the TPM answers again
+// the agent works without a restart.
+func TestDaemonWedgedTPM(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	d := newDaemonEnv(t, sw.Spec())
+	const tpmTimeout = 2 * time.Second
+	d.writeConfigText(t, "[identity.tpm]\ntpm_timeout_secs = 2\npcr_poll_secs = 1\n")
+	_, warmPub := d.importKey(t, "warm")
+	_, coldPub := d.importKey(t, "cold")
+	p := d.serve(t, 2)
+	ag := p.client(t).Agent()
+	data := []byte("wedged")
+	if _, err := ag.Sign(warmPub, data); err != nil {
+		t.Fatalf("first signature: %v", err)
+	}
+	// The dictionary-attack counter has been read in the background.
+	waitUntil(t, "status to carry the lockout counter", func() bool { return p.status(t).Lockout != nil })
+
+	sw.Pause(t)
+	// Waits for what does not need the TPM, the bound they must meet
+	// (generous: the machine is shared), and what was measured.
+	const fast = 500 * time.Millisecond
+	quick := func(what string, fn func() error) {
+		t.Helper()
+		var err error
+		took := timed(func() { err = fn() })
+		t.Logf("wedged TPM: %s took %v", what, took)
+		if err != nil {
+			t.Errorf("wedged TPM: %s: %v", what, err)
+		}
+		if took > fast {
+			t.Errorf("wedged TPM: %s took %v; want under %v", what, took, fast)
+		}
+	}
+	checkQuick := func(when string) {
+		t.Helper()
+		quick(when+"warm sign", func() error { _, err := ag.Sign(warmPub, data); return err })
+		quick(when+"list", func() error { _, err := ag.List(); return err })
+		quick(when+"status", func() error {
+			c, err := agentsrv.Dial(p.sock)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.Status()
+			if err == nil && st.Lockout == nil {
+				err = fmt.Errorf("status lost the lockout counter")
+			}
+			return err
+		})
+	}
+	checkQuick("")
+
+	// A signature that needs the TPM, on its own connection; meanwhile
+	// the rest still answers.
+	coldErr := make(chan error, 1)
+	coldTook := make(chan time.Duration, 1)
+	go func() {
+		c, err := agentsrv.Dial(p.sock)
+		if err != nil {
+			coldErr <- err
+			return
+		}
+		defer c.Close()
+		var serr error
+		took := timed(func() { _, serr = c.Agent().Sign(coldPub, data) })
+		coldTook <- took
+		coldErr <- serr
+	}()
+	checkQuick("during a cold sign: ")
+	if err := <-coldErr; err == nil {
+		t.Errorf("cold sign on a wedged TPM succeeded")
+	}
+	took := <-coldTook
+	t.Logf("wedged TPM: cold sign failed after %v (tpm_timeout_secs = 2)", took)
+	if took > tpmTimeout+time.Second {
+		t.Errorf("cold sign on a wedged TPM took %v; want at most %v", took, tpmTimeout+time.Second)
+	}
+
+	// Lock and unlock need no TPM either; their cost is the passphrase
+	// hash (Argon2id), a few hundred milliseconds of CPU.
+	for _, op := range []struct {
+		what string
+		fn   func() error
+	}{
+		{"lock", func() error { return ag.Lock([]byte("pw")) }},
+		{"unlock", func() error { return ag.Unlock([]byte("pw")) }},
+	} {
+		var err error
+		took := timed(func() { err = op.fn() })
+		t.Logf("wedged TPM: %s took %v", op.what, took)
+		if err != nil || took > 2*time.Second {
+			t.Errorf("wedged TPM: %s: %v after %v; want success within 2 s", op.what, err, took)
+		}
+	}
+
+	sw.Resume(t)
+	waitUntil(t, "a cold sign to work once the TPM is back", func() bool {
+		_, err := ag.Sign(coldPub, data)
+		return err == nil
+	})
 }

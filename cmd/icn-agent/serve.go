@@ -17,11 +17,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/adrg/xdg"
+	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/agentsrv"
 	"github.com/icn/icn-agent/internal/metrics"
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/pcrwatch"
@@ -37,8 +38,22 @@ func init() {
 	})
 }
 
-// DefaultSocket returns $XDG_RUNTIME_DIR/icn-agent/agent.sock.
-func DefaultSocket() string { return filepath.Join(xdg.RuntimeDir, "icn-agent", "agent.sock") }
+// errNoRuntimeDir means XDG_RUNTIME_DIR is unset, so there is no default
+// socket path.
+var errNoRuntimeDir = errors.New("XDG_RUNTIME_DIR is not set, so there is no default socket path: pass one with -a (for example -a ~/.ssh/icn-agent.sock), or start icn-agent from a login session that sets XDG_RUNTIME_DIR")
+
+// DefaultSocket returns $XDG_RUNTIME_DIR/icn-agent/agent.sock, with
+// getenv reading the environment. Without XDG_RUNTIME_DIR it fails rather
+// than guess: the usual fallback, /run/user/UID, is made by the login
+// manager with the right owner and lifetime, and an agent creating it
+// itself would get neither.
+func DefaultSocket(getenv func(string) string) (string, error) {
+	dir := getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		return "", errNoRuntimeDir
+	}
+	return filepath.Join(dir, "icn-agent", "agent.sock"), nil
+}
 
 func runServe(e *env, args []string) error {
 	c := lookup("serve")
@@ -127,6 +142,7 @@ type daemon struct {
 	store *sealstore.Store
 	srv   *agentsrv.Server
 	pcrs  *pcrwatch.Watcher
+	da    *daCache
 }
 
 func (d *daemon) run() error {
@@ -156,14 +172,23 @@ func (d *daemon) run() error {
 	}
 	defer tpm.Close()
 
+	// Every use of the TPM on behalf of a request is bounded by
+	// tpm_timeout_secs, the wait for the TPM included: a request that
+	// needs a wedged TPM fails after that long instead of hanging. What
+	// the agent reports without a request (the dictionary-attack
+	// counter for status and metrics) is read in the background and
+	// served from memory.
+	timeout := d.f.cfg.Identity.TPM.TPMTimeout()
+	bounded := boundedTPM{tpm: tpm, timeout: timeout}
+	d.da = &daCache{tpm: bounded, every: daRefresh, log: d.log, poke: make(chan struct{}, 1)}
 	d.srv = agentsrv.New(agentsrv.Config{
-		Metrics:  agentMetrics,
-		Unsealer: newPINUnsealer(tpm, store, d.e.getenv("SSH_ASKPASS"), d.log),
-		Attester: &tpmAttester{tpm: tpm, path: akPath(store)},
-		Lockout: func(ctx context.Context) (uint32, uint32, error) {
-			st, err := readDA(ctx, tpm)
-			return st.Counter, st.MaxTries, err
+		Metrics: agentMetrics,
+		Unsealer: pokingUnsealer{
+			next:  newPINUnsealer(bounded, store, d.e.getenv("SSH_ASKPASS"), d.log),
+			after: d.da.Poke,
 		},
+		Attester:        &tpmAttester{tpm: bounded, path: akPath(store)},
+		Lockout:         d.da.Lockout,
 		Logger:          d.log,
 		AutoLockTimeout: d.f.cfg.Identity.TPM.AutoLockTimeout(),
 		AskPass:         d.e.getenv("SSH_ASKPASS"),
@@ -172,6 +197,7 @@ func (d *daemon) run() error {
 
 	watcher := sealstore.NewWatcher(store, d.log)
 	d.pcrs = pcrwatch.New(pcrwatch.TPMReader(tpm), d.pcrPoll, d.log)
+	d.pcrs.SetTimeout(timeout)
 	// Serve the identities from the first connection on: the watcher's
 	// first snapshot comes only once it runs.
 	entries, err := store.List()
@@ -190,7 +216,7 @@ func (d *daemon) run() error {
 	defer signal.Stop(sigs)
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(listeners)+3) // one per goroutine started below
+	errs := make(chan error, len(listeners)+4) // one per goroutine started below
 	start := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -205,13 +231,14 @@ func (d *daemon) run() error {
 	}
 	start("store watcher", watcher.Run)
 	start("PCR watcher", d.pcrs.Run)
+	start("dictionary-attack reader", d.da.Run)
 	if m != nil {
 		m.WatchServer(d.srv.Status)
 		start("metrics", func(ctx context.Context) error { return m.Serve(ctx, metricsL, d.log) })
 	}
 
 	d.log.Info("icn-agent serving", "socket", d.socketDesc(listeners), "store", store.Dir(), "tpm", tpm.Spec().String(),
-		"auto_lock_timeout", d.f.cfg.Identity.TPM.AutoLockTimeout(), "pcr_poll", d.pcrPoll)
+		"auto_lock_timeout", d.f.cfg.Identity.TPM.AutoLockTimeout(), "pcr_poll", d.pcrPoll, "tpm_timeout", timeout)
 	d.printEnv(listeners)
 
 	var runErr error
@@ -257,7 +284,7 @@ func (d *daemon) openTPM(ctx context.Context, m *metrics.Metrics) (*tpmdev.TPM, 
 	}
 	// The agent owns the TPM for long: it flushes what dead clients left
 	// on a swtpm (see common.openTPM).
-	opts := tpmdev.Options{Logger: d.log, FlushStale: true}
+	opts := tpmdev.Options{Logger: d.log, FlushStale: true, CommandTimeout: d.f.cfg.Identity.TPM.TPMTimeout()}
 	if m != nil {
 		opts.Observe = m.ObserveTPM
 	}
@@ -276,7 +303,10 @@ func (d *daemon) listen() ([]net.Listener, error) {
 	}
 	path := d.socket
 	if path == "" {
-		path = DefaultSocket()
+		var err error
+		if path, err = DefaultSocket(d.e.getenv); err != nil {
+			return nil, err
+		}
 	}
 	l, err := agentsrv.Listen(path)
 	if err != nil {
@@ -337,10 +367,12 @@ func (d *daemon) setIdentities(snap sealstore.Snapshot) {
 }
 
 // certificate returns the OpenSSH certificate in NAME-cert.pub beside the
-// blob, if there is one for the blob's key.
+// blob, if there is one for the blob's key. It runs on the main loop, so
+// it reads with safefile: a FIFO in its place (which would block the read,
+// and with it signals and reloads) or a device is logged and skipped.
 func (d *daemon) certificate(b *sealstore.Blob) *ssh.Certificate {
 	path := filepath.Join(d.store.Dir(), b.Name+"-cert.pub")
-	data, err := readLimited(path, maxKeyFile)
+	data, err := safefile.Read(path, maxKeyFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -391,4 +423,109 @@ func (d *daemon) reload() {
 	d.srv.SetAutoLockTimeout(now.AutoLockTimeout())
 	d.f.cfg = cfg
 	d.log.Info("config reloaded; rescanning the store", "path", path, "auto_lock_timeout", now.AutoLockTimeout())
+}
+
+// boundedTPM gives each use of the TPM (a Run: the wait for the TPM and
+// the commands) a deadline of timeout, within the caller's. Uses that may
+// wait for a person in between (asking for a PIN) are bounded one by one,
+// not as a whole.
+type boundedTPM struct {
+	tpm     *tpmdev.TPM
+	timeout time.Duration
+}
+
+func (b boundedTPM) RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, srk *tpmdev.SRK) error) error {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	return b.tpm.RunWithSRK(ctx, fn)
+}
+
+// pokingUnsealer calls after each unseal of a PIN-protected identity,
+// failed or not: a wrong PIN moves the TPM's dictionary-attack counter.
+type pokingUnsealer struct {
+	next  agentsrv.Unsealer
+	after func()
+}
+
+func (u pokingUnsealer) Unseal(ctx context.Context, b *sealstore.Blob, dst []byte) error {
+	err := u.next.Unseal(ctx, b, dst)
+	if b.Policy.PIN {
+		u.after()
+	}
+	return err
+}
+
+// daRefresh is how often the agent reads the TPM's dictionary-attack
+// state on its own. Only failed authorizations move the counter up (the
+// agent's own PIN unseals trigger a read at once); it goes down by one per
+// recovery interval, minutes on most TPMs.
+const daRefresh = time.Minute
+
+// errDAUnknown means the dictionary-attack state has not been read yet.
+var errDAUnknown = errors.New("dictionary-attack state not read yet")
+
+// daCache keeps the TPM's dictionary-attack state for status and metrics.
+// A status request must answer at once, whatever the TPM is doing: it
+// reads this cache, which Run refreshes in the background, every
+// daRefresh and after each Poke.
+type daCache struct {
+	tpm   sealstore.TPM
+	every time.Duration
+	log   *slog.Logger
+	poke  chan struct{}
+
+	mu      sync.Mutex
+	st      tpmdev.DAState
+	known   bool
+	lastErr string // the refresh error last logged, "" after a success
+}
+
+// Lockout returns the last counter and threshold read; it never touches
+// the TPM. It is agentsrv.Config.Lockout.
+func (c *daCache) Lockout(context.Context) (counter, max uint32, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.known {
+		return 0, 0, errDAUnknown
+	}
+	return c.st.Counter, c.st.MaxTries, nil
+}
+
+// Poke asks Run to read the state now. It does not block.
+func (c *daCache) Poke() {
+	select {
+	case c.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Run reads the state at once, then every c.every and after each Poke,
+// until ctx ends. A failed read keeps the last values and is logged once
+// per distinct error.
+func (c *daCache) Run(ctx context.Context) error {
+	t := time.NewTicker(c.every)
+	defer t.Stop()
+	for {
+		c.refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-c.poke:
+		}
+	}
+}
+
+func (c *daCache) refresh(ctx context.Context) {
+	st, err := readDA(ctx, c.tpm)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if msg := err.Error(); msg != c.lastErr && ctx.Err() == nil {
+			c.lastErr = msg
+			c.log.Warn("cannot read the TPM's dictionary-attack counter; status shows the last value read", "err", err)
+		}
+		return
+	}
+	c.st, c.known, c.lastErr = st, true, ""
 }
