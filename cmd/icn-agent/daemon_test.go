@@ -409,3 +409,118 @@ func TestDaemonWedgedTPM(t *testing.T) {
 		return err == nil
 	})
 }
+
+// waitLog waits until the agent's log contains each of want.
+func (p *agentProc) waitLog(t *testing.T, want ...string) {
+	t.Helper()
+	waitUntil(t, fmt.Sprintf("the agent to log %q", want), func() bool {
+		log := p.stderr.String()
+		for _, w := range want {
+			if !strings.Contains(log, w) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkSignals shows that the main loop still handles signals: SIGUSR1
+// drops the seed an earlier signature cached, SIGTERM ends the agent.
+func (p *agentProc) checkSignals(t *testing.T, pub ssh.PublicKey) {
+	t.Helper()
+	if _, err := p.client(t).Agent().Sign(pub, []byte("data")); err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	if st := p.status(t); len(st.Identities) != 1 || !st.Identities[0].Unsealed {
+		t.Fatalf("after a signature the seed is not cached: %+v", st.Identities)
+	}
+	p.signal(t, syscall.SIGUSR1)
+	waitUntil(t, "SIGUSR1 to drop the cached seed", func() bool {
+		st := p.status(t)
+		return len(st.Identities) == 1 && !st.Identities[0].Unsealed
+	})
+	p.signal(t, syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Errorf("agent exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("agent still running 10 s after SIGTERM")
+	}
+}
+
+// A FIFO named NAME-cert.pub in the store is logged and skipped, at start
+// and when SIGHUP rescans: the agent serves (its socket appears), and its
+// main loop still answers SIGUSR1 and SIGTERM.
+func TestDaemonFIFOCertificate(t *testing.T) {
+	for _, when := range []string{"startup", "SIGHUP"} {
+		t.Run(when, func(t *testing.T) {
+			sw := swtpmtest.Start(t)
+			d := newDaemonEnv(t, sw.Spec())
+			_, pub := d.importKey(t, "work")
+			fifo := filepath.Join(d.dir, "data", "icn-agent", "identities", "work-cert.pub")
+			mkfifo := func() {
+				if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if when == "startup" {
+				mkfifo()
+			}
+			p := d.serve(t, 1)
+			if when == "SIGHUP" {
+				mkfifo()
+				p.signal(t, syscall.SIGHUP)
+			}
+			p.waitLog(t, "cannot read certificate", "work-cert.pub: not a regular file (a FIFO)")
+			p.checkSignals(t, pub)
+		})
+	}
+}
+
+// A config file replaced by a FIFO, or by a link to /dev/zero, is an error
+// logged at SIGHUP; the running config stays, and so does the main loop.
+func TestDaemonReloadConfigNotARegularFile(t *testing.T) {
+	for _, kind := range []string{"FIFO", "/dev/zero"} {
+		t.Run(strings.Trim(kind, "/"), func(t *testing.T) {
+			sw := swtpmtest.Start(t)
+			d := newDaemonEnv(t, sw.Spec())
+			const autoLock = 4321 * time.Second
+			path := d.writeConfigText(t, "[identity.tpm]\nauto_lock_timeout_secs = 4321\n")
+			_, pub := d.importKey(t, "work")
+			p := d.serve(t, 1)
+
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			want := "not a regular file (a FIFO)"
+			if kind == "FIFO" {
+				if err := syscall.Mkfifo(path, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if err := os.Symlink("/dev/zero", path); err != nil {
+					t.Fatal(err)
+				}
+				want = "not a regular file (a character device)"
+			}
+			p.signal(t, syscall.SIGHUP)
+			p.waitLog(t, "config not reloaded; keeping the running one", want)
+
+			// The old auto-lock timeout still applies to a new unseal.
+			if _, err := p.client(t).Agent().Sign(pub, []byte("data")); err != nil {
+				t.Fatal(err)
+			}
+			st := p.status(t)
+			if len(st.Identities) != 1 {
+				t.Fatalf("status lists %d identities", len(st.Identities))
+			}
+			if left := time.Until(st.Identities[0].Expiry); left < autoLock-time.Minute || left > autoLock {
+				t.Errorf("seed expires in %v; want about %v, the running config's", left, autoLock)
+			}
+			p.checkSignals(t, pub)
+		})
+	}
+}
