@@ -156,14 +156,24 @@ var ErrNotDevice = errors.New("tpmdev: not a TPM character device")
 // deviceTransport talks to a TPM character device: one write of the
 // command, one read of the whole response.
 //
-// The kernel's TPM driver supports poll, so the descriptor is opened
-// non-blocking and Go's poller gives reads and writes a deadline: a wedged
-// chip costs one command its deadline, not the process a blocked thread.
+// Go opens the device non-blocking and registers it with its poller (the
+// kernel's TPM driver supports poll), which puts the driver in its
+// asynchronous mode: a write queues the command and returns; a read
+// returns 0 bytes while the command has not started, blocks while the
+// chip runs it, and returns the response after. So a response is read
+// with RawConn.Read: read, and on 0 bytes wait for the poller to report
+// the response, until the command's deadline. A read that blocks in the
+// driver (the chip is running the command) cannot be abandoned: it ends
+// when the driver's own chip timeouts do (seconds to minutes). The guard
+// then returns ErrTimeout at the deadline anyway, leaves the read to
+// finish on its goroutine, and fails later commands fast until it has.
 // The driver keeps a response nobody read and refuses the next write with
-// EBUSY until it is read, so after a timed-out command the next Send first
-// reads (and drops) the late response, within its own deadline. A device
-// without poll support gets no deadlines: its reads block, and the guard
-// abandons them (see guard).
+// EBUSY until it is read, so after a timed-out command the next Send
+// first reads (and drops) the late response, within its own deadline.
+//
+// A device without poll support gets no deadlines: it is switched to
+// blocking mode, its commands run synchronously in write and read, and
+// only the guard bounds them.
 type deviceTransport struct {
 	f        *os.File
 	path     string
@@ -247,8 +257,8 @@ func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
 	buf := make([]byte, maxResponse)
 	if d.pending {
 		// The response to a command that timed out: drop it.
-		if _, err := d.f.Read(buf); err != nil {
-			return nil, fmt.Errorf("tpmdev: %s: an earlier command is still pending: %w", d.path, timeoutErr(err))
+		if _, err := d.read(buf); err != nil {
+			return nil, fmt.Errorf("tpmdev: %s: an earlier command is still pending: %w", d.path, err)
 		}
 		d.pending = false
 	}
@@ -256,15 +266,48 @@ func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
 		return nil, fmt.Errorf("tpmdev: write to %s: %w", d.path, timeoutErr(err))
 	}
 	d.pending = true
-	n, err := d.f.Read(buf)
+	n, err := d.read(buf)
 	if err != nil {
-		return nil, fmt.Errorf("tpmdev: read from %s: %w", d.path, timeoutErr(err))
+		return nil, fmt.Errorf("tpmdev: read from %s: %w", d.path, err)
 	}
 	d.pending = false
 	if n < headerSize || int(binary.BigEndian.Uint32(buf[2:6])) != n {
 		return nil, fmt.Errorf("tpmdev: malformed response from %s (%d bytes)", d.path, n)
 	}
 	return buf[:n:n], nil
+}
+
+// read reads one response into buf. On a pollable device, 0 bytes (the
+// command has not started) or EAGAIN means "not yet": it waits for the
+// poller, which reports the response once the driver has it, until the
+// deadline. Readiness reported after RawConn.Read starts is never lost.
+func (d *deviceTransport) read(buf []byte) (int, error) {
+	if !d.pollable {
+		n, err := d.f.Read(buf)
+		if err == nil && n == 0 {
+			err = io.EOF
+		}
+		return n, err
+	}
+	rc, err := d.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), buf)
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		return !(rerr == syscall.EAGAIN || (rerr == nil && n == 0))
+	})
+	if err != nil {
+		return 0, timeoutErr(err)
+	}
+	return n, rerr
 }
 
 func (d *deviceTransport) Close() error { return d.f.Close() }
