@@ -429,10 +429,11 @@ func (g *guard) send(cmd []byte) ([]byte, error) {
 		dl, ctxBound = d, true
 	}
 	// expired makes err, which wraps ErrTimeout, also wrap the context's
-	// error when the context's deadline is the one that passed: the
-	// transport may notice it a moment before the context does.
+	// error when the context's deadline is the one the command had: the
+	// transport may notice it a moment before the context does, or give
+	// up just before it (connect retries).
 	expired := func(err error) error {
-		if ctxBound && !time.Now().Before(dl) {
+		if ctxBound {
 			return fmt.Errorf("%w: %w", err, context.DeadlineExceeded)
 		}
 		return err
@@ -448,7 +449,11 @@ func (g *guard) send(cmd []byte) ([]byte, error) {
 			}
 			g.mu.Unlock()
 		case <-grace.C:
-			return nil, expired(fmt.Errorf("%w: an earlier command is still pending", ErrTimeout))
+			err := fmt.Errorf("%w: an earlier command is still pending", ErrTimeout)
+			if !time.Now().Before(dl) {
+				err = expired(err) // the grace took all the time there was
+			}
+			return nil, err
 		case <-ctx.Done():
 			grace.Stop()
 			return nil, ctxErr(ctx)
