@@ -417,8 +417,8 @@ func (d *daemon) reload() {
 	}
 	old := d.f.cfg.Identity.TPM
 	now := cfg.Identity.TPM
-	if now.Device != old.Device || now.PCRPollSecs != old.PCRPollSecs {
-		d.log.Warn("config changed device or pcr_poll_secs; restart icn-agent for them to take effect", "path", path)
+	if now.Device != old.Device || now.PCRPollSecs != old.PCRPollSecs || now.TPMTimeoutSecs != old.TPMTimeoutSecs {
+		d.log.Warn("config changed device, pcr_poll_secs or tpm_timeout_secs; restart icn-agent for them to take effect", "path", path)
 	}
 	d.srv.SetAutoLockTimeout(now.AutoLockTimeout())
 	d.f.cfg = cfg
