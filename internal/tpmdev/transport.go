@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -183,29 +185,24 @@ type deviceTransport struct {
 	pending  bool // a command was written and its response not read
 }
 
-// openDevice opens path, which must be a character device. It opens
-// without blocking (a FIFO would block until a writer appears), then looks
-// at what it opened (fstat on the descriptor, so there is no window
-// between the check and the use) and refuses anything else before a byte
-// is written: a regular file given as a TPM would otherwise receive the
-// command bytes.
+// openDevice opens path, which must be a character device. What path
+// names is checked twice, and refused unless it is a character device
+// before a byte is written to it (a regular file given as a TPM would
+// otherwise receive the command bytes):
+//
+//   - before opening it for writing, through an O_PATH descriptor, which
+//     opens nothing but a reference to the inode: a read-only file is
+//     then reported as what it is, not as a permission problem;
+//   - after opening it, non-blocking (a FIFO would block until a writer
+//     appears), with fstat on the descriptor that will be used, so that
+//     a file swapped in between is caught too.
 func openDevice(path string, timeout time.Duration, dl *deadline) (*deviceTransport, error) {
+	if err := checkDevice(path); err != nil {
+		return nil, err
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NONBLOCK|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
 	if err != nil {
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			return nil, fmt.Errorf("%w: %s does not exist; use --tpm sim for the insecure development TPM", ErrNoTPM, path)
-		case errors.Is(err, os.ErrPermission):
-			return nil, fmt.Errorf("tpmdev: open %s: permission denied; add your user to the tss group (sudo usermod -aG tss $USER) and log in again", path)
-		case errors.Is(err, syscall.EBUSY):
-			return nil, fmt.Errorf("tpmdev: open %s: busy; use the resource manager /dev/tpmrm0 instead of /dev/tpm0", path)
-		case errors.Is(err, syscall.EISDIR):
-			return nil, fmt.Errorf("%w: %s is a directory", ErrNotDevice, path)
-		case errors.Is(err, syscall.ENXIO):
-			// open(2) of a unix socket.
-			return nil, fmt.Errorf("%w: %s is a socket (for swtpm use swtpm:unix:%s)", ErrNotDevice, path, path)
-		}
-		return nil, fmt.Errorf("tpmdev: open %s: %w", path, err)
+		return nil, openDeviceErr(path, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -217,6 +214,56 @@ func openDevice(path string, timeout time.Duration, dl *deadline) (*deviceTransp
 		return nil, fmt.Errorf("%w: %s is %s", ErrNotDevice, path, describeMode(m))
 	}
 	return newDeviceTransport(f, path, timeout, dl), nil
+}
+
+// checkDevice returns an error unless path names a character device,
+// without opening it.
+func checkDevice(path string) error {
+	ref, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return openDeviceErr(path, err)
+	}
+	defer unix.Close(ref)
+	var st unix.Stat_t
+	if err := unix.Fstat(ref, &st); err != nil {
+		return fmt.Errorf("tpmdev: stat %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return fmt.Errorf("%w: %s is %s", ErrNotDevice, path, describeMode(modeType(st.Mode)))
+	}
+	return nil
+}
+
+// modeType converts the S_IFMT bits of a stat mode to an fs.FileMode type.
+func modeType(mode uint32) fs.FileMode {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		return fs.ModeNamedPipe
+	case unix.S_IFDIR:
+		return fs.ModeDir
+	case unix.S_IFSOCK:
+		return fs.ModeSocket
+	case unix.S_IFCHR:
+		return fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFBLK:
+		return fs.ModeDevice
+	case unix.S_IFLNK:
+		return fs.ModeSymlink
+	}
+	return 0 // a regular file
+}
+
+// openDeviceErr explains an error opening a TPM device.
+func openDeviceErr(path string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w: %s does not exist; use --tpm sim for the insecure development TPM", ErrNoTPM, path)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("tpmdev: open %s: permission denied; add your user to the tss group (sudo usermod -aG tss $USER) and log in again", path)
+	case errors.Is(err, syscall.EBUSY):
+		return fmt.Errorf("tpmdev: open %s: busy; use the resource manager /dev/tpmrm0 instead of /dev/tpm0", path)
+	}
+	return fmt.Errorf("tpmdev: open %s: %w", path, err)
 }
 
 // newDeviceTransport wraps f, opened non-blocking. If the poller cannot

@@ -296,3 +296,19 @@ func TestWedgedSwtpm(t *testing.T) {
 		}
 	}
 }
+
+// A read-only file given as a TPM device is reported as a regular file,
+// not as a permission problem.
+func TestOpenReadOnlyFileIsNotADevice(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root may write to a read-only file")
+	}
+	path := filepath.Join(t.TempDir(), "ro")
+	if err := os.WriteFile(path, []byte("x"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(context.Background(), Spec{Kind: KindDevice, Path: path}, Options{StateDir: t.TempDir()})
+	if !errors.Is(err, ErrNotDevice) || !strings.Contains(err.Error(), "a regular file") {
+		t.Fatalf("Open(read-only file) = %v; want ErrNotDevice, a regular file", err)
+	}
+}
