@@ -251,15 +251,16 @@ func (t *TPM) lock(ctx context.Context) error {
 		return nil
 	default:
 	}
-	start := time.Now()
+	// The messages say nothing that varies from one wait to the next, so
+	// that callers which log each distinct error once (the PCR poller)
+	// do not log every failed wait.
 	timer := time.NewTimer(t.timeout)
 	defer timer.Stop()
 	select {
 	case t.sem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%w: waited %v for the TPM, busy with another request: %w",
-			ErrTimeout, time.Since(start).Round(time.Millisecond), context.Cause(ctx))
+		return fmt.Errorf("%w: gave up waiting for the TPM, busy with another request: %w", ErrTimeout, context.Cause(ctx))
 	case <-timer.C:
 		return fmt.Errorf("%w: waited %v for the TPM, busy with another request", ErrTimeout, t.timeout)
 	}
