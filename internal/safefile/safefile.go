@@ -9,8 +9,17 @@
 // descriptor, so there is no window between the check and the read),
 // refuses anything but a regular file, and reads at most a cap chosen per
 // kind of file. Every refusal is an error that names the path and says why,
-// testable with errors.Is against [ErrNotRegular], [ErrTooLarge] and
-// [ErrSymlink].
+// testable with errors.Is against [ErrNotRegular], [ErrTooLarge],
+// [ErrSymlink] and [ErrDanglingLink].
+//
+// Whether a symbolic link is followed is the caller's choice: files that
+// users place or share (certificates, policy files, blobs kept elsewhere
+// and linked into the store) are followed, files that icn-agent writes
+// itself and never links are opened with [Options.NoFollow].
+//
+// [ReadInto] reads a secret (a passphrase file) into a buffer the caller
+// provides and later wipes, so that no grown or intermediate buffer keeps
+// a copy the caller cannot reach.
 package safefile
 
 import (
@@ -32,6 +41,10 @@ var (
 	// ErrSymlink means the path is a symbolic link where none is expected
 	// (see [Options.NoFollow]).
 	ErrSymlink = errors.New("is a symbolic link")
+	// ErrDanglingLink means the path is a symbolic link to nothing. Errors
+	// wrapping it also wrap [fs.ErrNotExist]: the file is missing, but the
+	// message says where to look.
+	ErrDanglingLink = errors.New("is a dangling symbolic link")
 )
 
 // Options tune [ReadWith].
@@ -71,6 +84,15 @@ func Open(path string, opts Options) (*os.File, error) {
 		if opts.NoFollow && errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("%s: %w", path, ErrSymlink)
 		}
+		if errors.Is(err, fs.ErrNotExist) {
+			// "No such file" for a name that ls shows is a puzzle: say
+			// that it is a link and where it points. (The link may have
+			// appeared since the open failed; the error is about what is
+			// there now, which is what the user will look at.)
+			if target, lerr := os.Readlink(path); lerr == nil {
+				return nil, fmt.Errorf("%s: %w to %s: %w", path, ErrDanglingLink, target, fs.ErrNotExist)
+			}
+		}
 		return nil, err
 	}
 	fi, err := f.Stat()
@@ -103,6 +125,50 @@ func readAll(f *os.File, path string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, ErrTooLarge, max)
 	}
 	return data, nil
+}
+
+// ReadInto reads the whole regular file at path into buf and returns the
+// number of bytes read, for secrets such as passphrase files: the bytes go
+// from the kernel straight into buf, which the caller owns and wipes (a
+// [secmem.Buffer], say), and no other buffer ever holds them. A file that
+// does not fit in buf is refused with [ErrTooLarge]; on every error buf
+// is left zeroed.
+//
+// [secmem.Buffer]: github.com/icn/icn-agent/internal/secmem
+func ReadInto(path string, buf []byte, opts Options) (n int, err error) {
+	f, err := Open(path, opts)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	defer func() {
+		if err != nil {
+			clear(buf)
+			n = 0
+		}
+	}()
+	max := int64(len(buf))
+	if fi, err := f.Stat(); err == nil && fi.Size() > max {
+		return 0, fmt.Errorf("%s: %w: %d bytes, at most %d", path, ErrTooLarge, fi.Size(), max)
+	}
+	for n < len(buf) {
+		m, err := f.Read(buf[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	// buf is full: the file fits only if nothing follows.
+	var probe [1]byte
+	m, _ := f.Read(probe[:])
+	clear(probe[:])
+	if m > 0 {
+		return n, fmt.Errorf("%s: %w: more than %d bytes", path, ErrTooLarge, max)
+	}
+	return n, nil
 }
 
 // describe names a file type for an error message.
