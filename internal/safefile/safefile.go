@@ -47,6 +47,18 @@ var (
 	ErrDanglingLink = errors.New("is a dangling symbolic link")
 )
 
+// Error is the error of a refused or failed read: Path and why. Callers
+// that add the path themselves take Err (errors.As) to avoid saying it
+// twice. Errors of the open itself (missing file, permission) are the
+// [*fs.PathError] of package os.
+type Error struct {
+	Path string
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Path + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
 // Options tune [ReadWith].
 type Options struct {
 	// NoFollow refuses a path whose last element is a symbolic link
@@ -82,7 +94,7 @@ func Open(path string, opts Options) (*os.File, error) {
 	f, err := os.OpenFile(path, flags, 0)
 	if err != nil {
 		if opts.NoFollow && errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("%s: %w", path, ErrSymlink)
+			return nil, &Error{path, ErrSymlink}
 		}
 		if errors.Is(err, fs.ErrNotExist) {
 			// "No such file" for a name that ls shows is a puzzle: say
@@ -90,7 +102,7 @@ func Open(path string, opts Options) (*os.File, error) {
 			// appeared since the open failed; the error is about what is
 			// there now, which is what the user will look at.)
 			if target, lerr := os.Readlink(path); lerr == nil {
-				return nil, fmt.Errorf("%s: %w to %s: %w", path, ErrDanglingLink, target, fs.ErrNotExist)
+				return nil, &Error{path, fmt.Errorf("%w to %s: %w", ErrDanglingLink, target, fs.ErrNotExist)}
 			}
 		}
 		return nil, err
@@ -102,7 +114,7 @@ func Open(path string, opts Options) (*os.File, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, describe(fi.Mode()))
+		return nil, &Error{path, fmt.Errorf("%w (%s)", ErrNotRegular, describe(fi.Mode()))}
 	}
 	return f, nil
 }
@@ -115,14 +127,14 @@ func ReadAll(f *os.File, path string, max int64) ([]byte, error) {
 
 func readAll(f *os.File, path string, max int64) ([]byte, error) {
 	if fi, err := f.Stat(); err == nil && fi.Size() > max {
-		return nil, fmt.Errorf("%s: %w: %d bytes, at most %d", path, ErrTooLarge, fi.Size(), max)
+		return nil, &Error{path, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, fi.Size(), max)}
 	}
 	data, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, err // an *fs.PathError naming path
 	}
 	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, ErrTooLarge, max)
+		return nil, &Error{path, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, max)}
 	}
 	return data, nil
 }
@@ -149,7 +161,7 @@ func ReadInto(path string, buf []byte, opts Options) (n int, err error) {
 	}()
 	max := int64(len(buf))
 	if fi, err := f.Stat(); err == nil && fi.Size() > max {
-		return 0, fmt.Errorf("%s: %w: %d bytes, at most %d", path, ErrTooLarge, fi.Size(), max)
+		return 0, &Error{path, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, fi.Size(), max)}
 	}
 	for n < len(buf) {
 		m, err := f.Read(buf[n:])
@@ -158,7 +170,7 @@ func ReadInto(path string, buf []byte, opts Options) (n int, err error) {
 			return n, nil
 		}
 		if err != nil {
-			return n, fmt.Errorf("read %s: %w", path, err)
+			return n, err // an *fs.PathError naming path
 		}
 	}
 	// buf is full: the file fits only if nothing follows.
@@ -166,7 +178,7 @@ func ReadInto(path string, buf []byte, opts Options) (n int, err error) {
 	m, _ := f.Read(probe[:])
 	clear(probe[:])
 	if m > 0 {
-		return n, fmt.Errorf("%s: %w: more than %d bytes", path, ErrTooLarge, max)
+		return n, &Error{path, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, max)}
 	}
 	return n, nil
 }
