@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/attest"
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -240,6 +241,11 @@ func (p pcrValues) Set(v string) error {
 
 var _ flag.Value = pcrValues(nil)
 
+// maxEvidenceFile bounds what verify reads. Evidence JSON is at most
+// 256 KiB (attest's own bound); a larger file is refused as too large
+// before it is parsed.
+const maxEvidenceFile = 1 << 20
+
 func runVerify(e *env, args []string) error {
 	c := lookup("verify")
 	fs := newFlagSet(c)
@@ -260,9 +266,9 @@ func runVerify(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	data, err := readLimited(pos[0], 1<<20)
+	data, err := safefile.Read(pos[0], maxEvidenceFile)
 	if err != nil {
-		return err
+		return fmt.Errorf("evidence: %w", err)
 	}
 	var ev attest.Evidence
 	if err := json.Unmarshal(data, &ev); err != nil {
@@ -287,9 +293,9 @@ func runVerify(e *env, args []string) error {
 		opts.TrustedAKName = n
 	}
 	if *keyFile != "" {
-		kd, err := readLimited(*keyFile, maxKeyFile)
+		kd, err := safefile.Read(*keyFile, maxKeyFile)
 		if err != nil {
-			return err
+			return fmt.Errorf("--key: %w", err)
 		}
 		k, _, _, _, err := ssh.ParseAuthorizedKey(kd)
 		if err != nil {
@@ -306,7 +312,7 @@ func runVerify(e *env, args []string) error {
 }
 
 func readPEMPublicKey(path string) (any, error) {
-	data, err := readLimited(path, 64<<10)
+	data, err := safefile.Read(path, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}
