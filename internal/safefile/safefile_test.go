@@ -38,6 +38,10 @@ func TestRead(t *testing.T) {
 		{"fifo", fifo, 5, Options{}, ErrNotRegular},
 		{"directory", dir, 5, Options{}, ErrNotRegular},
 		{"char device", "/dev/zero", 5, Options{}, ErrNotRegular},
+		// Opening /dev/tty without a controlling terminal fails (ENXIO),
+		// and with one could change the process's terminal state: it is
+		// refused from its inode, never opened.
+		{"terminal", "/dev/tty", 5, Options{}, ErrNotRegular},
 		{"link followed", link, 5, Options{}, nil},
 		{"link refused", link, 5, Options{NoFollow: true}, ErrSymlink},
 		{"dangling link", dangling, 5, Options{}, os.ErrNotExist},
@@ -45,19 +49,25 @@ func TestRead(t *testing.T) {
 		{"dangling link refused", dangling, 5, Options{NoFollow: true}, ErrSymlink},
 		{"missing", filepath.Join(dir, "missing"), 5, Options{}, os.ErrNotExist},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ReadWith(tc.path, tc.max, tc.opts)
-			if tc.want == nil {
-				if err != nil || string(got) != "hello" {
-					t.Fatalf("got %q, %v", got, err)
+	// Without /proc, Open reopens the path and checks the inode: the
+	// results are the same.
+	for _, proc := range []string{procSelfFD, filepath.Join(dir, "no-proc") + "/"} {
+		for _, tc := range tests {
+			t.Run(tc.name+" "+proc, func(t *testing.T) {
+				defer func(old string) { procSelfFD = old }(procSelfFD)
+				procSelfFD = proc
+				got, err := ReadWith(tc.path, tc.max, tc.opts)
+				if tc.want == nil {
+					if err != nil || string(got) != "hello" {
+						t.Fatalf("got %q, %v", got, err)
+					}
+					return
 				}
-				return
-			}
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("error %v, want %v", err, tc.want)
-			}
-		})
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("error %v, want %v", err, tc.want)
+				}
+			})
+		}
 	}
 }
 
