@@ -20,11 +20,11 @@ import (
 // and restart counts, which only move forward.
 type Stamp struct {
 	// Attest is the TPMS_ATTEST the TPM signed.
-	Attest []byte
+	Attest []byte `json:"attest"`
 	// Signature is the AK's TPMT_SIGNATURE over Attest.
-	Signature []byte
+	Signature []byte `json:"signature"`
 	// AKPublic is the AK's marshalled TPM2B_PUBLIC.
-	AKPublic []byte
+	AKPublic []byte `json:"ak_public"`
 }
 
 // StampInfo is what a verified stamp says.
