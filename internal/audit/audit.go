@@ -392,7 +392,6 @@ func stampDigest(head []byte) []byte {
 	return h.Sum(nil)
 }
 
-
 // writeAnchor replaces dir/audit.anchor with r, atomically.
 func writeAnchor(dir string, r Record) error {
 	data, err := json.Marshal(r)
