@@ -159,7 +159,7 @@ func (d *daemon) run() error {
 	d.srv = agentsrv.New(agentsrv.Config{
 		Metrics:  agentMetrics,
 		Unsealer: newPINUnsealer(tpm, store, d.e.getenv("SSH_ASKPASS"), d.log),
-		Attester: &tpmAttester{tpm: tpm, path: akPath(store)},
+		Attester: &tpmAttester{tpm: tpm, path: akPath(store), store: store},
 		Lockout: func(ctx context.Context) (uint32, uint32, error) {
 			st, err := readDA(ctx, tpm)
 			return st.Counter, st.MaxTries, err
