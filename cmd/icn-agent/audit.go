@@ -107,4 +107,3 @@ func formatRecord(r audit.Record) string {
 	}
 	return b.String()
 }
-
