@@ -250,7 +250,7 @@ func (s *Store) ReplaceChecked(b *Blob, check func(*Blob) error) error {
 		case errors.Is(err, unix.ENOENT):
 			return &pathError{path, ErrNotFound}
 		case errors.Is(err, unix.EEXIST):
-			return fmt.Errorf("%w: %s exists; if no reseal is running, check that %s is intact (icn-agent check %s) and remove %s", ErrResealPending, bakPath, path, b.Name, bakPath)
+			return fmt.Errorf("%w: %s exists", ErrResealPending, bakPath)
 		}
 		return fmt.Errorf("sealstore: back up %s: %w", path, err)
 	}
