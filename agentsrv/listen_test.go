@@ -1,6 +1,7 @@
 package agentsrv
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestListen(t *testing.T) {
@@ -39,7 +42,7 @@ func TestListen(t *testing.T) {
 			c.Close()
 		}
 	}(l)
-	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "already listening on "+path) {
+	if _, err := Listen(path); !errors.Is(err, ErrAgentRunning) || !strings.Contains(err.Error(), "already listening on "+path) {
 		t.Errorf("Listen on a live socket = %v", err)
 	}
 
@@ -74,39 +77,166 @@ func TestListen(t *testing.T) {
 	}
 }
 
-func TestListenNarrowsDirectory(t *testing.T) {
-	dir := filepath.Join(socketDir(t), "wide")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
+// TestListenDirectoryModes: Listen creates a missing directory 0700 and
+// never changes the mode of one it did not create. A shared directory
+// like /tmp (1777) keeps its mode and sticky bit (before, serve -a
+// /tmp/x.sock run as root made /tmp 0700); one where others could
+// replace the socket is refused and left as it was.
+func TestListenDirectoryModes(t *testing.T) {
+	tests := []struct {
+		name   string
+		mode   fs.FileMode // 0: the directory does not exist
+		unsafe bool
+		want   fs.FileMode // mode afterwards
+	}{
+		{"missing", 0, false, fs.ModeDir | 0o700},
+		{"private", 0o700, false, fs.ModeDir | 0o700},
+		{"readable", 0o755, false, fs.ModeDir | 0o755},
+		{"tmp-like", 0o777 | fs.ModeSticky, false, fs.ModeDir | fs.ModeSticky | 0o777},
+		{"world-writable", 0o777, true, fs.ModeDir | 0o777},
+		{"group-writable", 0o770, true, fs.ModeDir | 0o770},
 	}
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	l, err := Listen(filepath.Join(dir, "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	fi, _ := os.Stat(dir)
-	if fi.Mode().Perm() != 0o700 {
-		t.Errorf("directory mode %o, want 700", fi.Mode().Perm())
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(socketDir(t), "d")
+			if tc.mode != 0 {
+				if err := os.Mkdir(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				// Chmod, not Mkdir's mode: the umask does not apply.
+				if err := os.Chmod(dir, tc.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := filepath.Join(dir, "agent.sock")
+			l, err := Listen(path)
+			if tc.unsafe {
+				if !errors.Is(err, ErrUnsafeDir) {
+					t.Errorf("Listen = %v, want ErrUnsafeDir", err)
+				}
+				if _, err := os.Lstat(path); !os.IsNotExist(err) {
+					t.Errorf("socket created in an unsafe directory: %v", err)
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				if m := mode(t, path); m != fs.ModeSocket|0o600 {
+					t.Errorf("socket mode %v, want srw-------", m)
+				}
+			}
+			if m := mode(t, dir); m != tc.want {
+				t.Errorf("directory mode %v, want %v", m, tc.want)
+			}
+		})
 	}
 }
 
-func TestListenRefusesForeignDirectory(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root to create a directory owned by someone else")
-	}
-	dir := filepath.Join(socketDir(t), "foreign")
-	if err := os.Mkdir(dir, 0o700); err != nil {
+func mode(t *testing.T, path string) fs.FileMode {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(dir, 12345, 12345); err != nil {
+	return fi.Mode()
+}
+
+// TestListenBusyAgent: an agent whose accept queue is full answers a
+// connect with EAGAIN. It is alive: a second Listen must not take its
+// socket (before, it was taken for dead and its socket replaced).
+func TestListenBusyAgent(t *testing.T) {
+	path := filepath.Join(socketDir(t), "agent.sock")
+	// A listener with a backlog of 0 and one connection it has not
+	// accepted: its queue is full.
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Listen(filepath.Join(dir, "s")); err == nil || !strings.Contains(err.Error(), "belongs to uid 12345") {
-		t.Errorf("Listen in a foreign directory = %v", err)
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
 	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	queued, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+	if err := probe(path); !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("probe of a full queue = %v, want EAGAIN (the test needs a full queue)", err)
+	}
+	before := inode(t, path)
+
+	l, err := Listen(path)
+	if err == nil {
+		l.Close()
+		t.Fatal("Listen took the socket of a busy agent")
+	}
+	if !errors.Is(err, ErrAgentRunning) || !strings.Contains(err.Error(), "busy") {
+		t.Errorf("Listen = %v, want ErrAgentRunning saying the agent is busy", err)
+	}
+	if inode(t, path) != before {
+		t.Error("the busy agent's socket was replaced")
+	}
+	// And the busy agent still has its client.
+	nfd, _, err := unix.Accept(fd)
+	if err != nil {
+		t.Fatalf("the busy agent cannot accept its queued client: %v", err)
+	}
+	unix.Close(nfd)
+}
+
+// TestListenCloseKeepsReplacedSocket: Close removes the socket file only
+// if it is still the one Listen bound. If it was removed and another
+// agent bound the path since, that agent keeps its socket (before, Go's
+// listener unlinked the path, whatever was there).
+func TestListenCloseKeepsReplacedSocket(t *testing.T) {
+	path := filepath.Join(socketDir(t), "agent.sock")
+	first, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	second, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	secondInode := inode(t, path)
+
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); err != nil || inode(t, path) != secondInode {
+		t.Fatalf("closing the first listener removed or changed the second one's socket: %v", err)
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("second agent unreachable: %v", err)
+	}
+	c.Close()
+
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("socket left after its own listener closed: %v", err)
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
 }
 
 func TestListenersFromSystemdNotActivated(t *testing.T) {

@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/tpmdev"
 )
 
@@ -143,13 +143,13 @@ func (a *AK) marshalFile() []byte {
 
 // readAKFile reads and checks an attestation key file. A missing file is
 // reported with an error wrapping fs.ErrNotExist.
+//
+// The file is read through safefile: a FIFO or device at path is refused
+// at once (it would block the command or never end), and so is a symbolic
+// link (safefile.ErrSymlink), since icn-agent writes this file itself and
+// never links it; a link there was put by someone else.
 func readAKFile(path string) (*AK, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("attest: read attestation key: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxAKFile+1))
+	data, err := safefile.ReadWith(path, maxAKFile, safefile.Options{NoFollow: true})
 	if err != nil {
 		return nil, fmt.Errorf("attest: read attestation key: %w", err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/icn/icn-agent/internal/swtpmtest"
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -766,7 +767,7 @@ func TestPolicyDigestMatchesSealstore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := policyPCRDigest(pcrs, values)
+		got, err := tpmpolicy.PCR(tpm2.TPMAlgSHA256, pcrs, values)
 		if err != nil {
 			t.Fatal(err)
 		}

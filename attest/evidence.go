@@ -15,12 +15,63 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Version is the evidence format version this package writes and reads.
-const Version = 1
+// Version is the evidence format version this package writes. It reads
+// version 1 too: evidence without the sealed object's policy description.
+const Version = 2
 
-// Format is the magic string that opens the SSH encoding of version 1
+// Format is the magic string that opens the SSH encoding of version 2
 // evidence and the value of the "format" member of its JSON encoding.
-const Format = "icn-agent-evidence-v1"
+const Format = "icn-agent-evidence-v2"
+
+// formatV1 is the magic string of version 1 evidence.
+const formatV1 = "icn-agent-evidence-v1"
+
+// formatOf returns the magic string of a format version.
+func formatOf(version int) string {
+	if version == 1 {
+		return formatV1
+	}
+	return Format
+}
+
+// PolicyKind says how a sealed object's authPolicy is built, as the
+// evidence describes it (see Evidence.PolicyKind).
+type PolicyKind uint8
+
+// The policy kinds of sealed identities; the values are those of the
+// sealstore blob format.
+const (
+	// PolicyUnknown is version 1 evidence, which does not say: Verify
+	// then checks for a plain PolicyPCR policy.
+	PolicyUnknown PolicyKind = 0
+	// PolicyPCR is TPM2_PolicyPCR over the values at seal time.
+	PolicyPCR PolicyKind = 1
+	// PolicyAuthorizedPCR is TPM2_PolicyAuthorize by a policy key that
+	// approves PCR values by signing their PolicyPCR digest.
+	PolicyAuthorizedPCR PolicyKind = 2
+)
+
+// String returns the kind's name in the JSON encoding.
+func (k PolicyKind) String() string {
+	switch k {
+	case PolicyUnknown:
+		return "unknown"
+	case PolicyPCR:
+		return "pcr"
+	case PolicyAuthorizedPCR:
+		return "authorized-pcr"
+	}
+	return fmt.Sprintf("PolicyKind(%d)", uint8(k))
+}
+
+func parsePolicyKind(s string) (PolicyKind, error) {
+	for _, k := range []PolicyKind{PolicyPCR, PolicyAuthorizedPCR} {
+		if s == k.String() {
+			return k, nil
+		}
+	}
+	return 0, malformed("policy kind", "unknown kind %q", s)
+}
 
 // Nonce size bounds: a verifier's challenge must be 8 to 64 bytes.
 const (
@@ -105,7 +156,7 @@ func appendString(w, s []byte) []byte {
 // Evidence is plain data. ParseSSH and UnmarshalJSON check its structure;
 // only Verify checks what it says.
 type Evidence struct {
-	// Version is the format version, 1.
+	// Version is the format version, 2 (or 1 for old evidence).
 	Version int
 	// Attest is the TPMS_ATTEST of TPM2_Quote, exactly as the TPM signed it.
 	Attest []byte
@@ -142,6 +193,27 @@ type Evidence struct {
 	// decide Result.SealedPolicyMatches, which a wrong hint can only make
 	// false, never true.
 	SealedPCRs []int
+	// PolicyKind describes the sealed object's policy (version 2; zero in
+	// version 1). Like SealedPCRs, it and the fields below are hints, not
+	// authenticated: Verify computes the authPolicy they describe and
+	// compares it with the certified one, so a wrong hint can only make
+	// Result.SealedPolicyMatches false, never true.
+	PolicyKind PolicyKind
+	// PolicyPIN is set when the policy ends in TPM2_PolicyAuthValue (the
+	// identity also needs its PIN).
+	PolicyPIN bool
+	// PolicySigner is the policy key's marshalled TPM2B_PUBLIC, for
+	// PolicyAuthorizedPCR; empty otherwise.
+	PolicySigner []byte
+	// ApprovedPolicy is the PolicyPCR digest the policy key approved for
+	// the quoted values of SealedPCRs, for PolicyAuthorizedPCR; empty when
+	// the agent has no approval of these values (the identity then does
+	// not unseal).
+	ApprovedPolicy []byte
+	// Approval is the policy key's signature over
+	// SHA256(ApprovedPolicy), a marshalled TPMT_SIGNATURE (ECDSA with
+	// SHA-256); empty with ApprovedPolicy.
+	Approval []byte
 	// IdentityKey is the identity's public key in SSH wire encoding
 	// (ssh-ed25519).
 	IdentityKey []byte
@@ -156,8 +228,8 @@ func (e *Evidence) validate() error {
 	if e == nil {
 		return fmt.Errorf("%w: no evidence", ErrMalformed)
 	}
-	if e.Version != Version {
-		return fmt.Errorf("%w %d (this icn-agent reads version %d)", ErrUnsupportedVersion, e.Version, Version)
+	if e.Version != Version && e.Version != 1 {
+		return fmt.Errorf("%w %d (this icn-agent reads versions 1 and %d)", ErrUnsupportedVersion, e.Version, Version)
 	}
 	for _, f := range []struct {
 		name     string
@@ -174,6 +246,9 @@ func (e *Evidence) validate() error {
 		{"srk name", e.SRKName, maxName, false},
 		{"identity key", e.IdentityKey, maxIdentityKey, true},
 		{"possession", e.Possession, maxPossession, true},
+		{"policy signer", e.PolicySigner, maxTPM2BPublic, false},
+		{"approved policy", e.ApprovedPolicy, maxName, false},
+		{"approval", e.Approval, maxSignature, false},
 	} {
 		if len(f.b) > f.max {
 			return malformed(f.name, "%d bytes, more than %d", len(f.b), f.max)
@@ -184,6 +259,9 @@ func (e *Evidence) validate() error {
 	}
 	if (len(e.CertifyAttest) == 0) != (len(e.CertifySignature) == 0) {
 		return malformed("certify signature", "certify attest and signature must be both present or both absent")
+	}
+	if err := e.validatePolicy(); err != nil {
+		return err
 	}
 	if len(e.PCRs) == 0 || len(e.PCRs) > numPCRs {
 		return malformed("pcrs", "%d PCRs, want 1 to %d", len(e.PCRs), numPCRs)
@@ -211,6 +289,32 @@ func (e *Evidence) validate() error {
 	return nil
 }
 
+// validatePolicy checks that the policy description fits its kind.
+func (e *Evidence) validatePolicy() error {
+	if e.Version == 1 {
+		if e.PolicyKind != PolicyUnknown || e.PolicyPIN || e.PolicySigner != nil || e.ApprovedPolicy != nil || e.Approval != nil {
+			return malformed("policy", "version 1 evidence has no policy description")
+		}
+		return nil
+	}
+	switch e.PolicyKind {
+	case PolicyPCR:
+		if e.PolicySigner != nil || e.ApprovedPolicy != nil || e.Approval != nil {
+			return malformed("policy", "a pcr policy has no signer or approval")
+		}
+	case PolicyAuthorizedPCR:
+		if e.PolicySigner == nil {
+			return malformed("policy signer", "missing for an authorized-pcr policy")
+		}
+		if (e.ApprovedPolicy == nil) != (e.Approval == nil) {
+			return malformed("approval", "approved policy and approval must be both present or both absent")
+		}
+	default:
+		return malformed("policy kind", "%d is not a policy kind", uint8(e.PolicyKind))
+	}
+	return nil
+}
+
 // ascending checks that indexes are strictly ascending PCR numbers.
 func ascending(field string, indexes []int) error {
 	for i, p := range indexes {
@@ -228,8 +332,8 @@ func ascending(field string, indexes []int) error {
 // extension. Integers are big-endian uint32 and "string" is a uint32 length
 // followed by that many bytes (RFC 4251 5):
 //
-//	string  "icn-agent-evidence-v1"
-//	uint32  version (1)
+//	string  "icn-agent-evidence-v2"
+//	uint32  version (2)
 //	string  attest             TPMS_ATTEST of the quote
 //	string  signature          TPMT_SIGNATURE
 //	uint32  bank               TPM_ALG_ID (0x000B)
@@ -245,15 +349,21 @@ func ascending(field string, indexes []int) error {
 //	uint32  m                  number of sealing PCRs, 0 to 24
 //	        m times:
 //	uint32    index            strictly ascending, each one of the quoted PCRs
+//	uint32  policy kind        1 PolicyPCR, 2 PolicyAuthorizedPCR
+//	uint32  pin                0 or 1: the policy ends in TPM2_PolicyAuthValue
+//	string  policy signer      TPM2B_PUBLIC of the policy key (kind 2), else empty
+//	string  approved policy    PolicyPCR digest the key approved (kind 2; may be empty)
+//	string  approval           TPMT_SIGNATURE over SHA256(approved policy), empty with it
 //	string  identity key       SSH wire public key
 //	string  possession         Ed25519 signature
 //
-// Nothing follows. ParseSSH reverses it. MarshalSSH encodes e as it is;
+// Version 1 ("icn-agent-evidence-v1", version 1) has no policy fields:
+// the identity key follows the sealing PCRs. Nothing follows. ParseSSH reverses it. MarshalSSH encodes e as it is;
 // for evidence that ParseSSH, UnmarshalJSON or Quote returned,
 // ParseSSH(e.MarshalSSH()) equals e.
 func (e *Evidence) MarshalSSH() []byte {
 	var w []byte
-	w = appendString(w, []byte(Format))
+	w = appendString(w, []byte(formatOf(e.Version)))
 	w = binary.BigEndian.AppendUint32(w, uint32(e.Version))
 	w = appendString(w, e.Attest)
 	w = appendString(w, e.Signature)
@@ -276,6 +386,17 @@ func (e *Evidence) MarshalSSH() []byte {
 	for _, p := range e.SealedPCRs {
 		w = binary.BigEndian.AppendUint32(w, uint32(p))
 	}
+	if e.Version != 1 {
+		w = binary.BigEndian.AppendUint32(w, uint32(e.PolicyKind))
+		var pin uint32
+		if e.PolicyPIN {
+			pin = 1
+		}
+		w = binary.BigEndian.AppendUint32(w, pin)
+		w = appendString(w, e.PolicySigner)
+		w = appendString(w, e.ApprovedPolicy)
+		w = appendString(w, e.Approval)
+	}
 	w = appendString(w, e.IdentityKey)
 	w = appendString(w, e.Possession)
 	return w
@@ -293,9 +414,15 @@ func ParseSSH(b []byte) (*Evidence, error) {
 	if err != nil {
 		return nil, err
 	}
-	if string(magic) != Format {
+	want := 0
+	switch string(magic) {
+	case Format:
+		want = Version
+	case formatV1:
+		want = 1
+	default:
 		if strings.HasPrefix(string(magic), "icn-agent-evidence-") {
-			return nil, fmt.Errorf("%w %q (this icn-agent reads %q)", ErrUnsupportedVersion, magic, Format)
+			return nil, fmt.Errorf("%w %q (this icn-agent reads %q and %q)", ErrUnsupportedVersion, magic, formatV1, Format)
 		}
 		return nil, malformed("magic", "not icn-agent evidence")
 	}
@@ -303,10 +430,10 @@ func ParseSSH(b []byte) (*Evidence, error) {
 	if err != nil {
 		return nil, err
 	}
-	if version != Version {
-		return nil, fmt.Errorf("%w %d (this icn-agent reads version %d)", ErrUnsupportedVersion, version, Version)
+	if version != uint32(want) {
+		return nil, fmt.Errorf("%w %d under the magic %q", ErrUnsupportedVersion, version, magic)
 	}
-	e := &Evidence{Version: Version}
+	e := &Evidence{Version: want}
 	if e.Attest, err = r.string("attest", maxAttest); err != nil {
 		return nil, err
 	}
@@ -341,6 +468,37 @@ func ParseSSH(b []byte) (*Evidence, error) {
 	}
 	if e.SealedPCRs, _, err = r.pcrs("sealed pcrs", false); err != nil {
 		return nil, err
+	}
+	if e.Version != 1 {
+		kind, err := r.uint32("policy kind")
+		if err != nil {
+			return nil, err
+		}
+		if kind > 0xff {
+			return nil, malformed("policy kind", "%d is not a policy kind", kind)
+		}
+		e.PolicyKind = PolicyKind(kind)
+		pin, err := r.uint32("pin")
+		if err != nil {
+			return nil, err
+		}
+		if pin > 1 {
+			return nil, malformed("pin", "%d, want 0 or 1", pin)
+		}
+		e.PolicyPIN = pin == 1
+		for _, f := range []struct {
+			dst  *[]byte
+			name string
+			max  int
+		}{
+			{&e.PolicySigner, "policy signer", maxTPM2BPublic},
+			{&e.ApprovedPolicy, "approved policy", maxName},
+			{&e.Approval, "approval", maxSignature},
+		} {
+			if *f.dst, err = r.string(f.name, f.max); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if e.IdentityKey, err = r.string("identity key", maxIdentityKey); err != nil {
 		return nil, err
@@ -424,20 +582,30 @@ func (r *reader) pcrs(field string, withValues bool) ([]int, [][]byte, error) {
 
 // evidenceJSON is the JSON form of Evidence.
 type evidenceJSON struct {
-	Format           string    `json:"format"`
-	Version          int       `json:"version"`
-	Bank             string    `json:"bank"`
-	PCRs             []pcrJSON `json:"pcrs"`
-	Attest           []byte    `json:"attest"`
-	Signature        []byte    `json:"signature"`
-	AKPublic         []byte    `json:"ak_public"`
-	CertifyAttest    []byte    `json:"certify_attest,omitempty"`
-	CertifySignature []byte    `json:"certify_signature,omitempty"`
-	SealedPublic     []byte    `json:"sealed_public,omitempty"`
-	SRKName          []byte    `json:"srk_name,omitempty"`
-	SealedPCRs       []int     `json:"sealed_pcrs,omitempty"`
-	IdentityKey      []byte    `json:"identity_key"`
-	Possession       []byte    `json:"possession"`
+	Format           string      `json:"format"`
+	Version          int         `json:"version"`
+	Bank             string      `json:"bank"`
+	PCRs             []pcrJSON   `json:"pcrs"`
+	Attest           []byte      `json:"attest"`
+	Signature        []byte      `json:"signature"`
+	AKPublic         []byte      `json:"ak_public"`
+	CertifyAttest    []byte      `json:"certify_attest,omitempty"`
+	CertifySignature []byte      `json:"certify_signature,omitempty"`
+	SealedPublic     []byte      `json:"sealed_public,omitempty"`
+	SRKName          []byte      `json:"srk_name,omitempty"`
+	SealedPCRs       []int       `json:"sealed_pcrs,omitempty"`
+	Policy           *policyJSON `json:"policy,omitempty"`
+	IdentityKey      []byte      `json:"identity_key"`
+	Possession       []byte      `json:"possession"`
+}
+
+// policyJSON is the JSON form of the policy description (version 2).
+type policyJSON struct {
+	Kind     string `json:"kind"`
+	PIN      bool   `json:"pin,omitempty"`
+	Signer   []byte `json:"signer,omitempty"`
+	Approved []byte `json:"approved,omitempty"`
+	Approval []byte `json:"approval,omitempty"`
 }
 
 type pcrJSON struct {
@@ -475,20 +643,24 @@ func parseBank(s string) (tpm2.TPMIAlgHash, error) {
 }
 
 // MarshalJSON encodes e for files and humans: a JSON object whose "format"
-// is "icn-agent-evidence-v1", with binary fields in standard base64 (RFC
+// is "icn-agent-evidence-v2" (or -v1 for version 1 evidence), with binary fields in standard base64 (RFC
 // 4648 4, padded), the bank by name ("sha256") and PCR values in lowercase
 // hex:
 //
-//	{"format": "icn-agent-evidence-v1", "version": 1, "bank": "sha256",
+//	{"format": "icn-agent-evidence-v2", "version": 2, "bank": "sha256",
 //	 "pcrs": [{"index": 0, "value": "…"}, …], "attest": "…", "signature": "…",
 //	 "ak_public": "…", "certify_attest": "…", "certify_signature": "…",
 //	 "sealed_public": "…", "srk_name": "…", "sealed_pcrs": [0, 7],
+//	 "policy": {"kind": "authorized-pcr", "pin": true, "signer": "…",
+//	            "approved": "…", "approval": "…"},
 //	 "identity_key": "…", "possession": "…"}
+//
+// "policy" is absent in version 1; its kind is "pcr" or "authorized-pcr".
 //
 // Empty optional members are left out.
 func (e *Evidence) MarshalJSON() ([]byte, error) {
 	j := evidenceJSON{
-		Format:           Format,
+		Format:           formatOf(e.Version),
 		Version:          e.Version,
 		Bank:             bankName(e.Bank),
 		Attest:           e.Attest,
@@ -501,6 +673,9 @@ func (e *Evidence) MarshalJSON() ([]byte, error) {
 		SealedPCRs:       e.SealedPCRs,
 		IdentityKey:      e.IdentityKey,
 		Possession:       e.Possession,
+	}
+	if e.Version != 1 {
+		j.Policy = &policyJSON{Kind: e.PolicyKind.String(), PIN: e.PolicyPIN, Signer: e.PolicySigner, Approved: e.ApprovedPolicy, Approval: e.Approval}
 	}
 	j.PCRs = make([]pcrJSON, len(e.PCRs))
 	for i, p := range e.PCRs {
@@ -529,11 +704,14 @@ func (e *Evidence) UnmarshalJSON(b []byte) error {
 	if d.More() {
 		return malformed("json", "data after the evidence object")
 	}
-	if j.Format != Format {
+	if j.Format != Format && j.Format != formatV1 {
 		if strings.HasPrefix(j.Format, "icn-agent-evidence-") {
-			return fmt.Errorf("%w %q (this icn-agent reads %q)", ErrUnsupportedVersion, j.Format, Format)
+			return fmt.Errorf("%w %q (this icn-agent reads %q and %q)", ErrUnsupportedVersion, j.Format, formatV1, Format)
 		}
 		return malformed("format", "%q is not icn-agent evidence", j.Format)
+	}
+	if j.Format != formatOf(j.Version) {
+		return fmt.Errorf("%w %d under the format %q", ErrUnsupportedVersion, j.Version, j.Format)
 	}
 	bank, err := parseBank(j.Bank)
 	if err != nil {
@@ -554,6 +732,20 @@ func (e *Evidence) UnmarshalJSON(b []byte) error {
 	}
 	if len(j.SealedPCRs) > 0 {
 		out.SealedPCRs = j.SealedPCRs
+	}
+	switch {
+	case j.Policy != nil && j.Version == 1:
+		return malformed("policy", "version 1 evidence has no policy description")
+	case j.Policy != nil:
+		if out.PolicyKind, err = parsePolicyKind(j.Policy.Kind); err != nil {
+			return err
+		}
+		out.PolicyPIN = j.Policy.PIN
+		out.PolicySigner = nonEmpty(j.Policy.Signer)
+		out.ApprovedPolicy = nonEmpty(j.Policy.Approved)
+		out.Approval = nonEmpty(j.Policy.Approval)
+	case j.Version != 1:
+		return malformed("policy", "missing")
 	}
 	if len(j.PCRs) > numPCRs {
 		return malformed("pcrs", "%d PCRs, more than %d", len(j.PCRs), numPCRs)

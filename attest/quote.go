@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 // maxQuoteAttempts bounds how often Quote starts over because a PCR moved
@@ -32,6 +33,34 @@ type Subject struct {
 	// PCRs are the sealing PCRs (SHA-256 bank), the PCRs the sealed
 	// object's policy covers.
 	PCRs []int
+	// Policy describes the sealed object's policy; the zero value is a
+	// PolicyPCR policy without PIN.
+	Policy SubjectPolicy
+}
+
+// SubjectPolicy describes a sealed object's policy for the evidence (see
+// Evidence.PolicyKind).
+type SubjectPolicy struct {
+	// Kind is PolicyPCR (or zero) or PolicyAuthorizedPCR.
+	Kind PolicyKind
+	// PIN is set when the policy ends in TPM2_PolicyAuthValue.
+	PIN bool
+	// Signer is the policy key's marshalled TPM2B_PUBLIC
+	// (PolicyAuthorizedPCR).
+	Signer []byte
+	// Approvals are the signed policies the agent holds for this key
+	// (PolicyAuthorizedPCR): Quote puts in the evidence the one that
+	// approves the quoted values, if any.
+	Approvals []Approval
+}
+
+// Approval is a PolicyPCR digest approved by a policy key.
+type Approval struct {
+	// Digest is the approved PolicyPCR digest.
+	Digest []byte
+	// Signature is the key's signature over SHA256(Digest), a marshalled
+	// TPMT_SIGNATURE (ECDSA with SHA-256).
+	Signature []byte
 }
 
 // QuoteRequest is a verifier's challenge.
@@ -102,6 +131,14 @@ func (a *AK) Quote(ctx context.Context, t TPM, s Subject, req QuoteRequest) (*Ev
 		return nil, errors.New("attest: quote: subject's sealed private area is not a TPM2B_PRIVATE")
 	}
 	binding := Binding(req.Nonce, s.PublicKey)
+	kind := s.Policy.Kind
+	switch kind {
+	case PolicyUnknown:
+		kind = PolicyPCR
+	case PolicyPCR, PolicyAuthorizedPCR:
+	default:
+		return nil, fmt.Errorf("attest: quote: subject policy kind %d is not a policy kind", uint8(kind))
+	}
 
 	e := &Evidence{
 		Version:     Version,
@@ -109,7 +146,12 @@ func (a *AK) Quote(ctx context.Context, t TPM, s Subject, req QuoteRequest) (*Ev
 		PCRs:        pcrs,
 		AKPublic:    bytes.Clone(a.public),
 		SealedPCRs:  sealedPCRs,
+		PolicyKind:  kind,
+		PolicyPIN:   s.Policy.PIN,
 		IdentityKey: s.PublicKey.Marshal(),
+	}
+	if kind == PolicyAuthorizedPCR {
+		e.PolicySigner = bytes.Clone(s.Policy.Signer)
 	}
 	err = t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
 		a.mu.Lock()
@@ -122,6 +164,10 @@ func (a *AK) Quote(ctx context.Context, t TPM, s Subject, req QuoteRequest) (*Ev
 	})
 	if err != nil {
 		return nil, fmt.Errorf("attest: quote: %w", err)
+	}
+
+	if kind == PolicyAuthorizedPCR {
+		e.ApprovedPolicy, e.Approval = approvalFor(e, s.Policy.Approvals)
 	}
 
 	msg := PossessionMessage(req.Nonce, e.Attest)
@@ -141,6 +187,27 @@ func (a *AK) Quote(ctx context.Context, t TPM, s Subject, req QuoteRequest) (*Ev
 		return nil, fmt.Errorf("attest: quote: evidence does not verify: %w", err)
 	}
 	return e, nil
+}
+
+// approvalFor returns the approval among approvals of the PolicyPCR digest
+// over the quoted values of e.SealedPCRs, or nils.
+func approvalFor(e *Evidence, approvals []Approval) (digest, sig []byte) {
+	values := make([][]byte, len(e.SealedPCRs))
+	for i, p := range e.SealedPCRs {
+		if j := slices.Index(e.PCRs, p); j >= 0 {
+			values[i] = e.PCRValues[j]
+		}
+	}
+	want, err := tpmpolicy.PCR(e.Bank, e.SealedPCRs, values)
+	if err != nil {
+		return nil, nil
+	}
+	for _, a := range approvals {
+		if bytes.Equal(a.Digest, want) && len(a.Signature) > 0 {
+			return bytes.Clone(a.Digest), bytes.Clone(a.Signature)
+		}
+	}
+	return nil, nil
 }
 
 // quoteLocked quotes e.PCRs with the attestation key and fills in e.Attest,

@@ -3,10 +3,14 @@ package attest
 import (
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Files written by WriteTPM2Tools.
@@ -15,7 +19,46 @@ const (
 	TPM2ToolsSignature = "quote.sig"
 	TPM2ToolsPCRs      = "quote.pcrs"
 	TPM2ToolsAKPEM     = "ak.pub.pem"
+	// TPM2ToolsQualification holds the hex -q value (see
+	// WriteTPM2ToolsQualification).
+	TPM2ToolsQualification = "quote.qualification"
 )
+
+// WriteTPM2ToolsQualification writes to dir/quote.qualification the hex of
+// Binding(nonce, key) and a newline: the value tpm2_checkquote's -q option
+// needs, computed from the verifier's own nonce and the key it expects
+// rather than read back from the quote. It returns the hex.
+func WriteTPM2ToolsQualification(dir string, nonce []byte, key ssh.PublicKey) (string, error) {
+	q := hex.EncodeToString(Binding(nonce, key))
+	if err := os.WriteFile(filepath.Join(dir, TPM2ToolsQualification), []byte(q+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("attest: write tpm2-tools files: %w", err)
+	}
+	return q, nil
+}
+
+// TPM2ToolsCommand returns the tpm2_checkquote command line that checks the
+// files WriteTPM2Tools wrote into dir, with the -q value qualification (hex).
+func TPM2ToolsCommand(dir, qualification string) string {
+	f := func(name string) string { return shellQuote(filepath.Join(dir, name)) }
+	return fmt.Sprintf("tpm2_checkquote -u %s -m %s -s %s -f %s -g sha256 -q %s",
+		f(TPM2ToolsAKPEM), f(TPM2ToolsMessage), f(TPM2ToolsSignature), f(TPM2ToolsPCRs), qualification)
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but
+// characters that are safe bare.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+=:,@", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
 
 // Layout of the PCR file tpm2_quote -o writes and tpm2_checkquote -f reads
 // (tpm2-tools 5, "serialized" format): the tools' in-memory C structures,

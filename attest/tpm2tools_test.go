@@ -67,6 +67,18 @@ func TestTPM2ToolsCheckquote(t *testing.T) {
 			if out, err := checkquote(binding, pcrs); err != nil {
 				t.Fatalf("tpm2_checkquote refused the quote: %v\n%s", err, out)
 			}
+			// The command TPM2ToolsCommand prints, with the -q value
+			// WriteTPM2ToolsQualification writes, run as a user would.
+			q, err := WriteTPM2ToolsQualification(dir, tc.nonce, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if data, err := os.ReadFile(filepath.Join(dir, TPM2ToolsQualification)); err != nil || string(data) != q+"\n" {
+				t.Fatalf("quote.qualification holds %q, %v; want %q", data, err, q)
+			}
+			if out, err := exec.Command("sh", "-c", TPM2ToolsCommand(dir, q)).CombinedOutput(); err != nil {
+				t.Fatalf("the printed tpm2_checkquote command failed: %v\n%s", err, out)
+			}
 			// The raw nonce is not the qualification: Binding is.
 			if out, err := checkquote(tc.nonce, pcrs); err == nil {
 				t.Fatalf("tpm2_checkquote accepted the raw nonce as qualification:\n%s", out)

@@ -314,22 +314,29 @@ func pcrDigest(values [][]byte) []byte {
 	return h.Sum(nil)
 }
 
-// policyPCRDigest returns the authPolicy of an object sealed with a single
-// TPM2_PolicyPCR over the given SHA-256 PCRs holding values, in a SHA-256
-// policy session:
-//
-//	SHA256(0^32 || TPM_CC_PolicyPCR || TPML_PCR_SELECTION || SHA256(values))
-//
-// This is what sealstore computes for the identities it seals.
-func policyPCRDigest(indexes []int, values [][]byte) ([]byte, error) {
-	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+// policyKey returns the ECDSA key of a policy signing key's public area:
+// an ECC NIST P-256 key with the ECDSA-SHA256 scheme, which is what
+// TPM2_VerifySignature accepts for the approvals sealstore makes.
+func policyKey(pub *tpm2.TPMTPublic) (*ecdsa.PublicKey, error) {
+	if pub.Type != tpm2.TPMAlgECC || pub.NameAlg != tpm2.TPMAlgSHA256 {
+		return nil, fmt.Errorf("policy key: type 0x%04x, nameAlg 0x%04x, want ECC with SHA-256", uint16(pub.Type), uint16(pub.NameAlg))
+	}
+	parms, err := pub.Parameters.ECCDetail()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("policy key: %v", err)
 	}
-	if err := calc.Update(tpm2.TPMCCPolicyPCR, selection(tpm2.TPMAlgSHA256, indexes), pcrDigest(values)); err != nil {
-		return nil, err
+	if parms.CurveID != tpm2.TPMECCNistP256 || parms.Scheme.Scheme != tpm2.TPMAlgECDSA {
+		return nil, fmt.Errorf("policy key: curve 0x%04x, scheme 0x%04x, want NIST P-256 ECDSA", uint16(parms.CurveID), uint16(parms.Scheme.Scheme))
 	}
-	return calc.Hash().Digest, nil
+	point, err := pub.Unique.ECC()
+	if err != nil {
+		return nil, fmt.Errorf("policy key: %v", err)
+	}
+	x, y := point.X.Buffer, point.Y.Buffer
+	if len(x) != p256Size || len(y) != p256Size {
+		return nil, fmt.Errorf("policy key: point coordinates are %d and %d bytes, want %d", len(x), len(y), p256Size)
+	}
+	return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
 }
 
 // readPublicAuditDigest is the session audit digest of a fresh SHA-256

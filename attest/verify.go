@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 // VerifyOptions say what the verifier expects.
@@ -63,11 +65,27 @@ type Result struct {
 	// SealedPCRs are the PCRs the sealed object's policy covers, as the
 	// evidence states them (nil unless Certified).
 	SealedPCRs []int
+	// SealedPolicyKind and SealedPIN are the sealed object's policy as
+	// the evidence describes it (PolicyUnknown for version 1 evidence).
+	// They are trusted only as far as SealedPolicyMatches.
+	SealedPolicyKind PolicyKind
+	SealedPIN        bool
+	// SealedPolicySigner is the TPM Name of the policy key a
+	// PolicyAuthorizedPCR object is bound to, when the certified
+	// authPolicy is indeed PolicyAuthorize by it (and PolicyAuthValue if
+	// SealedPIN).
+	SealedPolicySigner []byte
 	// SealedPolicyMatches is true if the certified sealed object's
-	// authPolicy is the TPM2_PolicyPCR digest over the quoted values of
-	// SealedPCRs: at the time of the quote the TPM would have unsealed the
-	// identity. False means its PCRs changed since it was sealed (the key
-	// is no longer usable), or the evidence is not certified.
+	// authPolicy is the policy the evidence describes and the quoted
+	// values of SealedPCRs satisfy it: for PolicyPCR, the authPolicy is
+	// the TPM2_PolicyPCR digest over those values (then
+	// TPM2_PolicyAuthValue with a PIN); for PolicyAuthorizedPCR, it is
+	// TPM2_PolicyAuthorize by the policy key (then PolicyAuthValue with a
+	// PIN) and the key signed an approval of the PolicyPCR digest over
+	// those values. So at the time of the quote the TPM would have
+	// unsealed the identity (given its PIN). False means its PCRs changed
+	// since it was sealed or approved (the key is not usable now), the
+	// description is wrong, or the evidence is not certified.
 	SealedPolicyMatches bool
 }
 
@@ -103,8 +121,9 @@ type Result struct {
 //     same SRK. Then the sealed object must be a sealed data object with
 //     fixedTPM and fixedParent set and userWithAuth clear
 //     (ErrSealedAttributes), and Result.SealedPolicyMatches records
-//     whether its authPolicy is the PolicyPCR digest over the quoted values
-//     of SealedPCRs;
+//     whether its authPolicy is the policy the evidence describes (PCR or
+//     signed PCR policy, with or without PIN) and the quoted values of
+//     SealedPCRs satisfy it;
 //   - the proof of possession: an Ed25519 signature by the identity key
 //     over PossessionMessage(nonce, Attest) (ErrBadPossession).
 //
@@ -355,14 +374,57 @@ func verifyCertify(e *Evidence, quote *tpm2.TPMSAttest, akKey *ecdsa.PublicKey, 
 	res.Certified = true
 	res.SealedName = name
 	res.SealedPCRs = slices.Clone(e.SealedPCRs)
-	if len(e.SealedPCRs) > 0 {
-		values := make([][]byte, len(e.SealedPCRs))
-		for i, p := range e.SealedPCRs {
-			values[i] = res.PCRs[p]
-		}
-		if d, err := policyPCRDigest(e.SealedPCRs, values); err == nil {
-			res.SealedPolicyMatches = bytes.Equal(d, sealed.AuthPolicy.Buffer)
-		}
-	}
+	res.SealedPolicyKind = e.PolicyKind
+	res.SealedPIN = e.PolicyPIN
+	res.SealedPolicyMatches = policyMatches(e, res.PCRs, sealed.AuthPolicy.Buffer, res)
 	return nil
+}
+
+// policyMatches reports whether the certified authPolicy is the one the
+// evidence's policy description gives, and whether the quoted values of the
+// sealing PCRs satisfy it: the TPM would have unsealed the identity at the
+// time of the quote (given its PIN, for a policy with one). The digests
+// come from internal/tpmpolicy, the code sealing uses. For a
+// PolicyAuthorizedPCR policy it also records the policy key's Name in res.
+func policyMatches(e *Evidence, quoted map[int][]byte, authPolicy []byte, res *Result) bool {
+	if len(e.SealedPCRs) == 0 {
+		return false
+	}
+	values := make([][]byte, len(e.SealedPCRs))
+	for i, p := range e.SealedPCRs {
+		values[i] = quoted[p]
+	}
+	pcrDigest, err := tpmpolicy.PCR(tpm2.TPMAlgSHA256, e.SealedPCRs, values)
+	if err != nil {
+		return false
+	}
+	switch e.PolicyKind {
+	case PolicyUnknown, PolicyPCR:
+		// Version 1 evidence does not say; icn-agent sealed plain
+		// PolicyPCR objects then.
+		want, err := tpmpolicy.Sealed(tpmpolicy.KindPCR, pcrDigest, nil, e.PolicyPIN)
+		return err == nil && bytes.Equal(want, authPolicy)
+	case PolicyAuthorizedPCR:
+		signer, raw, err := parseTPM2BPublic(e.PolicySigner)
+		if err != nil {
+			return false
+		}
+		name := objectName(raw)
+		want, err := tpmpolicy.Sealed(tpmpolicy.KindAuthorizedPCR, nil, name, e.PolicyPIN)
+		if err != nil || !bytes.Equal(want, authPolicy) {
+			return false
+		}
+		res.SealedPolicySigner = name
+		// The object is bound to the key; it unseals only with values
+		// the key approved.
+		if e.ApprovedPolicy == nil || !bytes.Equal(e.ApprovedPolicy, pcrDigest) {
+			return false
+		}
+		key, err := policyKey(signer)
+		if err != nil {
+			return false
+		}
+		return verifyECDSA(key, e.ApprovedPolicy, e.Approval) == nil
+	}
+	return false
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 // TestVerifyTamper damages real TPM evidence (the golden vectors) one way
@@ -83,7 +85,7 @@ func TestVerifyTamper(t *testing.T) {
 			}
 		}, []error{ErrWeakHash}},
 		{"sha384 bank", func(e *Evidence, o *VerifyOptions) { e.Bank = tpm2.TPMAlgSHA384 }, []error{ErrWeakHash}},
-		{"version 2", func(e *Evidence, o *VerifyOptions) { e.Version = 2 }, []error{ErrUnsupportedVersion}},
+		{"version 3", func(e *Evidence, o *VerifyOptions) { e.Version = 3 }, []error{ErrUnsupportedVersion}},
 		{"certify presented as quote", func(e *Evidence, o *VerifyOptions) { e.Attest, e.Signature = e.CertifyAttest, e.CertifySignature }, []error{ErrBadType}},
 		{"quote presented as certify", func(e *Evidence, o *VerifyOptions) { e.CertifyAttest, e.CertifySignature = e.Attest, e.Signature }, []error{ErrBadCertify, ErrBadType}},
 		{"certify removed", func(e *Evidence, o *VerifyOptions) { e.CertifyAttest, e.CertifySignature = nil, nil }, []error{ErrNoCertify}},
@@ -235,7 +237,7 @@ func (f *forger) sign(msg []byte) []byte {
 // sealedPublic is a proper sealed identity's public area bound to the
 // forger's PCR values 0 and 7.
 func (f *forger) sealedPublic(mutate func(*tpm2.TPMTPublic)) []byte {
-	policy, err := policyPCRDigest([]int{0, 7}, [][]byte{f.values[0], f.values[1]})
+	policy, err := tpmpolicy.PCR(tpm2.TPMAlgSHA256, []int{0, 7}, [][]byte{f.values[0], f.values[1]})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -328,6 +330,7 @@ func (f *forger) evidence(d forgery) *Evidence {
 		SealedPublic:     sealed,
 		SRKName:          f.srkName,
 		SealedPCRs:       []int{0, 7},
+		PolicyKind:       PolicyPCR,
 		IdentityKey:      f.idKey.Marshal(),
 		Possession:       ed25519.Sign(f.id, PossessionMessage(f.nonce, attest)),
 	}
@@ -486,7 +489,7 @@ func TestVerifyForged(t *testing.T) {
 	// A sealed object whose policy is over other values is certified but
 	// no longer unseals.
 	res, err = Verify(f.evidence(forgery{sealed: func(p *tpm2.TPMTPublic) {
-		p.AuthPolicy.Buffer, _ = policyPCRDigest([]int{0, 7}, [][]byte{other.values[0], other.values[1]})
+		p.AuthPolicy.Buffer, _ = tpmpolicy.PCR(tpm2.TPMAlgSHA256, []int{0, 7}, [][]byte{other.values[0], other.values[1]})
 	}}), opts)
 	if err != nil || !res.Certified || res.SealedPolicyMatches {
 		t.Fatalf("sealed policy over other values: %+v, %v; want certified, not matching", res, err)

@@ -1,13 +1,12 @@
 package sealstore
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 // maxPCRs is the number of PCRs a policy can select: PCR 0 to 23, the
@@ -30,39 +29,16 @@ const maxPCRs = tpmdev.NumPCRs
 // algorithm the TPM library knows (SHA-1, SHA-256, SHA-384, SHA-512); the
 // blob format further restricts it to SHA-256.
 func PolicyPCRDigest(bank tpm2.TPMIAlgHash, pcrs []PCRValue) ([]byte, error) {
-	h, err := bank.Hash()
-	if err != nil {
-		return nil, fmt.Errorf("sealstore: policy pcr: unsupported pcr bank 0x%04x", uint16(bank))
-	}
-	if len(pcrs) == 0 || len(pcrs) > maxPCRs {
-		return nil, fmt.Errorf("sealstore: policy pcr: want 1 to %d pcrs, got %d", maxPCRs, len(pcrs))
-	}
-	values := sha256.New()
 	indexes := make([]int, len(pcrs))
+	values := make([][]byte, len(pcrs))
 	for i, p := range pcrs {
-		if p.Index < 0 || p.Index >= maxPCRs {
-			return nil, fmt.Errorf("sealstore: policy pcr: pcr index %d out of range 0 to %d", p.Index, maxPCRs-1)
-		}
-		if i > 0 && p.Index <= pcrs[i-1].Index {
-			return nil, fmt.Errorf("sealstore: policy pcr: pcr index %d after %d: indexes must be strictly increasing", p.Index, pcrs[i-1].Index)
-		}
-		if len(p.Value) != h.Size() {
-			return nil, fmt.Errorf("sealstore: policy pcr: pcr %d value: want %d bytes, got %d", p.Index, h.Size(), len(p.Value))
-		}
-		values.Write(p.Value)
-		indexes[i] = p.Index
+		indexes[i], values[i] = p.Index, p.Value
 	}
-	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+	d, err := tpmpolicy.PCR(bank, indexes, values)
 	if err != nil {
 		return nil, fmt.Errorf("sealstore: policy pcr: %w", err)
 	}
-	// The PCR digest is hashed raw (a []byte marshals without a size), as
-	// TPM2_PolicyPCR extends the policy with the digest itself, not a
-	// TPM2B_DIGEST.
-	if err := calc.Update(tpm2.TPMCCPolicyPCR, tpmdev.Selection(bank, indexes), values.Sum(nil)); err != nil {
-		return nil, fmt.Errorf("sealstore: policy pcr: %w", err)
-	}
-	return calc.Hash().Digest, nil
+	return d, nil
 }
 
 // PolicyDigest returns the authPolicy of an object sealed to p, as a TPM
@@ -78,24 +54,26 @@ func PolicyPCRDigest(bank tpm2.TPMIAlgHash, pcrs []PCRValue) ([]byte, error) {
 //
 // with TPM_CC_PolicyAuthValue the uint32 0x0000016B. p.Digest is ignored.
 func PolicyDigest(p Policy) ([]byte, error) {
-	var d []byte
-	var err error
+	var pcrDigest, keyName []byte
 	switch p.Kind {
 	case PolicyPCR:
-		d, err = PolicyPCRDigest(p.Bank, p.PCRs)
-	case PolicyAuthorizedPCR:
-		var k *PolicyKey
-		if k, err = parsePolicyKeyPublic(p.Signer); err == nil {
-			d, err = PolicyAuthorizeDigest(k.Name)
+		d, err := PolicyPCRDigest(p.Bank, p.PCRs)
+		if err != nil {
+			return nil, err
 		}
+		pcrDigest = d
+	case PolicyAuthorizedPCR:
+		k, err := parsePolicyKeyPublic(p.Signer)
+		if err != nil {
+			return nil, err
+		}
+		keyName = k.Name
 	default:
-		err = fmt.Errorf("sealstore: policy kind %d is not supported", p.Kind)
+		return nil, fmt.Errorf("sealstore: policy kind %d is not supported", p.Kind)
 	}
+	d, err := tpmpolicy.Sealed(tpmpolicy.Kind(p.Kind), pcrDigest, keyName, p.PIN)
 	if err != nil {
-		return nil, err
-	}
-	if p.PIN {
-		d = policyAuthValueDigest(d)
+		return nil, fmt.Errorf("sealstore: policy: %w", err)
 	}
 	return d, nil
 }
@@ -111,27 +89,9 @@ func PolicyDigest(p Policy) ([]byte, error) {
 // over that digest is verified: the object's authPolicy then depends only
 // on the key.
 func PolicyAuthorizeDigest(keyName []byte) ([]byte, error) {
-	if len(keyName) != srkNameSize {
-		return nil, fmt.Errorf("sealstore: policy authorize: key name is %d bytes, want %d", len(keyName), srkNameSize)
-	}
-	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+	d, err := tpmpolicy.Authorize(keyName)
 	if err != nil {
 		return nil, fmt.Errorf("sealstore: policy authorize: %w", err)
 	}
-	cmd := tpm2.PolicyAuthorize{KeySign: tpm2.TPM2BName{Buffer: keyName}}
-	if err := cmd.Update(calc); err != nil {
-		return nil, fmt.Errorf("sealstore: policy authorize: %w", err)
-	}
-	return calc.Hash().Digest, nil
-}
-
-// policyAuthValueDigest extends a SHA-256 policy digest with
-// TPM2_PolicyAuthValue.
-func policyAuthValueDigest(prev []byte) []byte {
-	h := sha256.New()
-	h.Write(prev)
-	var cc [4]byte
-	binary.BigEndian.PutUint32(cc[:], uint32(tpm2.TPMCCPolicyAuthValue))
-	h.Write(cc[:])
-	return h.Sum(nil)
+	return d, nil
 }

@@ -11,18 +11,18 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/sys/unix"
+
+	"github.com/icn/icn-agent/internal/safefile"
 )
 
 // SignedPolicyVersion is the signed policy file format version this
@@ -440,22 +440,13 @@ func LoadSignedPolicy(path string) (*SignedPolicy, error) {
 	return loadPolicyFile(path)
 }
 
+// loadPolicyFile reads a signed policy file as loadFile reads a blob
+// (safefile: no FIFO, device or endless file; links followed, since a
+// policy may be shared and linked in).
 func loadPolicyFile(path string) (*SignedPolicy, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	data, err := safefile.Read(path, maxPolicyFile)
 	if err != nil {
-		return nil, fmt.Errorf("sealstore: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("sealstore: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &pathError{path, errors.New("not a regular file")}
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxPolicyFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("sealstore: read %s: %w", path, err)
+		return nil, fileError(path, err, ErrMalformedPolicy, nil)
 	}
 	p, err := ParseSignedPolicy(data)
 	if err != nil {

@@ -3,16 +3,16 @@ package sealstore
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/adrg/xdg"
 	"golang.org/x/sys/unix"
+
+	"github.com/icn/icn-agent/internal/safefile"
 )
 
 // maxNameLen is the maximum length of an identity name.
@@ -250,7 +250,7 @@ func (s *Store) ReplaceChecked(b *Blob, check func(*Blob) error) error {
 		case errors.Is(err, unix.ENOENT):
 			return &pathError{path, ErrNotFound}
 		case errors.Is(err, unix.EEXIST):
-			return fmt.Errorf("%w: %s exists; if no reseal is running, check that %s is intact (icn-agent check %s) and remove %s", ErrResealPending, bakPath, path, b.Name, bakPath)
+			return fmt.Errorf("%w: %s exists", ErrResealPending, bakPath)
 		}
 		return fmt.Errorf("sealstore: back up %s: %w", path, err)
 	}
@@ -473,36 +473,18 @@ func (s *Store) List() ([]Entry, error) {
 
 // loadFile reads and parses the blob file at path, which must be the blob
 // of identity name.
+//
+// It reads through safefile: a FIFO, a device or a link to one planted in
+// the store is refused at once rather than hanging the agent or feeding it
+// endless bytes, and the refusal names the file, so that one bad entry
+// does not hide the others (List goes on). Links are followed: a user may
+// keep a blob elsewhere and link it into the store. A link to nothing is
+// reported as such, not as a missing identity: the name is there for
+// anyone who lists the directory.
 func loadFile(path, name string) (*Blob, error) {
-	// O_NONBLOCK: a FIFO planted in the store must not hang the agent.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	data, err := safefile.Read(path, maxFileSize)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, &pathError{path, ErrNotFound}
-		}
-		return nil, fmt.Errorf("sealstore: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("sealstore: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &pathError{path, errors.New("not a regular file")}
-	}
-	tooLarge := func(size int64) error {
-		return &pathError{path, fmt.Errorf("%w: file too large: %d bytes, max %d", ErrMalformedBlob, size, maxFileSize)}
-	}
-	if fi.Size() > maxFileSize {
-		return nil, tooLarge(fi.Size())
-	}
-	// The file may grow after Stat: read at most one byte too many.
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("sealstore: read %s: %w", path, err)
-	}
-	if len(data) > maxFileSize {
-		return nil, tooLarge(int64(len(data)))
+		return nil, fileError(path, err, ErrMalformedBlob, ErrNotFound)
 	}
 	b, err := ParseBlob(data)
 	if err != nil {
@@ -512,6 +494,24 @@ func loadFile(path, name string) (*Blob, error) {
 		return nil, &pathError{path, malformed("name", "%q does not match the file name", b.Name)}
 	}
 	return b, nil
+}
+
+// fileError turns an error of safefile reading path into a sealstore
+// error naming path once: a file over its cap also wraps malformed (it
+// cannot be a valid file of its kind), a missing one notFound if that is
+// set. A dangling link is not notFound: its message says where the link
+// points.
+func fileError(path string, err, malformed, notFound error) error {
+	var se *safefile.Error
+	switch {
+	case errors.Is(err, safefile.ErrTooLarge) && errors.As(err, &se):
+		return &pathError{path, fmt.Errorf("%w: %w", malformed, se.Err)}
+	case errors.As(err, &se):
+		return &pathError{path, se.Err}
+	case notFound != nil && errors.Is(err, fs.ErrNotExist):
+		return &pathError{path, notFound}
+	}
+	return fmt.Errorf("sealstore: %w", err)
 }
 
 // pathError prefixes an error with the path of the file it is about:

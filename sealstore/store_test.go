@@ -12,6 +12,8 @@ import (
 
 	"github.com/adrg/xdg"
 	"golang.org/x/sys/unix"
+
+	"github.com/icn/icn-agent/internal/safefile"
 )
 
 func TestValidName(t *testing.T) {
@@ -425,7 +427,7 @@ func TestLoadErrors(t *testing.T) {
 		{"../a", ErrBadName, "bad identity name"},
 		{"renamed", ErrMalformedBlob, "sealstore: " + s.Path("renamed") + `: malformed blob: name: "a" does not match the file name`},
 		{"corrupt", ErrMalformedBlob, "sealstore: " + s.Path("corrupt") + ": malformed blob: pem: "},
-		{"big", ErrMalformedBlob, "file too large: 4294967296 bytes, max 65536"},
+		{"big", ErrMalformedBlob, "file too large: 4294967296 bytes, at most 65536"},
 		{"dir", nil, "not a regular file"},
 		{"fifo", nil, "not a regular file"},
 	}
@@ -529,5 +531,130 @@ func TestListMissingDir(t *testing.T) {
 	}
 	if _, err := s.List(); err == nil {
 		t.Error("List of a removed directory succeeded")
+	}
+}
+
+// TestListHostileFiles plants what a confused or hostile user can put in a
+// store: a FIFO (a reader would block until a writer comes), a link to
+// /dev/zero (endless), a link to nothing, and a blob kept elsewhere and
+// linked in. Each bad entry is refused at once with an error that names it
+// and says why, and the good identities still load.
+func TestListHostileFiles(t *testing.T) {
+	s := openTestStore(t)
+	for _, name := range []string{"good", "zeta"} {
+		if err := s.Create(testBlob(t, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	elsewhere := filepath.Join(t.TempDir(), "linked.sealed")
+	data, err := testBlob(t, "linked").Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(elsewhere, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := s.Dir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.sealed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		"zero.sealed":   "/dev/zero",
+		"gone.sealed":   filepath.Join(dir, "moved-away.sealed"),
+		"linked.sealed": elsewhere,
+	} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	entries, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		target error  // nil: loads
+		msg    string // in the error, after the path
+	}{
+		"fifo":   {safefile.ErrNotRegular, ": not a regular file (a FIFO)"},
+		"gone":   {safefile.ErrDanglingLink, ": is a dangling symbolic link to " + filepath.Join(dir, "moved-away.sealed")},
+		"good":   {},
+		"linked": {},
+		"zero":   {safefile.ErrNotRegular, ": not a regular file (a character device)"},
+		"zeta":   {},
+	}
+	if len(entries) != len(want) {
+		t.Fatalf("List returned %d entries, want %d: %+v", len(entries), len(want), entries)
+	}
+	for _, e := range entries {
+		w, ok := want[e.Name]
+		switch {
+		case !ok:
+			t.Errorf("unexpected entry %s", e.Name)
+		case w.target == nil:
+			if e.Err != nil || e.Blob == nil || e.Blob.Name != e.Name {
+				t.Errorf("%s: blob %v, error %v; want the blob", e.Name, e.Blob, e.Err)
+			}
+		case !errors.Is(e.Err, w.target):
+			t.Errorf("%s: error %v, want %v", e.Name, e.Err, w.target)
+		case !strings.Contains(e.Err.Error(), "sealstore: "+e.Path+w.msg):
+			t.Errorf("%s: error %q, want it to contain %q", e.Name, e.Err, e.Path+w.msg)
+		}
+	}
+
+	// A dangling link is not a missing identity: commands that say "no
+	// such identity, see icn-agent list" would send the user in circles.
+	_, err = s.Load("gone")
+	if errors.Is(err, ErrNotFound) || !errors.Is(err, safefile.ErrDanglingLink) {
+		t.Errorf("Load of a dangling link: %v, want ErrDanglingLink and not ErrNotFound", err)
+	}
+	if strings.Count(err.Error(), s.Path("gone")) != 1 {
+		t.Errorf("error %q should name the file once", err)
+	}
+	if _, err := s.Load("missing"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Load of a missing identity: %v, want ErrNotFound", err)
+	}
+}
+
+// TestSignedPoliciesHostileFiles is TestListHostileFiles for the policies
+// directory: a FIFO or a link to a device is refused by name, and the
+// valid policy beside it still loads.
+func TestSignedPoliciesHostileFiles(t *testing.T) {
+	s := openTestStore(t)
+	if _, err := s.AddSignedPolicy(testSignedPolicy(t, "a", 0, 7)); err != nil {
+		t.Fatal(err)
+	}
+	dir := s.PolicyDir()
+	fifo := filepath.Join(dir, "fifo.policy")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zero := filepath.Join(dir, "zero.policy")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := s.SignedPolicies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var valid int
+	for _, e := range entries {
+		switch e.Path {
+		case fifo, zero:
+			if !errors.Is(e.Err, safefile.ErrNotRegular) || !strings.Contains(e.Err.Error(), "sealstore: "+e.Path+": not a regular file") {
+				t.Errorf("%s: error %v, want ErrNotRegular naming the file", e.Path, e.Err)
+			}
+		default:
+			if e.Err != nil {
+				t.Errorf("%s: %v", e.Path, e.Err)
+			}
+			valid++
+		}
+	}
+	if len(entries) != 3 || valid != 1 {
+		t.Errorf("got %d entries, %d valid; want 3 and 1: %+v", len(entries), valid, entries)
+	}
+	if _, err := LoadSignedPolicy(fifo); !errors.Is(err, safefile.ErrNotRegular) {
+		t.Errorf("LoadSignedPolicy of a FIFO: %v, want ErrNotRegular", err)
 	}
 }

@@ -14,10 +14,11 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/icn/icn-agent/internal/safefile"
 )
 
 // DefaultRescanInterval is how often a Watcher re-lists its store even when
@@ -486,21 +487,14 @@ func sumDir(dir string) (map[string]fileSum, error) {
 }
 
 // sumFile returns the fileSum of the file at path, opened as loadFile opens
-// it (a FIFO does not block) and read up to one byte past the largest blob
-// file.
+// it (safefile: a FIFO does not block, only regular files are read) and
+// read up to one byte past the largest blob file.
 func sumFile(path string) fileSum {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	f, err := safefile.Open(path, safefile.Options{})
 	if err != nil {
 		return fileSum{err: err.Error()}
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fileSum{err: err.Error()}
-	}
-	if !fi.Mode().IsRegular() {
-		return fileSum{err: "not a regular file: " + fi.Mode().String()}
-	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.LimitReader(f, maxFileSize+1)); err != nil {
 		return fileSum{err: err.Error()}

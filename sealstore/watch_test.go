@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -801,4 +802,43 @@ func TestWatcherRunEnds(t *testing.T) {
 	if err := w.Run(context.Background()); err == nil || !strings.HasPrefix(err.Error(), "sealstore: ") {
 		t.Errorf("second Run = %v, want a sealstore error", err)
 	}
+}
+
+// TestWatcherHostileFiles: a FIFO, a link to /dev/zero and a dangling
+// link in the store are listed with an error saying what they are, logged
+// once each, and neither hang the watcher nor hide the good identities;
+// an identity added afterwards is still picked up.
+func TestWatcherHostileFiles(t *testing.T) {
+	s := openTestStore(t)
+	watchCreate(t, s, "a")
+	dir := s.Dir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "p.sealed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", filepath.Join(dir, "z.sealed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "moved"), filepath.Join(dir, "g.sealed")); err != nil {
+		t.Fatal(err)
+	}
+	hostile := []snapEntry{
+		{"a", ""},
+		{"g", "g.sealed: is a dangling symbolic link to " + filepath.Join(dir, "moved")},
+		{"p", "p.sealed: not a regular file (a FIFO)"},
+		{"z", "z.sealed: not a regular file (a character device)"},
+	}
+	h, first := startWatch(t, s, nil)
+	checkSnap(t, first, hostile, []string{"a", "g", "p", "z"})
+	checkSnap(t, h.rescan(), hostile, nil)
+	for _, name := range []string{"g", "p", "z"} {
+		if n := h.logs.count(slog.LevelWarn, "unusable identity file", "name="+name); n != 1 {
+			t.Errorf("%s logged %d times after 2 scans, want 1", name, n)
+		}
+	}
+
+	since := time.Now()
+	watchCreate(t, s, "b")
+	_, _ = h.await(since, watchWait, nil, func(snap Snapshot) bool {
+		return len(snap.Entries) == 5
+	})
 }

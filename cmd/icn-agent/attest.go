@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/attest"
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -54,25 +55,19 @@ func akPath(store *sealstore.Store) string {
 // tpmAttester answers the agent's quote extension with the daemon's TPM
 // and attestation key, created on the first request.
 type tpmAttester struct {
-	tpm  attest.TPM
-	path string
+	tpm   attest.TPM
+	path  string
+	store *sealstore.Store // its signed policies go into evidence
 
 	mu sync.Mutex
 	ak *attest.AK
 }
 
 func (a *tpmAttester) Quote(ctx context.Context, b *sealstore.Blob, nonce []byte, extra []int, sign func([]byte) ([]byte, error)) (*attest.Evidence, error) {
-	a.mu.Lock()
-	if a.ak == nil {
-		ak, err := attest.LoadOrCreateAK(ctx, a.tpm, a.path)
-		if err != nil {
-			a.mu.Unlock()
-			return nil, err
-		}
-		a.ak = ak
+	ak, err := a.loadAK(ctx)
+	if err != nil {
+		return nil, err
 	}
-	ak := a.ak
-	a.mu.Unlock()
 	// Quotes are rare, and a swtpm has no resource manager and only three
 	// object slots: keep the AK loaded only while quoting, so that
 	// commands run beside the agent have room.
@@ -81,11 +76,18 @@ func (a *tpmAttester) Quote(ctx context.Context, b *sealstore.Blob, nonce []byte
 			slog.Warn("cannot unload the attestation key", "err", err)
 		}
 	}()
+	var entries []sealstore.PolicyEntry
+	if a.store != nil && b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
+		if entries, err = a.store.SignedPolicies(); err != nil {
+			slog.Warn("cannot read the signed policies for evidence", "err", err)
+		}
+	}
 	return ak.Quote(ctx, a.tpm, attest.Subject{
 		PublicKey:     b.PublicKey,
 		SealedPublic:  b.Public,
 		SealedPrivate: b.Private,
 		PCRs:          b.Policy.Indexes(),
+		Policy:        subjectPolicy(b, entries),
 	}, attest.QuoteRequest{Nonce: nonce, ExtraPCRs: extra, Sign: sign})
 }
 
@@ -145,7 +147,7 @@ func runQuote(e *env, args []string) error {
 	out := fs.String("o", "", "write the evidence JSON here (default stdout); an existing file is not overwritten")
 	var extra pcrList
 	fs.Var(&extra, "pcrs", "extra PCRs to quote besides the identity's sealing PCRs")
-	tools := fs.String("tpm2-tools", "", "also write quote.msg, quote.sig, quote.pcrs and ak.pub.pem here for tpm2_checkquote")
+	tools := fs.String("tpm2-tools", "", "also write quote.msg, quote.sig, quote.pcrs, ak.pub.pem and quote.qualification here, and print the tpm2_checkquote command")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -194,6 +196,12 @@ func runQuote(e *env, args []string) error {
 		if err := ev.WriteTPM2Tools(*tools); err != nil {
 			return err
 		}
+		q, err := attest.WriteTPM2ToolsQualification(*tools, nonce, key)
+		if err != nil {
+			return err
+		}
+		// On stderr, so that stdout stays the evidence alone.
+		fmt.Fprintf(e.stderr, "check the quote with tpm2-tools:\n  %s\n", attest.TPM2ToolsCommand(*tools, q))
 	}
 	if *out == "" {
 		_, err = e.stdout.Write(data)
@@ -240,6 +248,11 @@ func (p pcrValues) Set(v string) error {
 
 var _ flag.Value = pcrValues(nil)
 
+// maxEvidenceFile bounds what verify reads. Evidence JSON is at most
+// 256 KiB (attest's own bound); a larger file is refused as too large
+// before it is parsed.
+const maxEvidenceFile = 1 << 20
+
 func runVerify(e *env, args []string) error {
 	c := lookup("verify")
 	fs := newFlagSet(c)
@@ -260,9 +273,9 @@ func runVerify(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	data, err := readLimited(pos[0], 1<<20)
+	data, err := safefile.Read(pos[0], maxEvidenceFile)
 	if err != nil {
-		return err
+		return fmt.Errorf("evidence: %w", err)
 	}
 	var ev attest.Evidence
 	if err := json.Unmarshal(data, &ev); err != nil {
@@ -287,9 +300,9 @@ func runVerify(e *env, args []string) error {
 		opts.TrustedAKName = n
 	}
 	if *keyFile != "" {
-		kd, err := readLimited(*keyFile, maxKeyFile)
+		kd, err := safefile.Read(*keyFile, maxKeyFile)
 		if err != nil {
-			return err
+			return fmt.Errorf("--key: %w", err)
 		}
 		k, _, _, _, err := ssh.ParseAuthorizedKey(kd)
 		if err != nil {
@@ -306,7 +319,7 @@ func runVerify(e *env, args []string) error {
 }
 
 func readPEMPublicKey(path string) (any, error) {
-	data, err := readLimited(path, 64<<10)
+	data, err := safefile.Read(path, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -344,9 +357,9 @@ func printResult(e *env, r *attest.Result) {
 	case !r.Certified:
 		fmt.Fprintf(&b, "sealed key: not certified\n")
 	case r.SealedPolicyMatches:
-		fmt.Fprintf(&b, "sealed key: certified; its PCR policy matches the quoted values (it unseals in this state)\n")
+		fmt.Fprintf(&b, "sealed key: certified; its %s matches the quoted values (it unseals in this state)\n", policyDescription(r.SealedPolicyKind, r.SealedPIN))
 	default:
-		fmt.Fprintf(&b, "sealed key: certified; its PCR policy does NOT match the quoted values (it no longer unseals)\n")
+		fmt.Fprintf(&b, "sealed key: certified; its %s does NOT match the quoted values (it no longer unseals)\n", policyDescription(r.SealedPolicyKind, r.SealedPIN))
 	}
 	e.stdout.Write(b.Bytes())
 }

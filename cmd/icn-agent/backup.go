@@ -101,7 +101,7 @@ func (b *encryptFlags) describe(n int) string {
 // line of passFile, or one typed twice on the terminal.
 func newPassphrase(backup, passFile string) ([]byte, error) {
 	if passFile != "" {
-		pass, err := firstLine(passFile)
+		pass, err := readSecretLine(passFile)
 		if err != nil {
 			return nil, err
 		}
@@ -141,17 +141,9 @@ func newPassphrase(backup, passFile string) ([]byte, error) {
 	return pass, nil
 }
 
-// firstLine reads the first line of a passphrase file, without its line
-// ending.
-func firstLine(path string) ([]byte, error) {
-	data, err := readLimited(path, 4096)
-	if err != nil {
-		return nil, err
-	}
-	defer secmem.Wipe(data)
-	line, _, _ := bytes.Cut(data, []byte("\n"))
-	return bytes.Clone(bytes.TrimSuffix(line, []byte("\r"))), nil
-}
+// maxIdentityFile bounds an identity file (-i): age identities, one a
+// line, or an SSH private key.
+const maxIdentityFile = 1 << 20
 
 // decryptFlags say how to decrypt an age file: identities (-i) and, for a
 // passphrase-encrypted file, --passphrase-file or the terminal.
@@ -170,12 +162,13 @@ func (d *decryptFlags) register(fs *flag.FlagSet, passUsage string) {
 func (d *decryptFlags) keys(file string) (*recovery.Keys, error) {
 	k := &recovery.Keys{Passphrase: func() ([]byte, error) { return askPassphrase(file, d.passFile) }}
 	for _, path := range d.identities {
-		data, err := recovery.ReadFileLimited(path, 1<<20)
+		// An identity file is a private key: read it as a secret.
+		buf, data, err := readSecretFile(path, maxIdentityFile)
 		if err != nil {
 			return nil, fmt.Errorf("identity file: %w", err)
 		}
 		ids, err := recovery.ParseIdentities(path, data, func() ([]byte, error) { return askPassphrase(path, d.passFile) })
-		secmem.Wipe(data)
+		buf.Destroy()
 		if err != nil {
 			return nil, err
 		}

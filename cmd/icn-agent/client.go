@@ -59,6 +59,12 @@ func runAdd(e *env, args []string) error {
 	}
 	defer cl.Close()
 	if err := cl.Add(pos[0], *life); err != nil {
+		if errors.Is(err, agentsrv.ErrNotFound) {
+			// The agent serves only the identities it could load: one
+			// whose file is damaged, unreadable or a dangling link is
+			// skipped, and only the store says why.
+			return withHint(err, fmt.Sprintf("'icn-agent list' shows the identities in the store and why one cannot be used; the agent serves %s once %s.sealed loads", pos[0], pos[0]))
+		}
 		return err
 	}
 	fmt.Fprintf(e.stdout, "unsealed %s\n", pos[0])

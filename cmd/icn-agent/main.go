@@ -51,6 +51,26 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
 
+// errorWithHint is an error with advice for the user, printed after it on
+// lines of their own (the style of age's command). Libraries say what went
+// wrong; only the command knows its flags and sibling commands well
+// enough to say what to do about it.
+type errorWithHint struct {
+	err   error
+	hints []string
+}
+
+func (e *errorWithHint) Error() string { return e.err.Error() }
+func (e *errorWithHint) Unwrap() error { return e.err }
+
+// withHint returns err with hints attached, or nil if err is nil.
+func withHint(err error, hints ...string) error {
+	if err == nil {
+		return nil
+	}
+	return &errorWithHint{err: err, hints: hints}
+}
+
 func run(args []string, e *env) int {
 	if len(args) == 0 {
 		printHelp(e.stderr)
@@ -84,6 +104,12 @@ func run(args []string, e *env) int {
 		return exitUsage
 	default:
 		fmt.Fprintf(e.stderr, "icn-agent %s: %v\n", c.name, err)
+		var he *errorWithHint
+		if errors.As(err, &he) {
+			for _, h := range he.hints {
+				fmt.Fprintf(e.stderr, "icn-agent %s: hint: %s\n", c.name, h)
+			}
+		}
 		return exitError
 	}
 }

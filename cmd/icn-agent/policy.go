@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
@@ -125,7 +126,7 @@ func createFile(path string, data []byte, mode os.FileMode) error {
 // readPolicyKey reads a policy key's public half (FILE.pub of policy-key
 // create).
 func readPolicyKey(path string) (*sealstore.PolicyKey, error) {
-	data, err := readLimited(path, maxKeyFile)
+	data, err := safefile.Read(path, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -143,11 +144,11 @@ func readPolicyKey(path string) (*sealstore.PolicyKey, error) {
 // readPolicySigningKey reads a policy key's private half: PKCS#8 or SEC 1
 // PEM, ECDSA P-256.
 func readPolicySigningKey(path string) (*ecdsa.PrivateKey, error) {
-	data, err := readLimited(path, maxKeyFile)
+	buf, data, err := readSecretFile(path, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}
-	defer secmem.Wipe(data)
+	defer buf.Destroy()
 	block, _ := pem.Decode(data)
 	if block == nil {
 		return nil, fmt.Errorf("%s is not a PEM private key (want the FILE of icn-agent policy-key create)", path)
@@ -306,7 +307,7 @@ func currentPCRValues(ctx context.Context, f *common, pcrs []int) ([]sealstore.P
 // lines and lines starting with # are ignored. tpm2_pcrread's "N: 0xHEX"
 // lines are accepted too.
 func readPCRValuesFile(path string) ([]sealstore.PCRValue, error) {
-	data, err := readLimited(path, 64<<10)
+	data, err := safefile.Read(path, 64<<10)
 	if err != nil {
 		return nil, err
 	}

@@ -5,15 +5,18 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/recovery/leaktest"
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/swtpmtest"
 )
 
@@ -167,4 +170,44 @@ func TestRecoveryCommandsWriteNoSeed(t *testing.T) {
 		t.Errorf("secret on disk: %v", f)
 	}
 	t.Logf("scanned %d files: no secret", n)
+}
+
+// TestReadSecretLine: a passphrase file's first line, without its line
+// ending; a FIFO, a device or an oversized file is refused by name, at
+// once.
+func TestReadSecretLine(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct{ data, want string }{
+		{"correct horse\nsecond line\n", "correct horse"},
+		{"crlf\r\n", "crlf"},
+		{"no newline", "no newline"},
+		{"\nfirst line empty", ""},
+	} {
+		got, err := readSecretLine(write("pass", tc.data))
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%q: got %q, %v; want %q", tc.data, got, err, tc.want)
+		}
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := write("big", strings.Repeat("x", maxSecretFile+1))
+	for path, want := range map[string]error{
+		fifo:        safefile.ErrNotRegular,
+		"/dev/zero": safefile.ErrNotRegular,
+		big:         safefile.ErrTooLarge,
+	} {
+		_, err := readSecretLine(path)
+		if !errors.Is(err, want) || !strings.HasPrefix(err.Error(), "passphrase file: "+path+": ") {
+			t.Errorf("%s: error %v, want %v naming the file", path, err, want)
+		}
+	}
 }

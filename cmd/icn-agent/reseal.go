@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"golang.org/x/crypto/ssh"
 
@@ -141,6 +142,10 @@ func runReseal(e *env, args []string) error {
 		}
 		return nil
 	})
+	if errors.Is(err, sealstore.ErrResealPending) {
+		blobPath := filepath.Join(store.Dir(), name+".sealed")
+		return withHint(err, fmt.Sprintf("if no reseal is running, check that %s is intact (icn-agent check %s) and remove %s.bak", blobPath, name, blobPath))
+	}
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/icn/icn-agent/internal/recovery"
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -288,7 +288,7 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 // pubComment returns the comment of the public key file beside an imported
 // key, as ssh-keygen wrote it, if that file holds the key's public half.
 func pubComment(path string, seed []byte) string {
-	data, err := readLimited(path, maxKeyFile)
+	data, err := safefile.Read(path, maxKeyFile)
 	if err != nil {
 		return ""
 	}
@@ -311,11 +311,11 @@ const maxKeyFile = 64 << 10
 // keystore kept them, and returns its seed in locked memory.
 func readEd25519Seed(file string, dec *decryptFlags) (*secmem.Buffer, error) {
 	passFile := dec.passFile
-	data, err := readLimited(file, maxKeyFile)
+	keyBuf, data, err := readSecretFile(file, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}
-	defer secmem.Wipe(data)
+	defer keyBuf.Destroy()
 	if recovery.IsAgeEncrypted(data) {
 		keys, err := dec.keys(file)
 		if err != nil {
@@ -382,14 +382,7 @@ func keyKind(key any) string {
 // terminal.
 func readPassphrase(keyFile, passFile string) ([]byte, error) {
 	if passFile != "" {
-		data, err := readLimited(passFile, 4096)
-		if err != nil {
-			return nil, err
-		}
-		line, _, _ := bytes.Cut(data, []byte("\n"))
-		pass := bytes.Clone(bytes.TrimSuffix(line, []byte("\r")))
-		secmem.Wipe(data)
-		return pass, nil
+		return readSecretLine(passFile)
 	}
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {
@@ -405,19 +398,48 @@ func readPassphrase(keyFile, passFile string) ([]byte, error) {
 	return pass, nil
 }
 
-// readLimited reads a whole file of at most max bytes.
+// readLimited reads a whole file of at most max bytes through safefile
+// (no blocking on a FIFO, regular files only, links followed). Its last
+// callers are serve.go (certificates) and pin.go (PIN files); new code
+// calls safefile directly, and secrets go through readSecretLine.
 func readLimited(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
+	return safefile.Read(path, max)
+}
+
+// maxSecretFile bounds a passphrase file, of which the first line is the
+// passphrase.
+const maxSecretFile = 4096
+
+// readSecretFile reads the whole file at path, at most max bytes, into a
+// new locked buffer, and returns the buffer (for the caller to Destroy)
+// and its bytes read.
+//
+// The file is read straight into the buffer: unlike io.ReadAll, which
+// leaves each outgrown buffer to the garbage collector with the secret in
+// it, this leaves no copy outside the buffer.
+func readSecretFile(path string, max int) (*secmem.Buffer, []byte, error) {
+	buf, err := secmem.New(max)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	n, err := safefile.ReadInto(path, buf.Bytes(), safefile.Options{})
 	if err != nil {
-		return nil, err
+		buf.Destroy()
+		return nil, nil, err
 	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes; not a key file", path, max)
+	return buf, buf.Bytes()[:n], nil
+}
+
+// readSecretLine returns the first line of the passphrase file at path,
+// without its line ending, in a new slice that the caller wipes. The file
+// goes through a locked buffer (readSecretFile) that is wiped before
+// readSecretLine returns, so the returned slice is the only copy.
+func readSecretLine(path string) ([]byte, error) {
+	buf, data, err := readSecretFile(path, maxSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("passphrase file: %w", err)
 	}
-	return data, nil
+	defer buf.Destroy()
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	return bytes.Clone(bytes.TrimSuffix(line, []byte("\r"))), nil
 }

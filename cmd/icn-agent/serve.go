@@ -187,7 +187,7 @@ func (d *daemon) run() error {
 			next:  newPINUnsealer(bounded, store, d.e.getenv("SSH_ASKPASS"), d.log),
 			after: d.da.Poke,
 		},
-		Attester:        &tpmAttester{tpm: bounded, path: akPath(store)},
+		Attester:        &tpmAttester{tpm: bounded, path: akPath(store), store: store},
 		Lockout:         d.da.Lockout,
 		Logger:          d.log,
 		AutoLockTimeout: d.f.cfg.Identity.TPM.AutoLockTimeout(),

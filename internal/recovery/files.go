@@ -11,6 +11,8 @@ import (
 
 	"filippo.io/age/armor"
 	"golang.org/x/sys/unix"
+
+	"github.com/icn/icn-agent/internal/safefile"
 )
 
 // ErrFileExists is wrapped by the error WriteNewFile returns when the file
@@ -106,25 +108,11 @@ func ageReader(data []byte) (io.Reader, error) {
 // ErrNotAge means a file is not age-encrypted.
 var ErrNotAge = errors.New("recovery: not an age-encrypted file")
 
-// ReadFileLimited reads the whole file at path, failing if it is larger than
-// max bytes or is not a regular file (a FIFO must not hang a command).
+// ReadFileLimited reads the whole file at path, at most max bytes, through
+// safefile: a FIFO does not hang a command, a device or directory is
+// refused, and symbolic links are followed (backups, migration files and
+// recipient lists are the user's files, kept where the user likes). Its
+// errors name the path and wrap safefile's sentinels or fs.ErrNotExist.
 func ReadFileLimited(path string, max int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
-	}
-	return data, nil
+	return safefile.Read(path, max)
 }

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/icn/icn-agent/internal/audit"
+	"github.com/icn/icn-agent/internal/tpmdev"
+)
+
+func init() {
+	register(&command{
+		name:    "audit",
+		args:    "verify [--dir DIR] [--ak-name HEX] | show [--dir DIR] [--since DURATION|TIME] [--json]",
+		summary: "Check the audit log of signatures (exit 0 if intact, else name the first bad record), or print it.",
+		run:     runAudit,
+	})
+}
+
+func runAudit(e *env, args []string) error {
+	if len(args) == 0 {
+		return usagef("want a subcommand: verify or show")
+	}
+	c := lookup("audit")
+	fs := newFlagSet(c)
+	dir := fs.String("dir", tpmdev.DefaultStateDir(), "the directory of audit.log")
+	switch args[0] {
+	case "verify":
+		akName := fs.String("ak-name", "", "the attestation key (icn-agent ak) that must have signed the checkpoints, hex")
+		if _, err := parseFlags(e, c, fs, args[1:]); err != nil {
+			return err
+		}
+		var pin []byte
+		if *akName != "" {
+			var err error
+			if pin, err = hex.DecodeString(*akName); err != nil {
+				return usagef("--ak-name: %v", err)
+			}
+		}
+		rep, err := audit.Verify(*dir, pin)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "ok: %d records, %d checkpoints signed by the TPM's attestation key %s\n", rep.Records, rep.Checkpoints, hex.EncodeToString(rep.AKName))
+		switch {
+		case rep.Checkpoints == 0:
+			fmt.Fprintf(e.stdout, "no checkpoint: nothing the TPM signed vouches for these records\n")
+		case rep.Unanchored > 0:
+			fmt.Fprintf(e.stdout, "the last %d records follow the last checkpoint: nothing the TPM signed vouches for them yet\n", rep.Unanchored)
+		}
+		return nil
+	case "show":
+		since := fs.String("since", "", "only records from this time on: a duration back from now (24h) or an RFC 3339 time")
+		asJSON := fs.Bool("json", false, "print the records as JSON lines")
+		if _, err := parseFlags(e, c, fs, args[1:]); err != nil {
+			return err
+		}
+		var from time.Time
+		if *since != "" {
+			if d, err := time.ParseDuration(*since); err == nil {
+				from = time.Now().Add(-d)
+			} else if from, err = time.Parse(time.RFC3339, *since); err != nil {
+				return usagef("--since %q: want a duration (24h) or an RFC 3339 time", *since)
+			}
+		}
+		return audit.Read(*dir, from, func(r audit.Record) error {
+			if *asJSON {
+				b, err := json.Marshal(r)
+				if err != nil {
+					return err
+				}
+				_, err = e.stdout.Write(append(b, '\n'))
+				return err
+			}
+			_, err := fmt.Fprintln(e.stdout, formatRecord(r))
+			return err
+		})
+	}
+	return usagef("unknown audit subcommand %q: want verify or show", args[0])
+}
+
+// formatRecord is one line of audit show.
+func formatRecord(r audit.Record) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%6d %s %-10s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05"), r.Event)
+	switch r.Event {
+	case "sign", "refuse":
+		fmt.Fprintf(&b, " %s %s (%s)", r.Name, r.Key, r.Backend)
+		if r.PeerUID != nil {
+			fmt.Fprintf(&b, " uid %d", *r.PeerUID)
+		}
+		if r.PeerPID != 0 {
+			fmt.Fprintf(&b, " pid %d", r.PeerPID)
+		}
+		if r.PeerExe != "" {
+			fmt.Fprintf(&b, " %s", r.PeerExe)
+		}
+		if r.Dest != "" {
+			fmt.Fprintf(&b, " to %s", r.Dest)
+		}
+		fmt.Fprintf(&b, ": %s", r.Outcome)
+	case "checkpoint":
+		fmt.Fprintf(&b, " covers record %d", r.Covers)
+	}
+	return b.String()
+}
