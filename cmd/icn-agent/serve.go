@@ -309,7 +309,12 @@ func (d *daemon) listen() ([]net.Listener, error) {
 		}
 	}
 	l, err := agentsrv.Listen(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, agentsrv.ErrAgentRunning):
+		return nil, withHint(err, fmt.Sprintf("use the running agent (SSH_AUTH_SOCK=%s), stop it, or pass -a with another path", path))
+	case errors.Is(err, agentsrv.ErrUnsafeDir):
+		return nil, withHint(err, "put the socket in a directory only you can write to, such as the default $XDG_RUNTIME_DIR/icn-agent/agent.sock")
+	case err != nil:
 		return nil, err
 	}
 	return []net.Listener{l}, nil
