@@ -467,7 +467,9 @@ func (c *conn) extSessionBind(contents []byte) ([]byte, error) {
 	if len(req.SessionID) == 0 || len(req.SessionID) > maxSessionIDLen {
 		return nil, fmt.Errorf("agentsrv: session-bind: session identifier of %d bytes", len(req.SessionID))
 	}
-	hostKey, err := ssh.ParsePublicKey(req.HostKey)
+	// The parsed key aliases its input, and the request buffer is wiped
+	// and reused after the reply: the binding keeps a copy.
+	hostKey, err := ssh.ParsePublicKey(bytes.Clone(req.HostKey))
 	if err != nil {
 		return nil, fmt.Errorf("agentsrv: session-bind: host key: %w", err)
 	}
