@@ -188,7 +188,7 @@ type Server struct {
 	byKey    map[string]keyRef  // SSH wire key or certificate -> key
 	soft     []*softKey         // in order of addition
 	pcrs     map[int][]byte     // last known PCR values (SHA-256), from UpdatePCRs
-	lockHash []byte             // argon2id of the lock passphrase, while locked
+	lockHash *secmem.Buffer     // argon2id of the lock passphrase, while locked
 	lockSalt []byte
 
 	// lockMu serializes Lock and Unlock, including the delay after a
@@ -423,8 +423,12 @@ func (s *Server) Close() error {
 	s.shutdown()
 	s.wg.Wait()
 
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.lockHash.Destroy()
+	s.lockHash = nil
 	for _, e := range s.sealed {
 		e.retire()
 	}
