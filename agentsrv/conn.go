@@ -160,6 +160,11 @@ func (c *conn) serve() error {
 				return err
 			}
 		}
+		// Idle from here if nothing of the next request is in: a
+		// connection is evictable as soon as its request is answered.
+		if c.n == 0 {
+			c.idle.Store(true)
+		}
 		if _, err := c.nc.Write(c.out); err != nil {
 			return err
 		}
@@ -180,6 +185,8 @@ func (c *conn) fill(n int) error {
 	b := c.buf.Bytes()
 	for c.n < n {
 		if c.n == 0 {
+			// Already idle, or evicted and out of the table; either way
+			// the connection belongs to whoever holds idle.
 			c.idle.Store(true)
 		} else if !c.deadline && c.s.requestTimeout > 0 {
 			c.nc.SetReadDeadline(time.Now().Add(c.s.requestTimeout))

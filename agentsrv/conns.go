@@ -52,6 +52,7 @@ func (s *Server) mono() int64 { return int64(time.Since(s.epoch)) }
 func (s *Server) admit(nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, ctx: s.base, log: s.log}
 	c.lastUsed.Store(s.mono())
+	c.idle.Store(true) // until its first request starts
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
 	for len(s.conns) >= s.maxConns {
