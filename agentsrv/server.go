@@ -70,7 +70,8 @@ type Config struct {
 	// from the unseal. Zero keeps it until lock, removal or DropAll.
 	AutoLockTimeout time.Duration
 	// MaxMessage caps the size of one request; a client sending a larger
-	// one is disconnected. Zero means DefaultMaxMessage.
+	// one is disconnected. Zero means DefaultMaxMessage; at most 1 MiB
+	// less 4 bytes (a request must fit in one locked buffer).
 	MaxMessage int
 	// AskPass is the path of an SSH_ASKPASS-style program used to confirm
 	// each use of a key added with the confirm constraint (ssh-add -c). It

@@ -135,6 +135,13 @@ func newRSASigner(a *addRequest, cert *ssh.Certificate) (ssh.Signer, func(), err
 		wipe()
 		return nil, nil, err
 	}
+	// Validate checks that the values make a key (d inverts e modulo
+	// the primes' lambda, n = pq) and precomputes the CRT values, so
+	// that a bad key is refused now rather than failing each signature.
+	if err := priv.Validate(); err != nil {
+		wipe()
+		return nil, nil, err
+	}
 	priv.Precompute()
 	signer, err := ssh.NewSignerFromKey(priv)
 	if err != nil {
