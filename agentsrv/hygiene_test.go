@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/sys/unix"
 
 	"github.com/icn/icn-agent/internal/memscan"
 )
@@ -113,9 +114,25 @@ func TestSecretHygiene(t *testing.T) {
 			sshAdd(passProg, "-X")
 			found["passphrase after unlock"] = count("passphrase", pass)
 
+			// Extension contents (a PIN, say), small and large enough to
+			// grow the request buffer. The client is this process, which
+			// is not scanned.
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			cl := agent.NewClient(c)
+			pin := []byte("pin-" + hex.EncodeToString(randBytes(12)))
+			for _, pad := range []int{0, 64 << 10} {
+				contents := append(ssh.Marshal(&unsealRequest{Name: "none", LifetimeSecs: 1}), make([]byte, pad)...)
+				cl.Extension(ExtUnseal, append(contents, pin...))
+				found[fmt.Sprintf("pin in a %d-byte extension", len(contents)+len(pin))] = count("pin", pin)
+			}
+
 			if mode == "keyring" {
 				// The control: copies are left behind.
-				if found["seed after removal"]+found["passphrase while locked"]+found["wrong guess"] == 0 {
+				if found["seed after removal"] == 0 || found["passphrase while locked"] == 0 || found["wrong guess"] == 0 {
 					t.Errorf("control: no copies found in x/crypto's agent (%v); the scan proves nothing", found)
 				}
 				return
@@ -140,6 +157,12 @@ func randBytes(n int) []byte {
 
 // hygieneChild serves an agent on sock until stdin is closed.
 func hygieneChild(mode, sock string) {
+	if mode == "icn-agent-256fds" {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 256, Max: 256}); err != nil {
+			fmt.Println("setrlimit:", err)
+			os.Exit(1)
+		}
+	}
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		fmt.Println("listen:", err)
@@ -162,4 +185,44 @@ func hygieneChild(mode, sock string) {
 		Sleep: func(context.Context, time.Duration) {}})
 	s.Serve(ctx, l)
 	os.Exit(0)
+}
+
+// TestIdleFloodUnderFDLimit is the scenario of an agent limited to 256
+// file descriptors (ulimit -n 256) facing 1,000 idle connections of its
+// own user: ssh-add -l must still be answered, promptly.
+func TestIdleFloodUnderFDLimit(t *testing.T) {
+	if _, err := exec.LookPath("ssh-add"); err != nil {
+		t.Skip("no ssh-add")
+	}
+	sock := filepath.Join(socketDir(t), "flood.sock")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSecretHygiene$")
+	cmd.Env = append(os.Environ(), "AGENTSRV_HYGIENE_CHILD=icn-agent-256fds", "AGENTSRV_HYGIENE_SOCK="+sock)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || !strings.HasPrefix(line, "ready") {
+		t.Fatalf("child: %q, %v", line, err)
+	}
+	for range 1000 {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+	}
+	start := time.Now()
+	c := exec.Command("ssh-add", "-l")
+	c.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	out, err := c.CombinedOutput()
+	took := time.Since(start)
+	// Exit status 1 with "no identities" is an answer; 2 is no agent.
+	if !strings.Contains(string(out), "no identities") {
+		t.Fatalf("ssh-add -l under a flood: %v\n%s", err, out)
+	}
+	t.Logf("ssh-add -l answered in %v under 1,000 idle connections", took)
 }
