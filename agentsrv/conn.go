@@ -247,6 +247,9 @@ func (c *conn) handle(out, body []byte) []byte {
 		return append(out, msgFailure)
 	case msgAddIdentity, msgAddIDConstrained:
 		err = c.s.addParsed(&req.add)
+		// Building an RSA or ECDSA key computes with its private
+		// values in stack frames: clear them.
+		edlocked.Scrub()
 		if err != nil {
 			c.log.Info("agentsrv: add refused", "err", err)
 		}
@@ -450,6 +453,9 @@ func (c *conn) sign(wire, data []byte, flags agent.SignatureFlags, dst *[ed25519
 			}
 			c.debug("agentsrv: sign", slog.String("fingerprint", k.fp), slog.String("backend", "software"))
 			sig, err := s.signSoft(c.ctx, k, data, flags)
+			// RSA and ECDSA signing leave private intermediates (CRT
+			// values, the nonce) in the frames below: clear them.
+			edlocked.Scrub()
 			return sig, false, err
 		}
 		e := ref.sealed
