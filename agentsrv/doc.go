@@ -155,6 +155,7 @@
 //	string  extension name, repeated to the end of the message:
 //	        "query", "unseal@icn-agent", "status@icn-agent",
 //	        "session-bind@openssh.com", "quote@icn-agent",
+//	        "ek@icn-agent", "activate@icn-agent",
 //	        and "metrics@icn-agent" if the agent keeps metrics
 //
 // quote@icn-agent: attestation evidence about one identity, bound to the
@@ -162,6 +163,12 @@
 // to verify it offline). The identity's proof of possession is a signature
 // like any other: it unseals if needed and fails while the agent is
 // locked.
+//
+// ek@icn-agent and activate@icn-agent: the TPM's endorsement key
+// certificate, and credential activation of the attestation key, for
+// verifiers that root their trust in the TPM's maker (see package attest,
+// EKExtension and ActivateExtension). They need an Attester that is also
+// an EKAttester, and fail while the agent is locked.
 //
 // unseal@icn-agent: unseal an identity now, list it again if ssh-add -d
 // hid it, and keep its seed for a lifetime. Content:

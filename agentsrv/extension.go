@@ -35,7 +35,7 @@ const msgSuccess = 6
 
 // supportedExtensions is the reply to query, in this order; ExtMetrics
 // follows when the server has a MetricsReporter.
-var supportedExtensions = []string{ExtQuery, ExtUnseal, ExtStatus, ExtSessionBind, attest.Extension}
+var supportedExtensions = []string{ExtQuery, ExtUnseal, ExtStatus, ExtSessionBind, attest.Extension, attest.EKExtension, attest.ActivateExtension}
 
 // metricsReply is the reply to metrics@icn-agent.
 type metricsReply struct {
@@ -378,6 +378,12 @@ func (c *conn) Extension(extensionType string, contents []byte) ([]byte, error) 
 		return c.extSessionBind(contents)
 	case attest.Extension:
 		return c.extQuote(contents)
+	case attest.EKExtension:
+		c.debug("agentsrv: extension", slog.String("type", extensionType))
+		return s.extEK(c.ctx, c.log)
+	case attest.ActivateExtension:
+		c.debug("agentsrv: extension", slog.String("type", extensionType))
+		return s.extActivate(c.ctx, c.log, contents)
 	case ExtMetrics:
 		return c.extMetrics()
 	default:
