@@ -44,6 +44,7 @@ type conn struct {
 	deadline bool           // a read deadline is set (a request is half read)
 	out      []byte         // the reply frame; replies carry no secrets
 	sig      [ed25519.SignatureSize]byte
+	ev       SignEvent // the event report hands on, reused
 
 	// State for the connection table (see Server.admit). idle is set
 	// while the loop waits for the first byte of a request; an evictor
@@ -52,6 +53,10 @@ type conn struct {
 	idle     atomic.Bool
 	evicted  atomic.Bool
 	lastUsed atomic.Int64 // Server.mono() at the last request (or accept)
+
+	// info is the peer and its destination (see connInfo); nil for a
+	// peer that is not on a unix socket.
+	info atomic.Pointer[connInfo]
 
 	mu       sync.Mutex
 	bindings []sessionBinding
@@ -98,6 +103,7 @@ func (s *Server) serveConnDeep(ctx context.Context, pc *conn) {
 			log.Warn("agentsrv: refusing connection from a disallowed uid")
 			return
 		}
+		pc.info.Store(&connInfo{peer: lookupPeer(int(cred.Uid), int(cred.Pid))})
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -389,13 +395,15 @@ func (c *conn) List() ([]*agent.Key, error) {
 // warm signature with a sealed identity allocates nothing: it is written
 // to c.sig, then into out.
 func (c *conn) appendSign(out, key, data []byte, flags agent.SignatureFlags) ([]byte, bool) {
-	sig, sealed, err := c.sign(key, data, flags, &c.sig)
+	var k signedKey
+	sig, err := c.sign(key, data, flags, &c.sig, &k)
+	c.report(&k, key, data, err)
 	if err != nil {
-		c.s.metrics.SignFailed(sealed, err)
+		c.s.metrics.SignFailed(k.sealed != nil, err)
 		c.debug("agentsrv: sign failed", slog.Any("err", err))
 		return out, false
 	}
-	c.s.metrics.Signed(sealed)
+	c.s.metrics.Signed(k.sealed != nil)
 	if sig == nil {
 		return appendSignResponse(out, ssh.KeyAlgoED25519, c.sig[:], nil), true
 	}
@@ -411,12 +419,15 @@ func (c *conn) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 // process (the quote extension, tests).
 func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
 	b := new(sigBox)
-	sig, sealed, err := c.sign(key.Marshal(), data, flags, &b.blob)
+	var k signedKey
+	wire := key.Marshal()
+	sig, err := c.sign(wire, data, flags, &b.blob, &k)
+	c.report(&k, wire, data, err)
 	if err != nil {
-		c.s.metrics.SignFailed(sealed, err)
+		c.s.metrics.SignFailed(k.sealed != nil, err)
 		return nil, err
 	}
-	c.s.metrics.Signed(sealed)
+	c.s.metrics.Signed(k.sealed != nil)
 	if sig == nil {
 		b.sig = ssh.Signature{Format: ssh.KeyAlgoED25519, Blob: b.blob[:]}
 		sig = &b.sig
@@ -428,52 +439,70 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 // identity (unsealed first if its seed is not cached), its certificate,
 // or a software key. A sealed identity's signature is written to dst and
 // sig is nil; a software key's is returned. Flags select RSA SHA-2
-// signatures for software RSA keys and are ignored for Ed25519. It also
-// reports whether wire is a sealed identity's.
-func (c *conn) sign(wire, data []byte, flags agent.SignatureFlags, dst *[ed25519.SignatureSize]byte) (sig *ssh.Signature, sealed bool, _ error) {
+// signatures for software RSA keys and are ignored for Ed25519. It fills
+// k with the key it found, if any, for events. A sealed identity that
+// needs confirmation (Identity.Confirm, or icn-agent add -c) is
+// confirmed once per signature, before any unseal.
+func (c *conn) sign(wire, data []byte, flags agent.SignatureFlags, dst *[ed25519.SignatureSize]byte, k *signedKey) (sig *ssh.Signature, _ error) {
 	s := c.s
 	var acceptGen uint64
+	confirmed := false
 	for attempt := 0; ; attempt++ {
 		s.mu.RLock()
 		if s.locked {
 			s.mu.RUnlock()
-			return nil, false, ErrLocked
+			return nil, ErrLocked
 		}
 		ref, ok := s.byKey[string(wire)]
-		if !ok || (ref.sealed != nil && ref.sealed.hidden) {
-			s.mu.RUnlock()
-			return nil, ref.sealed != nil, ErrNotFound
+		if e := ref.sealed; ok && e != nil && e.hidden {
+			*k = signedKey{fp: e.fp, name: e.name, backend: KindSealed, sealed: e}
+			ok = false
 		}
-		if k := ref.soft; k != nil {
-			expired := !k.expire.IsZero() && !s.wallNow().Before(k.expire)
+		if !ok {
+			s.mu.RUnlock()
+			return nil, ErrNotFound
+		}
+		if sk := ref.soft; sk != nil {
+			expired := !sk.expire.IsZero() && !s.wallNow().Before(sk.expire)
+			*k = signedKey{fp: sk.fp, name: sk.comment, backend: KindSoftware}
 			s.mu.RUnlock()
 			if expired {
-				s.removeSoftKey(k, "lifetime expired")
-				return nil, false, ErrNotFound
+				s.removeSoftKey(sk, "lifetime expired")
+				return nil, ErrNotFound
 			}
-			c.debug("agentsrv: sign", slog.String("fingerprint", k.fp), slog.String("backend", "software"))
-			sig, err := s.signSoft(c.ctx, k, data, flags)
+			c.debug("agentsrv: sign", slog.String("fingerprint", sk.fp), slog.String("backend", "software"))
+			sig, err := s.signSoft(c.ctx, c.connInfo(), sk, data, flags)
 			// RSA and ECDSA signing leave private intermediates (CRT
 			// values, the nonce) in the frames below: clear them.
 			edlocked.Scrub()
-			return sig, false, err
+			return sig, err
 		}
 		e := ref.sealed
+		*k = signedKey{fp: e.fp, name: e.name, backend: KindSealed, sealed: e, notify: e.notify}
+		if (e.confirm || e.addConfirm) && !confirmed {
+			s.mu.RUnlock()
+			prompt := confirmPrompt("icn-agent identity "+e.name, e.fp, c.connInfo())
+			if err := s.askConfirm(c.ctx, e.fp, prompt); err != nil {
+				return nil, err
+			}
+			confirmed = true
+			continue
+		}
 		ok = e.trySignInto(s.wallNow(), data, acceptGen, dst)
 		s.mu.RUnlock()
 		if ok {
 			if c.debugEnabled() {
 				c.log.LogAttrs(c.ctx, slog.LevelDebug, "agentsrv: sign", slog.String("name", e.name), slog.String("fingerprint", e.fp))
 			}
-			return nil, true, nil
+			return nil, nil
 		}
 		if attempt >= 3 {
-			return nil, true, fmt.Errorf("agentsrv: identity %s: seed dropped before it could be used", e.name)
+			return nil, fmt.Errorf("agentsrv: identity %s: seed dropped before it could be used", e.name)
 		}
 		c.debug("agentsrv: sign needs an unseal", slog.String("name", e.name), slog.String("fingerprint", e.fp))
-		gen, err := s.unseal(c.ctx, e, s.autoLock(), false)
+		gen, err := s.unseal(c.ctx, e, s.autoLock(), false, nil)
 		if err != nil {
-			return nil, true, err
+			return nil, err
 		}
 		acceptGen = gen
 	}

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"time"
 
-	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 )
@@ -42,7 +41,8 @@ type metricsReply struct {
 	JSON string `sshtype:"6"`
 }
 
-// unsealRequest is the content of an unseal@icn-agent request.
+// unsealRequest is the content of an unseal@icn-agent request without
+// its optional fields (see MarshalUnsealRequest).
 type unsealRequest struct {
 	Name         string
 	LifetimeSecs uint32
@@ -73,6 +73,16 @@ type identityRecord struct {
 	LastError      string
 	PCRMismatch    []byte // one byte per PCR index
 	Extra          []byte `ssh:"rest"`
+}
+
+// identityUse follows the fields of an identityRecord (in its Extra):
+// the last signature made with the identity. Readers that predate it
+// ignore it.
+type identityUse struct {
+	LastUsed uint64 // unix seconds, 0 for never
+	LastPeer string
+	LastDest string
+	Rest     []byte `ssh:"rest"`
 }
 
 // sessionBindRequest is the content of a session-bind@openssh.com
@@ -156,6 +166,12 @@ type IdentityStatus struct {
 	// value recorded when the identity was sealed: while it is non-empty
 	// the TPM will not unseal it. Known only once UpdatePCRs was called.
 	PCRMismatch []int
+	// LastUsed is when the identity last signed (zero: not since the
+	// agent started); LastPeer the process that asked (Peer.String) and
+	// LastDest where it was going (Destination.String, "" if unknown).
+	LastUsed time.Time
+	LastPeer string
+	LastDest string
 }
 
 // Status returns a snapshot of the server's state. Unlike the
@@ -193,6 +209,11 @@ func (s *Server) Status() *Status {
 		is.UnsealCount = e.unseals
 		is.LastError = e.lastErr
 		e.mu.RUnlock()
+		if lu := e.last.Load(); lu != nil {
+			is.LastUsed = time.Unix(0, lu.at.Load())
+			is.LastPeer = lu.info.peer.String()
+			is.LastDest = lu.info.dest.String()
+		}
 		is.PCRMismatch = pcrMismatch(e.blob, s.pcrs)
 		st.Identities = append(st.Identities, is)
 	}
@@ -222,6 +243,11 @@ func marshalStatus(st *Status) []byte {
 		if !is.Expiry.IsZero() && is.Expiry.Unix() > 0 {
 			r.Expiry = uint64(is.Expiry.Unix())
 		}
+		use := identityUse{LastPeer: is.LastPeer, LastDest: is.LastDest}
+		if !is.LastUsed.IsZero() && is.LastUsed.Unix() > 0 {
+			use.LastUsed = uint64(is.LastUsed.Unix())
+		}
+		r.Extra = ssh.Marshal(&use)
 		records = append(records, ssh.Marshal(struct{ Record []byte }{ssh.Marshal(&r)})...)
 	}
 	var tr lockoutTrailer
@@ -297,6 +323,15 @@ func parseStatus(reply []byte) (*Status, error) {
 		}
 		if r.Expiry != 0 && r.Expiry < 1<<62 {
 			is.Expiry = time.Unix(int64(r.Expiry), 0)
+		}
+		// Fields a reader does not know are ignored: a record that is not
+		// an identityUse was written by something else.
+		var use identityUse
+		if len(r.Extra) > 0 && ssh.Unmarshal(r.Extra, &use) == nil {
+			if use.LastUsed != 0 && use.LastUsed < 1<<62 {
+				is.LastUsed = time.Unix(int64(use.LastUsed), 0)
+			}
+			is.LastPeer, is.LastDest = use.LastPeer, use.LastDest
 		}
 		st.Identities = append(st.Identities, is)
 	}
@@ -392,41 +427,45 @@ func (c *conn) Extension(extensionType string, contents []byte) ([]byte, error) 
 	}
 }
 
-// extUnseal unseals an identity now, un-hides it and sets its expiry.
+// extUnseal unseals an identity now, un-hides it, sets its expiry and
+// its confirm flag.
 func (c *conn) extUnseal(contents []byte) ([]byte, error) {
 	s := c.s
 	// contents is a slice of the connection's locked request buffer,
-	// wiped after the reply. It is parsed in place: a field carrying a
-	// secret (a PIN) must be handed on as a slice of it, never copied
-	// into a string or a fresh slice.
-	var req unsealRequest
-	var name []byte
-	in := cryptobyte.String(contents)
-	if !readString(&in, &name) || !in.ReadUint32(&req.LifetimeSecs) || !in.Empty() {
+	// wiped after the reply. It is parsed in place: the PIN is handed on
+	// as a slice of it, never copied into a string or a fresh slice.
+	req, ok := parseUnsealRequest(contents)
+	if !ok {
 		return nil, fmt.Errorf("%w: %s", errMalformed, ExtUnseal)
 	}
-	req.Name = string(name)
+	name := string(req.name)
+	confirm := req.flags&UnsealConfirm != 0
 	life := s.autoLock()
-	if req.LifetimeSecs > 0 {
-		life = time.Duration(req.LifetimeSecs) * time.Second
+	if req.life > 0 {
+		life = time.Duration(req.life) * time.Second
 	}
-	c.debug("agentsrv: extension", slog.String("type", ExtUnseal), slog.String("name", req.Name), slog.Duration("lifetime", life))
+	c.debug("agentsrv: extension", slog.String("type", ExtUnseal), slog.String("name", name), slog.Duration("lifetime", life),
+		slog.Bool("confirm", confirm), slog.Bool("pin", req.pin != nil))
 	s.mu.RLock()
-	locked, e := s.locked, s.byName[req.Name]
+	locked, e := s.locked, s.byName[name]
 	s.mu.RUnlock()
 	if locked {
 		return nil, ErrLocked
 	}
 	if e == nil {
-		return nil, fmt.Errorf("%w: no identity named %q", ErrNotFound, req.Name)
+		return nil, fmt.Errorf("%w: no identity named %q", ErrNotFound, name)
 	}
-	if _, err := s.unseal(c.ctx, e, life, true); err != nil {
+	if _, err := s.unseal(c.ctx, e, life, true, req.pin); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	if e.hidden && !e.isRetired() {
 		e.hidden = false
 		s.log.Info("agentsrv: identity restored", "name", e.name, "fingerprint", e.fp)
+	}
+	if e.addConfirm != confirm {
+		e.addConfirm = confirm
+		s.log.Info("agentsrv: confirmation of each use set by client", "name", e.name, "fingerprint", e.fp, "confirm", confirm)
 	}
 	s.mu.Unlock()
 	return []byte{msgSuccess}, nil
@@ -496,6 +535,12 @@ func (c *conn) extSessionBind(contents []byte) ([]byte, error) {
 		c.log.Warn("agentsrv: session-bind with a bad signature", "host_key", fp, "err", err)
 		return nil, fmt.Errorf("agentsrv: session-bind: signature does not verify: %w", err)
 	}
+	var dest Destination
+	defer func() {
+		if dest.HostKey != "" {
+			c.debug("agentsrv: session bound", slog.String("host_key", fp), slog.String("host", dest.Host), slog.Bool("forwarding", req.Forwarding))
+		}
+	}()
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -519,6 +564,6 @@ func (c *conn) extSessionBind(contents []byte) ([]byte, error) {
 		sessionID:  bytes.Clone(req.SessionID),
 		forwarding: req.Forwarding,
 	})
-	c.debug("agentsrv: session bound", slog.String("host_key", fp), slog.Bool("forwarding", req.Forwarding))
+	dest = c.setDestination(hostKey, req.Forwarding)
 	return []byte{msgSuccess}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -29,6 +30,11 @@ type Identity struct {
 	// is listed as a second key of the identity, right after the plain
 	// key, and signatures for it are made with the identity's seed.
 	Cert *ssh.Certificate
+	// Confirm makes every signature ask the user first, through the
+	// askpass program (Config.AskPass); without one, it is refused.
+	Confirm bool
+	// Notify announces every signature to Config.Notify.
+	Notify bool
 }
 
 // Errors of the sealed-identity path.
@@ -60,6 +66,10 @@ type sealed struct {
 	comment string
 	cert    *ssh.Certificate
 	hidden  bool // removed by ssh-add -d until Restore or a new blob
+	// confirm and notify are the identity's settings (Identity);
+	// addConfirm is set by an unseal request with the confirm flag
+	// (icn-agent add -c) and cleared by one without.
+	confirm, notify, addConfirm bool
 
 	pubWire  []byte
 	certWire []byte
@@ -75,6 +85,8 @@ type sealed struct {
 	retired bool    // replaced or removed by SetIdentities, or Close
 	unseals uint64
 	lastErr string
+
+	last atomic.Pointer[lastUse] // the last signature, for status
 }
 
 // flight is one unseal in progress; concurrent users of the identity wait
@@ -193,7 +205,13 @@ func (s *Server) setExpiryLocked(e *sealed, now time.Time, life time.Duration) {
 // At most one Unseal per identity runs at a time: later callers wait for
 // it and share its outcome. Failures are not cached; the next call tries
 // the TPM again.
-func (s *Server) unseal(ctx context.Context, e *sealed, life time.Duration, refresh bool) (uint64, error) {
+//
+// pin, if not nil, is a PIN the client gave (icn-agent add): an unseal
+// this call starts hands it to the Unsealer (see PINUnsealer). It is a
+// slice of the connection's request buffer, wiped once the request is
+// answered, so the call then waits for that unseal to end even if ctx
+// ends first: the unseal must be done with the PIN before it is wiped.
+func (s *Server) unseal(ctx context.Context, e *sealed, life time.Duration, refresh bool, pin []byte) (uint64, error) {
 	for {
 		s.mu.RLock()
 		if s.locked {
@@ -224,6 +242,7 @@ func (s *Server) unseal(ctx context.Context, e *sealed, life time.Duration, refr
 			return gen, nil
 		}
 		f := e.flight
+		ours := false
 		if f == nil {
 			// Start the unseal while Server.mu is held for reading, so
 			// that a Lock cannot slip in between the locked check above
@@ -232,11 +251,15 @@ func (s *Server) unseal(ctx context.Context, e *sealed, life time.Duration, refr
 			e.flight = f
 			s.wg.Add(1)
 			blob, gen := e.blob, e.gen
-			go edlocked.Deep(func() { s.runUnseal(e, f, blob, gen, life) })
+			ours = pin != nil
+			go edlocked.Deep(func() { s.runUnseal(e, f, blob, gen, life, pin) })
 		}
 		e.mu.Unlock()
 		s.mu.RUnlock()
 
+		if ours {
+			<-f.done // it reads pin: see above
+		}
 		select {
 		case <-f.done:
 		case <-ctx.Done():
@@ -253,10 +276,10 @@ func (s *Server) unseal(ctx context.Context, e *sealed, life time.Duration, refr
 // and installs the seed unless e was dropped meanwhile. It runs in its own
 // goroutine under the server's context, so that a client hanging up does
 // not abort a TPM operation other clients wait for.
-func (s *Server) runUnseal(e *sealed, f *flight, blob *sealstore.Blob, gen uint64, life time.Duration) {
+func (s *Server) runUnseal(e *sealed, f *flight, blob *sealstore.Blob, gen uint64, life time.Duration, pin []byte) {
 	defer s.wg.Done()
 	start := time.Now()
-	buf, err := s.unsealSeed(s.base, blob, &e.pub)
+	buf, err := s.unsealSeed(s.base, blob, &e.pub, pin)
 	s.metrics.Unsealed(err, time.Since(start))
 
 	e.mu.Lock()
@@ -298,9 +321,13 @@ func (s *Server) runUnseal(e *sealed, f *flight, blob *sealstore.Blob, gen uint6
 // unsealSeed asks the Unsealer for blob's seed, in a fresh locked buffer
 // laid out as an ed25519.PrivateKey, and checks that the seed's public key
 // is pub.
-func (s *Server) unsealSeed(ctx context.Context, blob *sealstore.Blob, pub *[ed25519.PublicKeySize]byte) (*secmem.Buffer, error) {
+func (s *Server) unsealSeed(ctx context.Context, blob *sealstore.Blob, pub *[ed25519.PublicKeySize]byte, pin []byte) (*secmem.Buffer, error) {
 	if s.unsealer == nil {
 		return nil, fmt.Errorf("agentsrv: unseal %s: no unsealer configured", blob.Name)
+	}
+	pu, canPIN := s.unsealer.(PINUnsealer)
+	if pin != nil && !canPIN {
+		return nil, fmt.Errorf("agentsrv: unseal %s: %w", blob.Name, ErrPINUnsupported)
 	}
 	buf, err := secmem.New(ed25519.PrivateKeySize)
 	if err != nil {
@@ -311,7 +338,11 @@ func (s *Server) unsealSeed(ctx context.Context, blob *sealstore.Blob, pub *[ed2
 	// frames (go-tpm unmarshals the response through reflection): wipe
 	// them, growing the stack first so that it is not copied midway.
 	edlocked.Scrub()
-	err = s.unsealer.Unseal(ctx, blob, key[:ed25519.SeedSize])
+	if pin != nil {
+		err = pu.UnsealWithPIN(ctx, blob, pin, key[:ed25519.SeedSize])
+	} else {
+		err = s.unsealer.Unseal(ctx, blob, key[:ed25519.SeedSize])
+	}
 	edlocked.Scrub()
 	if err != nil {
 		buf.Destroy()
@@ -396,6 +427,7 @@ func (s *Server) SetIdentities(ids []Identity) error {
 			old.comment = listComment(b)
 			old.cert = c.id.Cert
 			old.certWire = c.certWire
+			old.confirm, old.notify = c.id.Confirm, c.id.Notify
 			kept[old] = true
 			next = append(next, old)
 			continue
@@ -414,6 +446,8 @@ func (s *Server) SetIdentities(ids []Identity) error {
 			certWire: c.certWire,
 			fp:       ssh.FingerprintSHA256(b.PublicKey),
 			gen:      1,
+			confirm:  c.id.Confirm,
+			notify:   c.id.Notify,
 		}
 		copy(e.pub[:], b.PublicKey.(ssh.CryptoPublicKey).CryptoPublicKey().(ed25519.PublicKey))
 		next = append(next, e)

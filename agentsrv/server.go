@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -105,6 +107,17 @@ type Config struct {
 	// change. If it also implements MetricsReporter, the server answers
 	// the metrics@icn-agent extension with its report. Nil means none.
 	Metrics Metrics
+	// Audit, if set, is told of every sign request, signed or refused
+	// (see Auditor). Nil means none.
+	Audit Auditor
+	// Notify, if set, is told of every signature made with an identity
+	// whose Identity.Notify is set (see Notifier).
+	Notify Notifier
+	// KnownHost names the host whose key a client bound its session to
+	// (session-bind@openssh.com), for prompts, events and status; p is
+	// the client. It returns "" for an unknown key. Nil names none; the
+	// daemon uses KnownHostsLookup.
+	KnownHost func(key ssh.PublicKey, p Peer) string
 }
 
 // Metrics receives the server's events so that they can be counted. The
@@ -162,6 +175,9 @@ type Server struct {
 	allowUID   func(uid uint32) bool
 	sleep      func(ctx context.Context, d time.Duration)
 	metrics    Metrics
+	auditor    Auditor
+	notifier   Notifier
+	knownHost  func(ssh.PublicKey, Peer) string
 
 	maxConns       int
 	requestTimeout time.Duration // <= 0: none
@@ -209,17 +225,20 @@ type keyRef struct {
 // ServeConn is called, and has no identities until SetIdentities.
 func New(cfg Config) *Server {
 	s := &Server{
-		unsealer: cfg.Unsealer,
-		attester: cfg.Attester,
-		lockout:  cfg.Lockout,
-		log:      cfg.Logger,
-		askPass:  cfg.AskPass,
-		now:      cfg.Now,
-		allowUID: cfg.AllowUID,
-		sleep:    cfg.Sleep,
-		metrics:  cfg.Metrics,
-		byName:   map[string]*sealed{},
-		byKey:    map[string]keyRef{},
+		unsealer:  cfg.Unsealer,
+		attester:  cfg.Attester,
+		lockout:   cfg.Lockout,
+		log:       cfg.Logger,
+		askPass:   cfg.AskPass,
+		now:       cfg.Now,
+		allowUID:  cfg.AllowUID,
+		sleep:     cfg.Sleep,
+		metrics:   cfg.Metrics,
+		auditor:   cfg.Audit,
+		notifier:  cfg.Notify,
+		knownHost: cfg.KnownHost,
+		byName:    map[string]*sealed{},
+		byKey:     map[string]keyRef{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()

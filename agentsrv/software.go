@@ -7,8 +7,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"slices"
 	"time"
 
@@ -205,9 +203,9 @@ func (s *Server) expireSoftLocked(now time.Time) {
 
 // signSoft signs with a software key, after asking for confirmation if
 // the key was added with the confirm constraint.
-func (s *Server) signSoft(ctx context.Context, k *softKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+func (s *Server) signSoft(ctx context.Context, info *connInfo, k *softKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
 	if k.confirm {
-		if err := s.confirm(ctx, k); err != nil {
+		if err := s.askConfirm(ctx, k.fp, confirmPrompt("key "+k.comment, k.fp, info)); err != nil {
 			return nil, err
 		}
 		// The key may have been removed, or the agent locked, while
@@ -236,19 +234,4 @@ func (s *Server) signSoft(ctx context.Context, k *softKey, data []byte, flags ag
 		return nil, fmt.Errorf("agentsrv: unsupported signature flags %d", flags)
 	}
 	return as.SignWithAlgorithm(rand.Reader, data, algo)
-}
-
-// confirm runs the askpass program to have the user allow one use of k.
-func (s *Server) confirm(ctx context.Context, k *softKey) error {
-	ctx, cancel := context.WithTimeout(ctx, askPassTimeout)
-	defer cancel()
-	prompt := fmt.Sprintf("Allow use of key %s?\nKey fingerprint %s.", k.comment, k.fp)
-	cmd := exec.CommandContext(ctx, s.askPass, prompt)
-	cmd.Env = append(os.Environ(), "SSH_ASKPASS_PROMPT=confirm")
-	if err := cmd.Run(); err != nil {
-		s.log.Warn("agentsrv: use of key not confirmed", "fingerprint", k.fp, "err", err)
-		return fmt.Errorf("agentsrv: use of key %s not confirmed: %w", k.fp, err)
-	}
-	s.log.Debug("agentsrv: use of key confirmed", "fingerprint", k.fp)
-	return nil
 }
