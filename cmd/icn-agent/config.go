@@ -16,11 +16,16 @@ import (
 
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/sealstore"
 )
 
 // The configuration file is TOML, by default at
 // $XDG_CONFIG_HOME/icn-agent/config.toml. Every key is optional; a missing
 // key keeps its default, and so does a missing file at the default path:
+//
+//	audit = true                  # keep the audit log of signatures ($XDG_STATE_HOME/icn-agent)
+//	notify_command = ""           # run for each announced signature (see below)
+//	desktop_notify = true         # announce on the desktop when a D-Bus session bus exists
 //
 //	[identity.tpm]
 //	enabled = true                # must stay true: identities are TPM-sealed
@@ -29,6 +34,14 @@ import (
 //	auto_lock_timeout_secs = 300  # seconds a cached seed is kept after unsealing; 0 = until lock
 //	pcr_poll_secs = 30            # how often the agent reads the PCRs it depends on
 //	tpm_timeout_secs = 10         # how long a request may wait for the TPM, and each TPM command
+//
+// Per-identity settings are tables named after the identity:
+//
+//	[identities.work]
+//	confirm = true                # ask through SSH_ASKPASS before every signature
+//	notify = true                 # announce every signature
+//
+// The top-level keys must come before the first table (TOML).
 //
 // Unknown keys are rejected rather than ignored, so that a typo such as
 // "pcr = [7]" cannot silently leave the defaults in force.
@@ -50,10 +63,33 @@ const maxAutoLockSecs = math.MaxInt64 / int64(time.Second)
 
 // Config is the icn-agent configuration file.
 type Config struct {
-	Identity struct {
+	// Audit keeps the audit log of signatures (internal/audit) in
+	// $XDG_STATE_HOME/icn-agent. On by default.
+	Audit bool `toml:"audit"`
+	// NotifyCommand, if set, is run (through /bin/sh -c) for every
+	// signature with an identity whose notify is set, with the details
+	// in ICN_AGENT_* environment variables (see notify.go).
+	NotifyCommand string `toml:"notify_command"`
+	// DesktopNotify announces those signatures as freedesktop
+	// notifications when a D-Bus session bus exists. On by default.
+	DesktopNotify bool `toml:"desktop_notify"`
+	Identity      struct {
 		// TPM configures the TPM-sealed identity store.
 		TPM TPMConfig `toml:"tpm"`
 	} `toml:"identity"`
+	// Identities holds per-identity settings, by identity name.
+	Identities map[string]IdentityConfig `toml:"identities"`
+}
+
+// IdentityConfig is an [identities.NAME] table.
+type IdentityConfig struct {
+	// Confirm makes every signature with the identity ask the user
+	// through SSH_ASKPASS first (like ssh-add -c); with no SSH_ASKPASS
+	// the signature is refused.
+	Confirm bool `toml:"confirm"`
+	// Notify announces every signature with the identity (desktop
+	// notification, notify_command).
+	Notify bool `toml:"notify"`
 }
 
 // TPMConfig is the [identity.tpm] table.
@@ -88,6 +124,8 @@ const maxTPMTimeoutSecs = 600
 // timeout of 10 seconds.
 func DefaultConfig() Config {
 	var c Config
+	c.Audit = true
+	c.DesktopNotify = true
 	c.Identity.TPM = TPMConfig{
 		Enabled:             true,
 		PCRs:                []int{0, 7},
@@ -226,6 +264,11 @@ func (c Config) validate() error {
 	}
 	if int64(t.AutoLockTimeoutSecs) > maxAutoLockSecs {
 		return fmt.Errorf("identity.tpm.auto_lock_timeout_secs = %d: must be at most %d", t.AutoLockTimeoutSecs, maxAutoLockSecs)
+	}
+	for name := range c.Identities {
+		if err := sealstore.ValidName(name); err != nil {
+			return fmt.Errorf("identities.%q: not an identity name: %w", name, err)
+		}
 	}
 	return nil
 }

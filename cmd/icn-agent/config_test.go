@@ -18,8 +18,16 @@ import (
 
 // tpmConfig builds the expected Config from an identity.tpm table.
 func tpmConfig(t TPMConfig) Config {
-	var c Config
+	c := DefaultConfig()
 	c.Identity.TPM = t
+	return c
+}
+
+// controlConfig is the default configuration with per-identity settings
+// and the audit and notify keys changed by f.
+func controlConfig(f func(c *Config)) Config {
+	c := DefaultConfig()
+	f(&c)
 	return c
 }
 
@@ -96,6 +104,24 @@ tpm_timeout_secs = 3
 			name:    "bad pcr 24",
 			content: "[identity.tpm]\npcrs = [0, 24]\n",
 			wantErr: []string{"identity.tpm.pcrs: PCR 24 out of range 0..23"},
+		},
+		{
+			name:    "per-identity settings",
+			content: "audit = false\nnotify_command = \"logger -t icn\"\ndesktop_notify = false\n\n[identity.tpm]\npcrs = [0, 7]\n\n[identities.work]\nconfirm = true\nnotify = true\n\n[identities.\"git-sign\"]\nnotify = true\n",
+			want: controlConfig(func(c *Config) {
+				c.Audit, c.NotifyCommand, c.DesktopNotify = false, "logger -t icn", false
+				c.Identities = map[string]IdentityConfig{"work": {Confirm: true, Notify: true}, "git-sign": {Notify: true}}
+			}),
+		},
+		{
+			name:    "unknown per-identity key",
+			content: "[identities.work]\nconfrim = true\n",
+			wantErr: []string{`unknown key "identities.work.confrim"`},
+		},
+		{
+			name:    "bad identity name",
+			content: "[identities.\"a/b\"]\nconfirm = true\n",
+			wantErr: []string{`identities."a/b": not an identity name`},
 		},
 		{
 			name:    "negative pcr",

@@ -181,17 +181,26 @@ func (d *daemon) run() error {
 	timeout := d.f.cfg.Identity.TPM.TPMTimeout()
 	bounded := boundedTPM{tpm: tpm, timeout: timeout}
 	d.da = &daCache{tpm: bounded, every: daRefresh, log: d.log, poke: make(chan struct{}, 1)}
+	attester := &tpmAttester{tpm: bounded, path: akPath(store), store: store}
+	ctl, err := d.control(attester)
+	if err != nil {
+		return err
+	}
+	defer ctl.close(d.log, timeout) // after the server's Close below
 	d.srv = agentsrv.New(agentsrv.Config{
 		Metrics: agentMetrics,
 		Unsealer: pokingUnsealer{
 			next:  newPINUnsealer(bounded, store, d.e.getenv("SSH_ASKPASS"), d.log),
 			after: d.da.Poke,
 		},
-		Attester:        &tpmAttester{tpm: bounded, path: akPath(store), store: store},
+		Attester:        attester,
 		Lockout:         d.da.Lockout,
 		Logger:          d.log,
 		AutoLockTimeout: d.f.cfg.Identity.TPM.AutoLockTimeout(),
 		AskPass:         d.e.getenv("SSH_ASKPASS"),
+		Audit:           ctl.auditor,
+		Notify:          ctl.notifier,
+		KnownHost:       ctl.knownHost,
 	})
 	defer d.srv.Close()
 
@@ -216,7 +225,7 @@ func (d *daemon) run() error {
 	defer signal.Stop(sigs)
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(listeners)+4) // one per goroutine started below
+	errs := make(chan error, len(listeners)+5) // one per goroutine started below
 	start := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -232,6 +241,9 @@ func (d *daemon) run() error {
 	start("store watcher", watcher.Run)
 	start("PCR watcher", d.pcrs.Run)
 	start("dictionary-attack reader", d.da.Run)
+	if ctl.notify != nil {
+		start("notifier", ctl.notify.Run)
+	}
 	if m != nil {
 		m.WatchServer(d.srv.Status)
 		start("metrics", func(ctx context.Context) error { return m.Serve(ctx, metricsL, d.log) })
@@ -352,6 +364,9 @@ func (d *daemon) setIdentities(snap sealstore.Snapshot) {
 			continue // the watcher logged it; the others keep working
 		}
 		id := agentsrv.Identity{Blob: en.Blob, Cert: d.certificate(en.Blob)}
+		if ic, ok := d.f.cfg.Identities[en.Blob.Name]; ok {
+			id.Confirm, id.Notify = ic.Confirm, ic.Notify
+		}
 		ids = append(ids, id)
 		for _, p := range en.Blob.Policy.Indexes() {
 			pcrSet[p] = true
@@ -424,6 +439,9 @@ func (d *daemon) reload() {
 	now := cfg.Identity.TPM
 	if now.Device != old.Device || now.PCRPollSecs != old.PCRPollSecs || now.TPMTimeoutSecs != old.TPMTimeoutSecs {
 		d.log.Warn("config changed device, pcr_poll_secs or tpm_timeout_secs; restart icn-agent for them to take effect", "path", path)
+	}
+	if cfg.Audit != d.f.cfg.Audit || cfg.NotifyCommand != d.f.cfg.NotifyCommand || cfg.DesktopNotify != d.f.cfg.DesktopNotify {
+		d.log.Warn("config changed audit, notify_command or desktop_notify; restart icn-agent for them to take effect (per-identity settings apply now)", "path", path)
 	}
 	d.srv.SetAutoLockTimeout(now.AutoLockTimeout())
 	d.f.cfg = cfg

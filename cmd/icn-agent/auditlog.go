@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/attest"
+	"github.com/icn/icn-agent/internal/audit"
+	"github.com/icn/icn-agent/internal/tpmdev"
+)
+
+// The daemon's audit log: every sign request the agent answers, signed or
+// refused, goes to internal/audit in $XDG_STATE_HOME/icn-agent, with
+// checkpoints stamped by the TPM's attestation key (the one icn-agent
+// attest uses). The log is on unless the config says audit = false.
+//
+// The server hands events over on the request path (agentsrv.Auditor);
+// auditSink queues them and one goroutine appends them, so that a
+// signature waits for a channel send, not for a write. The queue is
+// bounded: if the disk falls that far behind, signatures wait for room
+// rather than go unrecorded. Checkpoints are stamped in the log's own
+// goroutine, each TPM use bounded by tpm_timeout_secs; a signature never
+// waits for the TPM on their account.
+
+// auditQueue is how many events may wait to be written.
+const auditQueue = 4096
+
+// auditBatch is how long the writer lets events gather after writing
+// some: a send to a writer that is parked wakes it, which costs the
+// signing thread more than the send, so a busy agent wakes its writer at
+// most once per auditBatch. Records reach the file at most that late.
+const auditBatch = time.Millisecond
+
+// auditSink is the daemon's agentsrv.Auditor.
+type auditSink struct {
+	log  *audit.Log
+	ch   chan agentsrv.SignEvent
+	done chan struct{}
+	slog *slog.Logger
+}
+
+// openAuditLog opens the log in dir, stamping checkpoints with stamper
+// (nil: none), and starts its writer.
+func openAuditLog(dir string, stamper audit.Stamper, log *slog.Logger) (*auditSink, error) {
+	l, err := audit.Open(dir, audit.Options{Stamper: stamper, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	a := &auditSink{log: l, ch: make(chan agentsrv.SignEvent, auditQueue), done: make(chan struct{}), slog: log}
+	go a.run()
+	return a, nil
+}
+
+// Audit implements agentsrv.Auditor.
+func (a *auditSink) Audit(ev *agentsrv.SignEvent) { a.ch <- *ev }
+
+func (a *auditSink) run() {
+	defer close(a.done)
+	for ev := range a.ch {
+		a.write(&ev)
+		for more := true; more; {
+			select {
+			case ev, ok := <-a.ch:
+				if !ok {
+					return
+				}
+				a.write(&ev)
+			default:
+				more = false
+			}
+		}
+		time.Sleep(auditBatch)
+	}
+}
+
+func (a *auditSink) write(ev *agentsrv.SignEvent) {
+	// A failing log reports itself once (audit.Log.fail).
+	a.log.Append(auditRecord(ev))
+}
+
+// Close writes what is queued, then the log's stop record and its last
+// checkpoint. The server must be closed first: no Audit may follow.
+func (a *auditSink) Close(timeout time.Duration) error {
+	close(a.ch)
+	<-a.done
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return a.log.Close(ctx)
+}
+
+// auditRecord is the log's record of an event.
+func auditRecord(ev *agentsrv.SignEvent) audit.Record {
+	r := audit.Record{
+		Time:       ev.Time.UTC(),
+		Event:      "sign",
+		Key:        ev.Key,
+		Name:       ev.Name,
+		Backend:    ev.Backend,
+		Dest:       ev.Dest.String(),
+		DataSHA256: hex.EncodeToString(ev.DataSHA256[:]),
+		Outcome:    ev.Outcome,
+	}
+	if ev.Err != nil {
+		r.Event = "refuse"
+	}
+	if p := ev.Peer; p.Known {
+		uid := p.UID
+		r.PeerUID, r.PeerPID, r.PeerExe = &uid, p.PID, p.Exe
+	}
+	return r
+}
+
+// akStamper stamps checkpoints with the attester's attestation key
+// (created on first use). Like a quote, it keeps the AK loaded only while
+// it works. Its TPM is the daemon's boundedTPM: each use is bounded by
+// tpm_timeout_secs.
+type akStamper struct{ a *tpmAttester }
+
+func (s akStamper) Stamp(ctx context.Context, digest []byte) (*attest.Stamp, error) {
+	ak, err := s.a.loadAK(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := ak.Unload(context.WithoutCancel(ctx), s.a.tpm); err != nil {
+			slog.Warn("cannot unload the attestation key", "err", err)
+		}
+	}()
+	return ak.Stamp(ctx, s.a.tpm, digest)
+}
+
+// control is what the daemon adds to the server for control over each
+// signature: the audit log, the notifier and the known_hosts lookup.
+type control struct {
+	audit     *auditSink // nil when audit = false
+	notify    *notifier  // nil when there is nowhere to announce to
+	auditor   agentsrv.Auditor
+	notifier  agentsrv.Notifier
+	knownHost func(ssh.PublicKey, agentsrv.Peer) string
+}
+
+// control opens the audit log (unless the config turns it off) and sets
+// up the notifier and the known_hosts lookup.
+func (d *daemon) control(attester *tpmAttester) (*control, error) {
+	cfg := d.f.cfg
+	c := &control{}
+	if cfg.Audit {
+		dir := tpmdev.DefaultStateDir()
+		a, err := openAuditLog(dir, akStamper{attester}, d.log)
+		if err != nil {
+			return nil, withHint(err, "the audit log of signatures is on by default; fix the directory, or set audit = false at the top of config.toml to run without it")
+		}
+		c.audit, c.auditor = a, a
+		d.log.Info("audit log on", "dir", dir)
+	}
+	if n := newNotifier(cfg.NotifyCommand, cfg.DesktopNotify, d.e.getenv, d.log); n != nil {
+		c.notify, c.notifier = n, n
+	}
+	if home := d.e.getenv("HOME"); home != "" {
+		c.knownHost = agentsrv.KnownHostsLookup(filepath.Join(home, ".ssh", "known_hosts"), filepath.Join(home, ".ssh", "known_hosts2"))
+	}
+	return c, nil
+}
+
+// close closes the audit log: its last records and checkpoint. The
+// server must be closed.
+func (c *control) close(log *slog.Logger, timeout time.Duration) {
+	if c.audit == nil {
+		return
+	}
+	if err := c.audit.Close(2 * timeout); err != nil {
+		log.Warn("audit log not closed cleanly", "err", err)
+	}
+}
