@@ -10,12 +10,14 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/sealstore"
 )
 
 func init() {
 	register(&command{
 		name:    "add",
-		args:    "NAME [-t DURATION]",
+		args:    "NAME [-t DURATION] [-c] [--pin-file FILE]",
 		summary: "Ask the running agent to unseal an identity now (and list it again after ssh-add -d).",
 		run:     runAdd,
 	})
@@ -43,6 +45,9 @@ func runAdd(e *env, args []string) error {
 	fs := newFlagSet(c)
 	socket := fs.String("a", "", "agent socket (default $SSH_AUTH_SOCK)")
 	life := fs.Duration("t", 0, "keep the seed this long (default: the agent's auto_lock_timeout_secs)")
+	confirm := fs.Bool("c", false, "ask through the agent's SSH_ASKPASS before every signature with the identity, until the next add without -c")
+	pinFile := fs.String("pin-file", "", "read the identity's PIN from the first line of FILE instead of asking on the terminal")
+	storeDir := fs.String("store", "", "directory of sealed identities, to tell whether NAME has a PIN (default $XDG_DATA_HOME/icn-agent/identities)")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -50,6 +55,7 @@ func runAdd(e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one NAME")
 	}
+	name := pos[0]
 	if *life < 0 || (*life > 0 && *life < time.Second) {
 		return usagef("-t must be at least 1s")
 	}
@@ -58,17 +64,94 @@ func runAdd(e *env, args []string) error {
 		return err
 	}
 	defer cl.Close()
-	if err := cl.Add(pos[0], *life); err != nil {
+	var pin []byte
+	if *pinFile != "" || needsPIN(cl, *storeDir, name) {
+		// The agent would ask through its own SSH_ASKPASS, which it may
+		// not have (a console, a session over ssh): ask here.
+		if pin, err = readPIN(*pinFile, name, false); err != nil {
+			return err
+		}
+		defer secmem.Wipe(pin)
+	}
+	if pin == nil && !*confirm {
+		err = cl.Add(name, *life)
+	} else {
+		err = addWithOptions(cl, name, agentsrv.UnsealOptions{Lifetime: *life, Confirm: *confirm, PIN: pin})
+	}
+	if err != nil {
 		if errors.Is(err, agentsrv.ErrNotFound) {
 			// The agent serves only the identities it could load: one
 			// whose file is damaged, unreadable or a dangling link is
 			// skipped, and only the store says why.
-			return withHint(err, fmt.Sprintf("'icn-agent list' shows the identities in the store and why one cannot be used; the agent serves %s once %s.sealed loads", pos[0], pos[0]))
+			return withHint(err, fmt.Sprintf("'icn-agent list' shows the identities in the store and why one cannot be used; the agent serves %s once %s.sealed loads", name, name))
 		}
 		return err
 	}
-	fmt.Fprintf(e.stdout, "unsealed %s\n", pos[0])
+	fmt.Fprintf(e.stdout, "unsealed %s\n", name)
 	return nil
+}
+
+// needsPIN reports whether adding name takes a PIN: the store says the
+// identity has one and the agent does not hold its seed already. A store
+// that cannot be read says no (the agent may use another store): the
+// agent then asks through its SSH_ASKPASS, or --pin-file gives the PIN.
+func needsPIN(cl *agentsrv.Client, dir, name string) bool {
+	if dir == "" {
+		dir = sealstore.DefaultDir()
+	}
+	store, err := sealstore.Open(dir)
+	if err != nil {
+		return false
+	}
+	b, err := store.Load(name)
+	if err != nil || !b.Policy.PIN {
+		return false
+	}
+	if st, err := cl.Status(); err == nil {
+		for _, is := range st.Identities {
+			if is.Name == name && is.Unsealed {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// addWithOptions sends an unseal@icn-agent request with a PIN or the
+// confirm flag, which agents before them refuse as malformed. The
+// request holding the PIN is wiped once sent.
+func addWithOptions(cl *agentsrv.Client, name string, o agentsrv.UnsealOptions) error {
+	req, err := agentsrv.MarshalUnsealRequest(name, o)
+	if err != nil {
+		return err
+	}
+	_, err = cl.Agent().Extension(agentsrv.ExtUnseal, req)
+	secmem.Wipe(req)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, agent.ErrExtensionUnsupported) {
+		return errors.New("the agent does not support sealed identities (not an icn-agent?)")
+	}
+	// The protocol carries no error text: the agent's status says what
+	// went wrong with this identity.
+	st, serr := cl.Status()
+	switch {
+	case serr != nil:
+	case st.Locked:
+		return fmt.Errorf("unseal %s: %w", name, agentsrv.ErrLocked)
+	default:
+		for _, is := range st.Identities {
+			if is.Name == name {
+				if is.LastError != "" {
+					return errors.New(is.LastError)
+				}
+				return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, err)
+			}
+		}
+		return fmt.Errorf("%w: the agent has no identity named %q", agentsrv.ErrNotFound, name)
+	}
+	return fmt.Errorf("unseal %s: %w", name, err)
 }
 
 func runStatus(e *env, args []string) error {
@@ -136,6 +219,16 @@ func runStatus(e *env, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	for _, is := range st.Identities {
+		if is.LastUsed.IsZero() {
+			continue
+		}
+		line := fmt.Sprintf("%s last signed %s ago for %s", is.Name, time.Since(is.LastUsed).Round(time.Second), is.LastPeer)
+		if is.LastDest != "" {
+			line += " to " + is.LastDest
+		}
+		fmt.Fprintln(e.stdout, line)
+	}
 	if st.SoftwareKeys > 0 {
 		fmt.Fprintf(e.stdout, "%d software key(s) added with ssh-add\n", st.SoftwareKeys)
 	}
@@ -166,6 +259,11 @@ type identityStatusJSON struct {
 	Hidden      bool       `json:"hidden"`
 	PCRMismatch []int      `json:"pcr_mismatch,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
+	// The last signature since the agent started: when, for which
+	// process, to which host.
+	LastUsed *time.Time `json:"last_used,omitempty"`
+	LastPeer string     `json:"last_peer,omitempty"`
+	LastDest string     `json:"last_dest,omitempty"`
 }
 
 func writeStatusJSON(e *env, st *agentsrv.Status, metrics json.RawMessage) error {
@@ -178,6 +276,10 @@ func writeStatusJSON(e *env, st *agentsrv.Status, metrics json.RawMessage) error
 		if !is.Expiry.IsZero() {
 			t := is.Expiry.UTC()
 			j.Expiry = &t
+		}
+		if !is.LastUsed.IsZero() {
+			t := is.LastUsed.UTC()
+			j.LastUsed, j.LastPeer, j.LastDest = &t, is.LastPeer, is.LastDest
 		}
 		out.Identities = append(out.Identities, j)
 	}
