@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/swtpmtest"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
@@ -310,4 +312,67 @@ type failingTPM struct{}
 
 func (failingTPM) RunWithSRK(context.Context, func(transport.TPM, *tpmdev.SRK) error) error {
 	return errors.New("no TPM")
+}
+
+// --pin-file is read through safefile: the first line of a regular file;
+// a FIFO is refused at once rather than waited on, and an oversized file
+// is refused.
+func TestReadPINFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, want string
+		wantErr          error
+	}{
+		{"first line", write("two", "1234\nsecond\n"), "1234", nil},
+		{"crlf", write("crlf", "1234\r\n"), "1234", nil},
+		{"no newline", write("nonl", "5678"), "5678", nil},
+		{"exactly the cap", write("cap", strings.Repeat("9", maxPINFile)), strings.Repeat("9", maxPINFile), nil},
+		{"too large", write("big", strings.Repeat("9", maxPINFile+1)), "", safefile.ErrTooLarge},
+		{"fifo", fifo, "", safefile.ErrNotRegular},
+		{"directory", dir, "", safefile.ErrNotRegular},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readPINFile(tt.path)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("error %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("readPINFile = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// readSecret keeps what fits in its buffer, reports more as over, and
+// drains the rest so that the writer is not cut off.
+func TestReadSecret(t *testing.T) {
+	buf := make([]byte, 8)
+	n, over, err := readSecret(strings.NewReader("12345"), buf)
+	if err != nil || over || string(buf[:n]) != "12345" {
+		t.Fatalf("short input: %q, %v, %v", buf[:n], over, err)
+	}
+	r := strings.NewReader(strings.Repeat("x", 2000))
+	n, over, err = readSecret(r, buf)
+	if err != nil || !over || n != len(buf) || r.Len() != 0 {
+		t.Fatalf("long input: n=%d over=%v err=%v left=%d", n, over, err, r.Len())
+	}
+	n, over, err = readSecret(strings.NewReader("12345678"), buf)
+	if err != nil || over || n != 8 {
+		t.Fatalf("input of exactly the buffer's size: n=%d over=%v err=%v", n, over, err)
+	}
 }
