@@ -125,11 +125,19 @@ const MaxPINSize = 1024
 // encryption: a value without zero bytes is used the same way by both.
 // The caller should wipe the result after use.
 func PINAuthValue(pin []byte) []byte {
-	h := sha256.Sum256(pin)
-	for bytes.IndexByte(h[:], 0) >= 0 {
-		h = sha256.Sum256(h[:])
-	}
+	h := new([sha256.Size]byte)
+	pinAuthValue(h, pin)
 	return h[:]
+}
+
+// pinAuthValue writes PINAuthValue(pin) to out, which the unseal session
+// points into its locked page: the digests are computed on the stack
+// (sha256.Sum256 keeps its state there) and never reach the heap.
+func pinAuthValue(out *[sha256.Size]byte, pin []byte) {
+	*out = sha256.Sum256(pin)
+	for bytes.IndexByte(out[:], 0) >= 0 {
+		*out = sha256.Sum256(out[:])
+	}
 }
 
 // checkPIN checks a PIN's size.
@@ -409,8 +417,7 @@ func UnsealWith(ctx context.Context, t TPM, b *Blob, dst []byte, opts UnsealOpti
 		if err := checkPIN(opts.PIN); err != nil {
 			return err
 		}
-		u.auth = PINAuthValue(opts.PIN)
-		defer secmem.Wipe(u.auth)
+		u.pin = opts.PIN
 	}
 	if b.Policy.Kind == PolicyAuthorizedPCR {
 		if u.signer, err = parsePolicyKeyPublic(b.Policy.Signer); err != nil {
@@ -456,7 +463,7 @@ type unsealer struct {
 	priv     *tpm2.TPM2BPrivate
 	signer   *PolicyKey // PolicyAuthorizedPCR only
 	policies []*SignedPolicy
-	auth     []byte // the PIN's authValue, PIN blobs only
+	pin      []byte // the PIN, PIN blobs only (the caller's; not wiped here)
 	dst      []byte
 }
 
@@ -496,7 +503,7 @@ func (u *unsealer) once(tpm transport.TPM, srk *tpmdev.SRK) error {
 
 	p := u.b.Policy
 	sel := tpmdev.Selection(p.Bank, p.Indexes())
-	sess, err := startUnsealSession(tpm, srk, u.auth)
+	sess, err := startUnsealSession(tpm, srk, u.pin)
 	if err != nil {
 		return err
 	}

@@ -93,25 +93,27 @@ type unsealSession struct {
 }
 
 // startUnsealSession starts a policy session salted to the SRK with
-// AES-128-CFB response encryption. authValue is the PIN's authValue for a
-// PIN blob (nil otherwise); it is copied into the session's locked page.
-// The caller runs the policy commands in s.handle and then s.unseal, and
-// calls s.close on every path.
-func startUnsealSession(tpm transport.TPM, srk *tpmdev.SRK, authValue []byte) (_ *unsealSession, err error) {
-	if len(authValue) > sha256.Size {
-		return nil, fmt.Errorf("authValue is %d bytes, at most %d", len(authValue), sha256.Size)
-	}
+// AES-128-CFB response encryption. For a PIN blob, pin is the PIN (nil
+// otherwise): its authValue (PINAuthValue) is computed straight into the
+// session's locked page. The caller runs the policy commands in s.handle
+// and then s.unseal, and calls s.close on every path.
+func startUnsealSession(tpm transport.TPM, srk *tpmdev.SRK, pin []byte) (_ *unsealSession, err error) {
 	sec, err := secmem.New(sessionPage)
 	if err != nil {
 		return nil, err
 	}
-	s := &unsealSession{sec: sec, hmacKeyLen: sha256.Size + len(authValue)}
+	s := &unsealSession{sec: sec, hmacKeyLen: sha256.Size}
 	defer func() {
 		if err != nil {
 			s.close(tpm)
 		}
 	}()
-	copy(s.key()[sha256.Size:], authValue)
+	if len(pin) > 0 {
+		s.hmacKeyLen += sha256.Size
+		edlocked.Deep(func() {
+			pinAuthValue((*[sha256.Size]byte)(sec.Bytes()[offAuthValue:offAuthValue+sha256.Size]), pin)
+		})
+	}
 	if _, err := rand.Read(s.nonceCaller[:]); err != nil {
 		return nil, fmt.Errorf("session nonce: %w", err)
 	}
