@@ -49,7 +49,7 @@ const memoryCycles = 50
 //     two removed (ssh-add -d, ssh-add -D) and one expired (ssh-add -t).
 //
 // Positive controls keep a broken scanner from passing: while the plain
-// identity's seed is cached, the scan must find it in its locked page; and
+// identity's seed is cached, the scan must find it in its locked buffer; and
 // while a software key is held, the scan must find the marker it carries
 // as its comment, an arbitrary string in ordinary heap memory, as the
 // passphrases and PINs would be.
@@ -78,7 +78,7 @@ func TestMemoryHygiene(t *testing.T) {
 	ag := c.Agent()
 	m := &memoryRun{t: t, p: p, c: c, ag: ag}
 
-	// Positive control 1: the cached seed is in its locked page.
+	// Positive control 1: the cached seed is in its locked buffer.
 	m.unseal("mem", 0)
 	m.sign(memPub)
 	m.controlCachedSeed(memSeed)
@@ -298,13 +298,14 @@ func (m *memoryRun) removeSoftKey(k softKey) {
 }
 
 // controlCachedSeed is the first positive control: the cached seed is
-// found, in a one-page anonymous mapping (its locked buffer).
+// found, once, in locked memory (a secmem buffer: a mapping that is
+// mlock'ed and left out of core dumps).
 func (m *memoryRun) controlCachedSeed(seed []byte) {
 	m.t.Helper()
 	hits, st := m.scan(memscan.Ed25519Patterns(seed))
 	var cached []memscan.Hit
 	for _, h := range hits {
-		if h.Pattern == "seed" && h.Mapping.Path == "" && h.Mapping.End-h.Mapping.Start == uint64(os.Getpagesize()) {
+		if h.Pattern == "seed" && h.Mapping.Path == "" && h.Mapping.Locked() {
 			cached = append(cached, h)
 		}
 	}
@@ -312,7 +313,7 @@ func (m *memoryRun) controlCachedSeed(seed []byte) {
 		m.t.Fatalf("positive control: the cached seed was not found in a locked page (scanned %d mappings, %d bytes; hits %v)", st.Mappings, st.Bytes, hits)
 	}
 	m.cached = cached[0].Addr
-	m.t.Logf("positive control: the cached seed is at %#x, in a one-page mapping; %d hits in all while cached", m.cached, len(hits))
+	m.t.Logf("positive control: the cached seed is at %#x, in a locked mapping (flags %v); %d hits in all while cached", m.cached, cached[0].Mapping.Flags, len(hits))
 }
 
 // controlMarker is the second positive control: a string the agent holds
