@@ -337,6 +337,9 @@ func (m *memoryRun) scan(patterns []memscan.Pattern) ([]memscan.Hit, memscan.Sta
 	if st.Bytes < 1<<20 {
 		m.t.Fatalf("scanned only %d bytes", st.Bytes)
 	}
+	if len(st.Unread) > 0 {
+		m.t.Fatalf("could not read %d writable mappings of the agent: %v", len(st.Unread), st.Unread)
+	}
 	return hits, st
 }
 
@@ -359,7 +362,7 @@ func (m *memoryRun) scanKinds(kinds []secretKind) {
 		byKind[kindOf[h.Pattern]] = append(byKind[kindOf[h.Pattern]], h)
 	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "scanned %d mappings, %d MiB (%d unreadable):\n", st.Mappings, st.Bytes>>20, st.Skipped)
+	fmt.Fprintf(&table, "scanned %d mappings, %d MiB (%d unmapped during the scan, %d unreadable):\n", st.Mappings, st.Bytes>>20, st.Skipped, len(st.Unread))
 	for _, k := range kinds {
 		// A whole seed also matches its two halves: say which
 		// patterns matched, not just how often.

@@ -141,6 +141,12 @@ type Stats struct {
 	Mappings int    // writable mappings read
 	Bytes    uint64 // bytes read
 	Skipped  int    // writable mappings that could not be read
+	// Unread are the mappings at the addresses of those counted in
+	// Skipped that still could not be read when tried again after the
+	// scan: memory the scan did not look at. (A mapping unmapped while
+	// the scan ran, a freed buffer say, holds nothing any more, and what
+	// is mapped there instead is read.)
+	Unread []Mapping
 }
 
 // chunk is how much of a mapping is read at a time.
@@ -247,11 +253,12 @@ func Scan(pid int, patterns []Pattern) ([]Hit, Stats, error) {
 		longest = max(longest, len(p.Bytes))
 	}
 	var hits []Hit
+	var skipped []Mapping
 	buf := make([]byte, chunk+longest)
-	for _, m := range maps {
-		if !strings.HasPrefix(m.Perms, "rw") || m.Path == "[vvar]" || m.Path == "[vvar_vclock]" || m.Path == "[vsyscall]" {
-			continue
-		}
+	scannable := func(m Mapping) bool {
+		return strings.HasPrefix(m.Perms, "rw") && m.Path != "[vvar]" && m.Path != "[vvar_vclock]" && m.Path != "[vsyscall]"
+	}
+	scanOne := func(m Mapping) bool {
 		read, ok := scanMapping(mem, m, patterns, buf, longest, func(name string, addr uint64) {
 			h := Hit{Pattern: name, Addr: addr, Mapping: m, Symbol: syms.lookup(addr)}
 			n := 0
@@ -265,10 +272,36 @@ func Scan(pid int, patterns []Pattern) ([]Hit, Stats, error) {
 			hits = append(hits, h)
 		})
 		st.Bytes += read
-		if ok {
+		return ok
+	}
+	for _, m := range maps {
+		if !scannable(m) {
+			continue
+		}
+		if scanOne(m) {
 			st.Mappings++
 		} else {
 			st.Skipped++
+			skipped = append(skipped, m)
+		}
+	}
+	// A mapping that could not be read was usually unmapped while the scan
+	// ran (a buffer freed meanwhile): what is there now at its addresses
+	// is read again, and only what still cannot be read is Unread.
+	if len(skipped) > 0 {
+		now, err := Maps(pid)
+		if err != nil {
+			return nil, st, err
+		}
+		for _, n := range now {
+			if !scannable(n) || !slices.ContainsFunc(skipped, func(m Mapping) bool { return n.Start < m.End && m.Start < n.End }) {
+				continue
+			}
+			if scanOne(n) {
+				st.Mappings++
+			} else {
+				st.Unread = append(st.Unread, n)
+			}
 		}
 	}
 	return hits, st, nil
