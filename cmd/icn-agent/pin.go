@@ -14,7 +14,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/term"
+	"golang.org/x/sys/unix"
 
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
@@ -374,13 +374,67 @@ func readPIN(pinFile, name string, confirm bool) ([]byte, error) {
 	return pin, nil
 }
 
-// promptSecret prints prompt on tty and reads a line without echo.
+// promptSecret prints prompt on tty and reads a line without echo. The
+// line is read into a fixed locked buffer that is wiped, as the askpass
+// output is (term.ReadPassword appends byte by byte to a slice, leaving
+// every outgrown array behind with a prefix of the PIN in it); the caller
+// wipes the result.
 func promptSecret(tty *os.File, prompt string) ([]byte, error) {
-	fmt.Fprint(tty, prompt)
-	s, err := term.ReadPassword(int(tty.Fd()))
-	fmt.Fprintln(tty)
-	if err != nil && !errors.Is(err, io.EOF) {
+	fd := int(tty.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
 		return nil, fmt.Errorf("read PIN: %w", err)
 	}
-	return s, nil
+	// As term.ReadPassword: no echo, line editing and signals kept.
+	noEcho := *old
+	noEcho.Lflag &^= unix.ECHO
+	noEcho.Lflag |= unix.ICANON | unix.ISIG
+	noEcho.Iflag |= unix.ICRNL
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
+		return nil, fmt.Errorf("read PIN: %w", err)
+	}
+	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	fmt.Fprint(tty, prompt)
+	defer fmt.Fprintln(tty)
+
+	buf, err := secmem.New(maxPINFile)
+	if err != nil {
+		return nil, fmt.Errorf("read PIN: %w", err)
+	}
+	defer buf.Destroy()
+	n, over, err := readSecretLine(tty, buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("read PIN: %w", err)
+	}
+	if over {
+		return nil, fmt.Errorf("the PIN is longer than %d bytes", maxPINFile)
+	}
+	return firstSecretLine(buf.Bytes()[:n]), nil
+}
+
+// readSecretLine reads from r into buf until a newline or the end of the
+// input, and returns how much buf holds. A line longer than buf is read to
+// its end through a small buffer that is wiped, and over is true.
+func readSecretLine(r io.Reader, buf []byte) (n int, over bool, err error) {
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if bytes.IndexByte(buf[n-m:n], '\n') >= 0 || errors.Is(err, io.EOF) {
+			return n, false, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	var sink [512]byte
+	defer secmem.Wipe(sink[:])
+	for {
+		m, err := r.Read(sink[:])
+		if bytes.IndexByte(sink[:m], '\n') >= 0 || errors.Is(err, io.EOF) {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, true, err
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/icn/icn-agent/agentsrv"
 	"github.com/icn/icn-agent/internal/safefile"
@@ -374,5 +376,88 @@ func TestReadSecret(t *testing.T) {
 	n, over, err = readSecret(strings.NewReader("12345678"), buf)
 	if err != nil || over || n != 8 {
 		t.Fatalf("input of exactly the buffer's size: n=%d over=%v err=%v", n, over, err)
+	}
+}
+
+// openPTY returns the two ends of a new pseudo-terminal.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slave.Close() })
+	return master, slave
+}
+
+// A PIN typed on the terminal is read without echo, and the terminal is
+// left as it was.
+func TestPromptSecret(t *testing.T) {
+	master, slave := openPTY(t)
+	before, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The user types once the prompt is shown, as a person would: by
+	// then echo is off.
+	seen := make(chan string, 1)
+	go func() {
+		var out []byte
+		buf := make([]byte, 256)
+		for !strings.Contains(string(out), "PIN: ") {
+			n, err := master.Read(buf)
+			if err != nil {
+				seen <- string(out)
+				return
+			}
+			out = append(out, buf[:n]...)
+		}
+		master.Write([]byte("s3cret-pin\n"))
+		n, _ := master.Read(buf) // the newline promptSecret prints after
+		seen <- string(append(out, buf[:n]...))
+	}()
+	got, err := promptSecret(slave, "PIN: ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "s3cret-pin" {
+		t.Fatalf("read %q, want %q", got, "s3cret-pin")
+	}
+	if out := <-seen; strings.Contains(out, "s3cret") {
+		t.Fatalf("the PIN was echoed: %q", out)
+	}
+	after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *before != *after {
+		t.Fatalf("terminal settings not restored: %+v, was %+v", after, before)
+	}
+}
+
+// readSecretLine stops at the end of the first line, and reports a line
+// longer than its buffer.
+func TestReadSecretLine(t *testing.T) {
+	buf := make([]byte, 8)
+	n, over, err := readSecretLine(strings.NewReader("1234\nnext\n"), buf)
+	if err != nil || over || string(buf[:n]) != "1234\nnex" && string(buf[:n]) != "1234\n" {
+		t.Fatalf("%q, %v, %v", buf[:n], over, err)
+	}
+	r := strings.NewReader(strings.Repeat("x", 2000) + "\nrest")
+	_, over, err = readSecretLine(r, buf)
+	if err != nil || !over {
+		t.Fatalf("long line: over %v, err %v", over, err)
 	}
 }
