@@ -48,13 +48,14 @@ import (
 //   - The AES key schedule that crypto/aes puts on the heap is zeroed after
 //     use (see wipeBlock).
 //
-// What remains on the heap: the salt and the ECDH shared secret that
-// go-tpm's Encapsulate computes for StartAuthSession (session secrets:
-// together with a recording of this session's bus traffic they would
-// decrypt this one response; without one they reveal nothing), and the
-// nonces (public). See docs/security.md.
+// What remains on the heap: what go-tpm's Encapsulate computes for the
+// salt of StartAuthSession (the ephemeral ECDH key, the shared secret, the
+// salt itself before sealstore wipes the copy it is handed). These are
+// session secrets: together with a recording of this session's bus
+// traffic they would decrypt this one response; without one they reveal
+// nothing. And the nonces, which are public. See docs/security.md.
 
-// sessionNonceSize is the size of the caller's nonces, and so of the TPM's.
+// sessionNonceSize is the size of the caller's nonces.
 const sessionNonceSize = 16
 
 // attrEncrypt is TPMA_SESSION encrypt: the TPM encrypts the first
@@ -72,10 +73,6 @@ const (
 	offScratch    = 256 // HMAC input: a key pad block and the message
 	sessionPage   = 4096
 )
-
-// maxHMACMessage bounds what an HMAC here is computed over: a digest, two
-// nonces, an attribute byte, or a KDFa block.
-const maxHMACMessage = sessionPage - offScratch - sha256.BlockSize
 
 // errResponseHMAC means the response to TPM2_Unseal did not carry the HMAC
 // the session key gives: it did not come from the TPM the session was
@@ -146,8 +143,10 @@ func startUnsealSession(tpm transport.TPM, srk *tpmdev.SRK, pin []byte) (_ *unse
 	}
 	s.handle = tpm2.TPMHandle(rsp.SessionHandle)
 	s.nonceTPM = bytes.Clone(rsp.NonceTPM.Buffer)
-	if len(s.nonceTPM) != sessionNonceSize {
-		return nil, fmt.Errorf("the TPM's session nonce is %d bytes, want %d", len(s.nonceTPM), sessionNonceSize)
+	// The reference implementation makes nonceTPM the size of nonceCaller;
+	// a nonce is at least 16 bytes and at most a digest (Part 1, 19.6.2).
+	if len(s.nonceTPM) < 16 || len(s.nonceTPM) > 64 {
+		return nil, fmt.Errorf("the TPM's session nonce is %d bytes", len(s.nonceTPM))
 	}
 	// Part 1, 19.6.8: sessionKey = KDFa(authHash, bind authValue || salt,
 	// "ATH", nonceTPM, nonceCaller, digest size). The session is unbound.
