@@ -468,10 +468,11 @@ type unsealer struct {
 }
 
 // once makes one unseal attempt: Load, then the policy session
-// (startUnsealSession, the policy commands, TPM2_Unseal by hand). For a PolicyAuthorizedPCR blob the signed
-// policy's ticket is made first, so that the policy key and the sealed
-// object are never loaded together: a TPM may hold as few as three
-// objects, and the SRK and an attestation key may be two of them.
+// (startUnsealSession, the policy commands, TPM2_Unseal by hand). For a
+// PolicyAuthorizedPCR blob the signed policy's ticket is made first, so
+// that the policy key and the sealed object are never loaded together: a
+// TPM may hold as few as three objects, and the SRK and an attestation key
+// may be two of them.
 func (u *unsealer) once(tpm transport.TPM, srk *tpmdev.SRK) error {
 	var approved *SignedPolicy
 	var ticket *tpm2.TPMTTKVerified
