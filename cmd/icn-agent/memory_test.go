@@ -129,8 +129,10 @@ func TestMemoryHygiene(t *testing.T) {
 	counts := map[string]int{}
 	for i := range memoryCycles {
 		names := []string{"mem"}
-		if i%5 == 0 {
-			names = append(names, "pin") // asks SSH_ASKPASS for the PIN
+		if i%3 == 0 {
+			// Every third cycle, the PIN identity too, dropped every
+			// way in turn. The agent asks SSH_ASKPASS for its PIN.
+			names = append(names, "pin")
 		}
 		if i%10 == 9 {
 			// Expiry: the seeds are dropped a second after the unseal.
@@ -138,6 +140,9 @@ func TestMemoryHygiene(t *testing.T) {
 				m.unseal(name, time.Second)
 			}
 			m.sign(memPub)
+			if slices.Contains(names, "pin") {
+				m.sign(pinPub)
+			}
 			m.waitDropped(names...)
 			counts["expiry"]++
 			continue
