@@ -402,7 +402,7 @@ func promptSecret(tty *os.File, prompt string) ([]byte, error) {
 		return nil, fmt.Errorf("read PIN: %w", err)
 	}
 	defer buf.Destroy()
-	n, over, err := readSecretLine(tty, buf.Bytes())
+	n, over, err := readLineInto(tty, buf.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("read PIN: %w", err)
 	}
@@ -412,10 +412,10 @@ func promptSecret(tty *os.File, prompt string) ([]byte, error) {
 	return firstSecretLine(buf.Bytes()[:n]), nil
 }
 
-// readSecretLine reads from r into buf until a newline or the end of the
+// readLineInto reads from r into buf until a newline or the end of the
 // input, and returns how much buf holds. A line longer than buf is read to
 // its end through a small buffer that is wiped, and over is true.
-func readSecretLine(r io.Reader, buf []byte) (n int, over bool, err error) {
+func readLineInto(r io.Reader, buf []byte) (n int, over bool, err error) {
 	for n < len(buf) {
 		m, err := r.Read(buf[n:])
 		n += m

@@ -447,16 +447,16 @@ func TestPromptSecret(t *testing.T) {
 	}
 }
 
-// readSecretLine stops at the end of the first line, and reports a line
+// readLineInto stops at the end of the first line, and reports a line
 // longer than its buffer.
-func TestReadSecretLine(t *testing.T) {
+func TestReadLineInto(t *testing.T) {
 	buf := make([]byte, 8)
-	n, over, err := readSecretLine(strings.NewReader("1234\nnext\n"), buf)
+	n, over, err := readLineInto(strings.NewReader("1234\nnext\n"), buf)
 	if err != nil || over || string(buf[:n]) != "1234\nnex" && string(buf[:n]) != "1234\n" {
 		t.Fatalf("%q, %v, %v", buf[:n], over, err)
 	}
 	r := strings.NewReader(strings.Repeat("x", 2000) + "\nrest")
-	_, over, err = readSecretLine(r, buf)
+	_, over, err = readLineInto(r, buf)
 	if err != nil || !over {
 		t.Fatalf("long line: over %v, err %v", over, err)
 	}
