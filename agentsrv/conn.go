@@ -1,6 +1,7 @@
 package agentsrv
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
@@ -60,6 +61,9 @@ type conn struct {
 
 	mu       sync.Mutex
 	bindings []sessionBinding
+	// bindTried is set by any session-bind request: after one that
+	// failed, with no binding, destination-constrained keys are unusable.
+	bindTried bool
 }
 
 var _ agent.ExtendedAgent = (*conn)(nil)
@@ -322,9 +326,9 @@ func (c *conn) debugEnabled() bool { return c.log.Enabled(c.ctx, slog.LevelDebug
 // listedLocked calls f for each listed key, in List order: the sealed
 // identities ssh-add -d has not hidden (each followed by its certificate,
 // if it has one), then the software keys. s.mu must be held.
-func (s *Server) listedLocked(f func(blob []byte, comment string)) {
+func (s *Server) listedLocked(permit func([]destConstraint) bool, f func(blob []byte, comment string)) {
 	for _, e := range s.sealed {
-		if e.hidden {
+		if e.hidden || (e.dest != nil && !permit(e.dest)) {
 			continue
 		}
 		f(e.pubWire, e.comment)
@@ -333,6 +337,9 @@ func (s *Server) listedLocked(f func(blob []byte, comment string)) {
 		}
 	}
 	for _, k := range s.soft {
+		if k.dest != nil && !permit(k.dest) {
+			continue
+		}
 		f(k.wire, k.comment)
 	}
 }
@@ -341,6 +348,7 @@ func (s *Server) listedLocked(f func(blob []byte, comment string)) {
 // is locked.
 func (c *conn) appendList(out []byte) []byte {
 	s := c.s
+	permit := c.listPermitter()
 	s.mu.Lock()
 	s.expireSoftLocked(s.wallNow())
 	s.mu.Unlock()
@@ -355,7 +363,7 @@ func (c *conn) appendList(out []byte) []byte {
 	countAt := len(out)
 	out = appendUint32(out, 0)
 	n := 0
-	s.listedLocked(func(blob []byte, comment string) {
+	s.listedLocked(permit, func(blob []byte, comment string) {
 		out = appendString(out, blob)
 		out = appendUint32(out, uint32(len(comment)))
 		out = append(out, comment...)
@@ -369,6 +377,7 @@ func (c *conn) appendList(out []byte) []byte {
 // List returns the keys appendList lists.
 func (c *conn) List() ([]*agent.Key, error) {
 	s := c.s
+	permit := c.listPermitter()
 	s.mu.Lock()
 	s.expireSoftLocked(s.wallNow())
 	s.mu.Unlock()
@@ -379,7 +388,7 @@ func (c *conn) List() ([]*agent.Key, error) {
 		return nil, nil
 	}
 	var keys []*agent.Key
-	s.listedLocked(func(blob []byte, comment string) {
+	s.listedLocked(permit, func(blob []byte, comment string) {
 		var k struct {
 			Format string
 			Rest   []byte `ssh:"rest"`
@@ -440,13 +449,14 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 // or a software key. A sealed identity's signature is written to dst and
 // sig is nil; a software key's is returned. Flags select RSA SHA-2
 // signatures for software RSA keys and are ignored for Ed25519. It fills
-// k with the key it found, if any, for events. A sealed identity that
-// needs confirmation (Identity.Confirm, or icn-agent add -c) is
-// confirmed once per signature, before any unseal.
+// k with the key it found, if any, for events. Destination constraints
+// are checked, and a sealed identity that needs confirmation
+// (Identity.Confirm, or icn-agent add -c) confirmed, once per signature,
+// before any unseal.
 func (c *conn) sign(wire, data []byte, flags agent.SignatureFlags, dst *[ed25519.SignatureSize]byte, k *signedKey) (sig *ssh.Signature, _ error) {
 	s := c.s
 	var acceptGen uint64
-	confirmed := false
+	checked := false // destination and confirmation, once per signature
 	for attempt := 0; ; attempt++ {
 		s.mu.RLock()
 		if s.locked {
@@ -470,6 +480,11 @@ func (c *conn) sign(wire, data []byte, flags agent.SignatureFlags, dst *[ed25519
 				s.removeSoftKey(sk, "lifetime expired")
 				return nil, ErrNotFound
 			}
+			if sk.dest != nil {
+				if err := c.checkDestination(sk.dest, wire, sk.typ, data); err != nil {
+					return nil, err
+				}
+			}
 			c.debug("agentsrv: sign", slog.String("fingerprint", sk.fp), slog.String("backend", "software"))
 			sig, err := s.signSoft(c.ctx, c.connInfo(), sk, data, flags)
 			// RSA and ECDSA signing leave private intermediates (CRT
@@ -479,13 +494,25 @@ func (c *conn) sign(wire, data []byte, flags agent.SignatureFlags, dst *[ed25519
 		}
 		e := ref.sealed
 		*k = signedKey{fp: e.fp, name: e.name, backend: KindSealed, sealed: e, notify: e.notify}
-		if (e.confirm || e.addConfirm) && !confirmed {
+		if (e.confirm || e.addConfirm || e.dest != nil) && !checked {
+			dest, ask := e.dest, e.confirm || e.addConfirm
 			s.mu.RUnlock()
-			prompt := confirmPrompt("icn-agent identity "+e.name, e.fp, c.connInfo())
-			if err := s.askConfirm(c.ctx, e.fp, prompt); err != nil {
-				return nil, err
+			if dest != nil {
+				typ := ssh.KeyAlgoED25519
+				if !bytes.Equal(wire, e.pubWire) {
+					typ = ssh.CertAlgoED25519v01
+				}
+				if err := c.checkDestination(dest, wire, typ, data); err != nil {
+					return nil, err
+				}
 			}
-			confirmed = true
+			if ask {
+				prompt := confirmPrompt("icn-agent identity "+e.name, e.fp, c.connInfo())
+				if err := s.askConfirm(c.ctx, e.fp, prompt); err != nil {
+					return nil, err
+				}
+			}
+			checked = true
 			continue
 		}
 		ok = e.trySignInto(s.wallNow(), data, acceptGen, dst)

@@ -175,8 +175,13 @@
 //
 //	string  identity name
 //	uint32  lifetime in seconds; 0 for Config.AutoLockTimeout
+//	[uint32 flags: 1 = confirm every use (icn-agent add -c)
+//	 string PIN, empty for none]
 //
-// If the seed is already cached, only its expiry is reset. The reply is
+// The bracketed fields are optional (MarshalUnsealRequest sends them only
+// when used). A PIN is parsed in place in the locked request buffer and
+// handed to a PINUnsealer; the confirm flag stays until a request without
+// it. If the seed is already cached, only its expiry is reset. The reply is
 // SSH_AGENT_SUCCESS alone, or SSH_AGENT_EXTENSION_FAILURE (locked, unknown
 // name, TPM error: the status extension then tells the error).
 //
@@ -239,8 +244,10 @@
 // The signature must verify; the binding is then remembered for the
 // connection (at most 16, none after a binding for authentication, one
 // host key per session identifier) and the reply is SSH_AGENT_SUCCESS.
-// Nothing is restricted by the bindings yet: keys with destination
-// constraints (ssh-add -h) are refused rather than added unconstrained.
+// The bindings name the destination in events and prompts, and enforce
+// the destination constraints of keys added with ssh-add -h
+// (restrict-destination-v00@openssh.com) with OpenSSH's semantics: see
+// peerdest.go.
 //
 // # Client side
 //

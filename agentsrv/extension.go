@@ -513,6 +513,9 @@ func (c *conn) extSessionBind(contents []byte) ([]byte, error) {
 	if locked {
 		return nil, ErrLocked
 	}
+	c.mu.Lock()
+	c.bindTried = true
+	c.mu.Unlock()
 	var req sessionBindRequest
 	if err := ssh.Unmarshal(contents, &req); err != nil {
 		return nil, fmt.Errorf("agentsrv: malformed %s request: %w", ExtSessionBind, err)

@@ -70,6 +70,9 @@ type sealed struct {
 	// addConfirm is set by an unseal request with the confirm flag
 	// (icn-agent add -c) and cleared by one without.
 	confirm, notify, addConfirm bool
+	// dest holds the identity's destination constraints (Identity.
+	// Destinations, or an unseal request's); nil for none.
+	dest []destConstraint
 
 	pubWire  []byte
 	certWire []byte

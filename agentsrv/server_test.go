@@ -410,7 +410,7 @@ func TestAddSoftwareKeys(t *testing.T) {
 		{name: "confirm allowed", askPass: yes, key: agent.AddedKey{PrivateKey: edPriv, ConfirmBeforeUse: true}},
 		{name: "confirm denied", askPass: no, key: agent.AddedKey{PrivateKey: edPriv, ConfirmBeforeUse: true}, signErr: true},
 		{name: "unknown constraint", key: agent.AddedKey{PrivateKey: edPriv, ConstraintExtensions: []agent.ConstraintExtension{
-			{ExtensionName: "restrict-destination-v00@openssh.com", ExtensionDetails: []byte{0, 0, 0, 0}},
+			{ExtensionName: "no-such-constraint@example.com", ExtensionDetails: []byte{0, 0, 0, 0}},
 		}}, addErr: "constraint"},
 		{name: "copy of a sealed identity", key: agent.AddedKey{PrivateKey: sealedKey.priv}, addErr: "sealed identity"},
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 )
@@ -29,7 +30,8 @@ type softKey struct {
 	expire   time.Time // wall clock, zero for none
 	timer    *time.Timer
 	confirm  bool
-	wipe     func() // wipes the private key; nil once done
+	dest     []destConstraint // ssh-add -h; never changes
+	wipe     func()           // wipes the private key; nil once done
 }
 
 func (k *softKey) stopTimer() {
@@ -86,15 +88,26 @@ func (s *Server) addParsed(a *addRequest) error {
 	if err != nil {
 		return fmt.Errorf("agentsrv: add key: %w", err)
 	}
-	return s.addSigner(signer, wipe, cert, string(a.comment), a.lifetime, a.confirm)
+	return s.addSigner(signer, wipe, cert, string(a.comment), a.lifetime, a.confirm, a.dest)
 }
 
 // addSoft adds the key of an x/crypto AddedKey, for callers in the
 // process. Its private key is in the heap already: a software Ed25519 key
 // is still copied into locked memory, like one added over the protocol.
 func (s *Server) addSoft(key agent.AddedKey) error {
-	if len(key.ConstraintExtensions) > 0 {
-		return fmt.Errorf("agentsrv: unsupported key constraint %q", key.ConstraintExtensions[0].ExtensionName)
+	var dest []destConstraint
+	for _, ce := range key.ConstraintExtensions {
+		if ce.ExtensionName != ExtRestrictDestination || dest != nil {
+			return fmt.Errorf("agentsrv: unsupported key constraint %q", ce.ExtensionName)
+		}
+		in := cryptobyte.String(ce.ExtensionDetails)
+		var err error
+		if dest, err = parseDestConstraints(&in); err != nil {
+			return err
+		}
+		if !in.Empty() {
+			return fmt.Errorf("%w: %s: trailing data", errMalformed, ExtRestrictDestination)
+		}
 	}
 	if key.ConfirmBeforeUse && s.askPass == "" {
 		return errors.New("agentsrv: the confirm constraint (ssh-add -c) needs an askpass program, and none is configured")
@@ -117,11 +130,11 @@ func (s *Server) addSoft(key agent.AddedKey) error {
 	if err != nil {
 		return fmt.Errorf("agentsrv: add key: %w", err)
 	}
-	return s.addSigner(signer, wipe, key.Certificate, key.Comment, key.LifetimeSecs, key.ConfirmBeforeUse)
+	return s.addSigner(signer, wipe, key.Certificate, key.Comment, key.LifetimeSecs, key.ConfirmBeforeUse, dest)
 }
 
 // addSigner adds or replaces a software key. On failure it calls wipe.
-func (s *Server) addSigner(signer ssh.Signer, wipe func(), cert *ssh.Certificate, comment string, lifetime uint32, confirm bool) (err error) {
+func (s *Server) addSigner(signer ssh.Signer, wipe func(), cert *ssh.Certificate, comment string, lifetime uint32, confirm bool, dest []destConstraint) (err error) {
 	defer func() {
 		if err != nil && wipe != nil {
 			wipe()
@@ -141,6 +154,7 @@ func (s *Server) addSigner(signer ssh.Signer, wipe func(), cert *ssh.Certificate
 		comment:  comment,
 		fp:       ssh.FingerprintSHA256(signer.PublicKey()),
 		confirm:  confirm,
+		dest:     dest,
 		wipe:     wipe,
 	}
 
@@ -167,7 +181,7 @@ func (s *Server) addSigner(signer ssh.Signer, wipe func(), cert *ssh.Certificate
 	}
 	s.byKey[string(k.wire)] = keyRef{soft: k}
 	s.log.Info("agentsrv: software key added", "fingerprint", k.fp, "type", k.typ,
-		"lifetime", time.Duration(lifetime)*time.Second, "confirm", k.confirm)
+		"lifetime", time.Duration(lifetime)*time.Second, "confirm", k.confirm, "destination_constraints", len(dest))
 	return nil
 }
 

@@ -75,6 +75,7 @@ type addRequest struct {
 
 	lifetime uint32
 	confirm  bool
+	dest     []destConstraint // ssh-add -h
 	// unsupported names the first constraint that cannot be honoured
 	// (an extension's name, or "maxsign"); the key is then refused.
 	unsupported string
@@ -191,6 +192,14 @@ func parseAdd(s *cryptobyte.String, constrained bool) (addRequest, error) {
 			var name []byte
 			if !readString(s, &name) {
 				return a, fmt.Errorf("%w: add: constraint extension", errMalformed)
+			}
+			if string(name) == ExtRestrictDestination && a.dest == nil {
+				dest, err := parseDestConstraints(s)
+				if err != nil {
+					return a, err
+				}
+				a.dest = dest
+				continue
 			}
 			if a.unsupported == "" {
 				a.unsupported = string(name)
