@@ -467,6 +467,12 @@ func (c *conn) extUnseal(contents []byte) ([]byte, error) {
 		e.addConfirm = confirm
 		s.log.Info("agentsrv: confirmation of each use set by client", "name", e.name, "fingerprint", e.fp, "confirm", confirm)
 	}
+	if len(e.addDest) != 0 || len(req.dest) != 0 {
+		e.addDest = req.dest
+		e.setDest()
+		s.log.Info("agentsrv: destination constraints set by client", "name", e.name, "fingerprint", e.fp,
+			"constraints", len(req.dest), "configured", len(e.cfgDest))
+	}
 	s.mu.Unlock()
 	return []byte{msgSuccess}, nil
 }

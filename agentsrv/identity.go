@@ -35,6 +35,10 @@ type Identity struct {
 	Confirm bool
 	// Notify announces every signature to Config.Notify.
 	Notify bool
+	// Destinations, if set, restrict the identity to these hops, as
+	// ssh-add -h restricts a key (see peerdest.go); an unseal request's
+	// destinations (icn-agent add -h) do not replace them.
+	Destinations []DestinationConstraint
 }
 
 // Errors of the sealed-identity path.
@@ -70,9 +74,10 @@ type sealed struct {
 	// addConfirm is set by an unseal request with the confirm flag
 	// (icn-agent add -c) and cleared by one without.
 	confirm, notify, addConfirm bool
-	// dest holds the identity's destination constraints (Identity.
-	// Destinations, or an unseal request's); nil for none.
-	dest []destConstraint
+	// dest holds the destination constraints in force: cfgDest
+	// (Identity.Destinations) if any, else addDest (the last unseal
+	// request's); nil for none.
+	dest, cfgDest, addDest []destConstraint
 
 	pubWire  []byte
 	certWire []byte
@@ -386,6 +391,7 @@ func (s *Server) SetIdentities(ids []Identity) error {
 		id       Identity
 		pubWire  []byte
 		certWire []byte
+		dest     []destConstraint
 	}
 	var cands []candidate
 	names := map[string]bool{}
@@ -410,7 +416,7 @@ func (s *Server) SetIdentities(ids []Identity) error {
 		}
 		names[id.Blob.Name] = true
 		keys[string(c.pubWire)] = id.Blob.Name
-		cands = append(cands, candidate{id: id, pubWire: c.pubWire, certWire: c.certWire})
+		cands = append(cands, candidate{id: id, pubWire: c.pubWire, certWire: c.certWire, dest: c.dest})
 	}
 	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.id.Blob.Name, b.id.Blob.Name) })
 
@@ -431,6 +437,8 @@ func (s *Server) SetIdentities(ids []Identity) error {
 			old.cert = c.id.Cert
 			old.certWire = c.certWire
 			old.confirm, old.notify = c.id.Confirm, c.id.Notify
+			old.cfgDest = c.dest
+			old.setDest()
 			kept[old] = true
 			next = append(next, old)
 			continue
@@ -451,7 +459,9 @@ func (s *Server) SetIdentities(ids []Identity) error {
 			gen:      1,
 			confirm:  c.id.Confirm,
 			notify:   c.id.Notify,
+			cfgDest:  c.dest,
 		}
+		e.setDest()
 		copy(e.pub[:], b.PublicKey.(ssh.CryptoPublicKey).CryptoPublicKey().(ed25519.PublicKey))
 		next = append(next, e)
 	}
@@ -489,6 +499,7 @@ func (s *Server) SetIdentities(ids []Identity) error {
 type checkedIdentity struct {
 	pubWire  []byte
 	certWire []byte
+	dest     []destConstraint
 }
 
 // checkIdentity checks an Identity's fields that the server relies on.
@@ -519,7 +530,20 @@ func checkIdentity(id Identity) (checkedIdentity, error) {
 		}
 		c.certWire = id.Cert.Marshal()
 	}
+	dest, err := destConstraints(id.Destinations)
+	if err != nil {
+		return c, err
+	}
+	c.dest = dest
 	return c, nil
+}
+
+// setDest recomputes dest. Server.mu must be held for writing.
+func (e *sealed) setDest() {
+	e.dest = e.cfgDest
+	if e.dest == nil {
+		e.dest = e.addDest
+	}
 }
 
 // sameSealedMaterial reports whether two blobs seal the same seed the

@@ -49,6 +49,9 @@ type UnsealOptions struct {
 	Confirm bool
 	// PIN is the identity's PIN, or nil.
 	PIN []byte
+	// Destinations restrict the identity's use (icn-agent add -h) until
+	// an unseal request without them; see ParseDestinations.
+	Destinations []DestinationConstraint
 }
 
 // MarshalUnsealRequest encodes an unseal@icn-agent request:
@@ -56,7 +59,8 @@ type UnsealOptions struct {
 //	string  name
 //	uint32  lifetime in seconds (0: the agent's default)
 //	[uint32 flags (UnsealConfirm)
-//	 string PIN (empty: none)]
+//	 string PIN (empty: none)
+//	 [string destination constraints, as in restrict-destination-v00]]
 //
 // The bracketed fields, added later, are sent only when a flag or a PIN
 // is given, so that the request stays readable by agents that predate
@@ -75,13 +79,16 @@ func MarshalUnsealRequest(name string, o UnsealOptions) ([]byte, error) {
 	var b cryptobyte.Builder
 	b.AddUint32LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(name)) })
 	b.AddUint32(uint32(secs))
-	if o.Confirm || o.PIN != nil {
+	if o.Confirm || o.PIN != nil || o.Destinations != nil {
 		var flags uint32
 		if o.Confirm {
 			flags |= UnsealConfirm
 		}
 		b.AddUint32(flags)
 		b.AddUint32LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(o.PIN) })
+		if o.Destinations != nil {
+			b.AddBytes(MarshalDestinationConstraints(o.Destinations))
+		}
 	}
 	return b.Bytes()
 }
@@ -93,6 +100,7 @@ type parsedUnseal struct {
 	life  uint32
 	flags uint32
 	pin   []byte // nil: none
+	dest  []destConstraint
 }
 
 // parseUnsealRequest parses MarshalUnsealRequest's encoding without
@@ -107,8 +115,15 @@ func parseUnsealRequest(contents []byte) (parsedUnseal, bool) {
 		return r, true
 	}
 	var pin []byte
-	if !in.ReadUint32(&r.flags) || !readString(&in, &pin) || !in.Empty() || len(pin) > MaxPIN {
+	if !in.ReadUint32(&r.flags) || !readString(&in, &pin) || len(pin) > MaxPIN {
 		return r, false
+	}
+	if !in.Empty() {
+		dest, err := parseDestConstraints(&in)
+		if err != nil || !in.Empty() {
+			return r, false
+		}
+		r.dest = dest
 	}
 	if len(pin) > 0 {
 		r.pin = pin

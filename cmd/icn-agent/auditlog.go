@@ -162,8 +162,8 @@ func (d *daemon) control(attester *tpmAttester) (*control, error) {
 	if n := newNotifier(cfg.NotifyCommand, cfg.DesktopNotify, d.e.getenv, d.log); n != nil {
 		c.notify, c.notifier = n, n
 	}
-	if home := d.e.getenv("HOME"); home != "" {
-		c.knownHost = agentsrv.KnownHostsLookup(filepath.Join(home, ".ssh", "known_hosts"), filepath.Join(home, ".ssh", "known_hosts2"))
+	if files := knownHostsFiles(d.e.getenv); files != nil {
+		c.knownHost = agentsrv.KnownHostsLookup(files...)
 	}
 	return c, nil
 }
@@ -177,4 +177,31 @@ func (c *control) close(log *slog.Logger, timeout time.Duration) {
 	if err := c.audit.Close(2 * timeout); err != nil {
 		log.Warn("audit log not closed cleanly", "err", err)
 	}
+}
+
+// knownHostsFiles are the user's known_hosts files, where destinations
+// find their host keys.
+func knownHostsFiles(getenv func(string) string) []string {
+	home := getenv("HOME")
+	if home == "" {
+		return nil
+	}
+	return []string{filepath.Join(home, ".ssh", "known_hosts"), filepath.Join(home, ".ssh", "known_hosts2")}
+}
+
+// restrict sets an identity's configured destinations, with their host
+// keys from known_hosts. An identity whose destinations cannot all be
+// resolved is not served (false): serving it unrestricted would ignore
+// the setting.
+func (d *daemon) restrict(id *agentsrv.Identity, specs []string) bool {
+	if len(specs) == 0 {
+		return true
+	}
+	dcs, err := agentsrv.ParseDestinations(specs, knownHostsFiles(d.e.getenv)...)
+	if err != nil {
+		d.log.Warn("identity not served: its destinations cannot be resolved", "name", id.Blob.Name, "err", err)
+		return false
+	}
+	id.Destinations = dcs
+	return true
 }

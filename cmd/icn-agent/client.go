@@ -17,7 +17,7 @@ import (
 func init() {
 	register(&command{
 		name:    "add",
-		args:    "NAME [-t DURATION] [-c] [--pin-file FILE]",
+		args:    "NAME [-t DURATION] [-c] [-h [user@]host ...] [--pin-file FILE]",
 		summary: "Ask the running agent to unseal an identity now (and list it again after ssh-add -d).",
 		run:     runAdd,
 	})
@@ -47,6 +47,9 @@ func runAdd(e *env, args []string) error {
 	life := fs.Duration("t", 0, "keep the seed this long (default: the agent's auto_lock_timeout_secs)")
 	confirm := fs.Bool("c", false, "ask through the agent's SSH_ASKPASS before every signature with the identity, until the next add without -c")
 	pinFile := fs.String("pin-file", "", "read the identity's PIN from the first line of FILE instead of asking on the terminal")
+	var dests stringList
+	fs.Var(&dests, "h", "restrict the identity to SSH logins to this destination, [user@]host or host>[user@]host, as ssh-add -h (repeatable; until the next add without -h)")
+	hostsFile := fs.String("H", "", "known_hosts file with the destinations' host keys (default ~/.ssh/known_hosts and known_hosts2)")
 	storeDir := fs.String("store", "", "directory of sealed identities, to tell whether NAME has a PIN (default $XDG_DATA_HOME/icn-agent/identities)")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
@@ -73,10 +76,20 @@ func runAdd(e *env, args []string) error {
 		}
 		defer secmem.Wipe(pin)
 	}
-	if pin == nil && !*confirm {
+	var dcs []agentsrv.DestinationConstraint
+	if len(dests) > 0 {
+		files := knownHostsFiles(e.getenv)
+		if *hostsFile != "" {
+			files = []string{*hostsFile}
+		}
+		if dcs, err = agentsrv.ParseDestinations(dests, files...); err != nil {
+			return err
+		}
+	}
+	if pin == nil && !*confirm && dcs == nil {
 		err = cl.Add(name, *life)
 	} else {
-		err = addWithOptions(cl, name, agentsrv.UnsealOptions{Lifetime: *life, Confirm: *confirm, PIN: pin})
+		err = addWithOptions(cl, name, agentsrv.UnsealOptions{Lifetime: *life, Confirm: *confirm, PIN: pin, Destinations: dcs})
 	}
 	if err != nil {
 		if errors.Is(err, agentsrv.ErrNotFound) {

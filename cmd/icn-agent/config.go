@@ -40,6 +40,7 @@ import (
 //	[identities.work]
 //	confirm = true                # ask through SSH_ASKPASS before every signature
 //	notify = true                 # announce every signature
+//	destinations = ["git@forge.example", "bastion>db.internal"]  # like ssh-add -h
 //
 // The top-level keys must come before the first table (TOML).
 //
@@ -90,6 +91,12 @@ type IdentityConfig struct {
 	// Notify announces every signature with the identity (desktop
 	// notification, notify_command).
 	Notify bool `toml:"notify"`
+	// Destinations restrict the identity to SSH logins to these hosts,
+	// as ssh-add -h does: "[user@]host" or "host>[user@]host" (a hop
+	// through a forwarded agent), with the host keys from
+	// ~/.ssh/known_hosts. An identity whose hosts have no known keys is
+	// not served.
+	Destinations []string `toml:"destinations"`
 }
 
 // TPMConfig is the [identity.tpm] table.
@@ -265,9 +272,14 @@ func (c Config) validate() error {
 	if int64(t.AutoLockTimeoutSecs) > maxAutoLockSecs {
 		return fmt.Errorf("identity.tpm.auto_lock_timeout_secs = %d: must be at most %d", t.AutoLockTimeoutSecs, maxAutoLockSecs)
 	}
-	for name := range c.Identities {
+	for name, ic := range c.Identities {
 		if err := sealstore.ValidName(name); err != nil {
 			return fmt.Errorf("identities.%q: not an identity name: %w", name, err)
+		}
+		for _, d := range ic.Destinations {
+			if strings.TrimSpace(d) == "" || strings.ContainsAny(d, " \t") {
+				return fmt.Errorf("identities.%s.destinations: %q is not [user@]host or host>[user@]host", name, d)
+			}
 		}
 	}
 	return nil

@@ -366,6 +366,9 @@ func (d *daemon) setIdentities(snap sealstore.Snapshot) {
 		id := agentsrv.Identity{Blob: en.Blob, Cert: d.certificate(en.Blob)}
 		if ic, ok := d.f.cfg.Identities[en.Blob.Name]; ok {
 			id.Confirm, id.Notify = ic.Confirm, ic.Notify
+			if !d.restrict(&id, ic.Destinations) {
+				continue
+			}
 		}
 		ids = append(ids, id)
 		for _, p := range en.Blob.Policy.Indexes() {
