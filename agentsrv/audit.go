@@ -144,7 +144,11 @@ type signedKey struct {
 // report tells the Auditor and, for a signature with a sealed identity
 // that notifies, the Notifier about one sign request. It does nothing,
 // and costs nothing, when neither is configured.
-func (c *conn) report(k *signedKey, wire, data []byte, err error) {
+//
+// ev is where the event is built: the connection's own (appendSign, on
+// the request loop) or a fresh one (callers in the process, which may
+// share a connection between goroutines).
+func (c *conn) report(ev *SignEvent, k *signedKey, wire, data []byte, err error) {
 	s := c.s
 	info := c.connInfo()
 	if err == nil && k.sealed != nil {
@@ -154,7 +158,6 @@ func (c *conn) report(k *signedKey, wire, data []byte, err error) {
 	if s.auditor == nil && !notify {
 		return
 	}
-	ev := &c.ev
 	*ev = SignEvent{
 		Time:    s.wallNow(),
 		Key:     k.fp,

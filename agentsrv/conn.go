@@ -406,7 +406,7 @@ func (c *conn) List() ([]*agent.Key, error) {
 func (c *conn) appendSign(out, key, data []byte, flags agent.SignatureFlags) ([]byte, bool) {
 	var k signedKey
 	sig, err := c.sign(key, data, flags, &c.sig, &k)
-	c.report(&k, key, data, err)
+	c.report(&c.ev, &k, key, data, err)
 	if err != nil {
 		c.s.metrics.SignFailed(k.sealed != nil, err)
 		c.debug("agentsrv: sign failed", slog.Any("err", err))
@@ -431,7 +431,7 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 	var k signedKey
 	wire := key.Marshal()
 	sig, err := c.sign(wire, data, flags, &b.blob, &k)
-	c.report(&k, wire, data, err)
+	c.report(new(SignEvent), &k, wire, data, err)
 	if err != nil {
 		c.s.metrics.SignFailed(k.sealed != nil, err)
 		return nil, err
