@@ -3,7 +3,8 @@
 //
 // The same code path serves a kernel device (/dev/tpmrm0), a running swtpm
 // (over its unix or TCP server socket) and the in-process reference
-// simulator. Whatever the TPM, commands go through the same stack:
+// simulator (internal/tpmsim, which registers itself here when a program
+// links it in: see RegisterSimulator). Whatever the TPM, commands go through the same stack:
 //
 //	caller ── Run(ctx, fn) ── retrier ── guard ── [Wrap] ── device / swtpm / simulator
 //
@@ -136,7 +137,7 @@ type TPM struct {
 	raw    transport.TPMCloser
 	guard  *guard
 	tpm    transport.TPM // the full stack callers see
-	sim    *simTransport // non-nil for KindSim
+	sim    Simulator     // non-nil for KindSim
 	srk    *SRK
 	closed bool
 	// flushLeftovers: after a failed command, flush what it may have
@@ -181,13 +182,17 @@ func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
 		}
 		t.raw = st
 	case KindSim:
-		s, err := openSim(opts.StateDir)
+		open := simOpener()
+		if open == nil {
+			return nil, ErrNoSimulator
+		}
+		s, err := open(opts.StateDir)
 		if err != nil {
 			return nil, err
 		}
 		t.raw, t.sim = s, s
 		t.log.Warn("using the in-process TPM simulator: an INSECURE development TPM; anyone who can read its seed file can unseal every identity",
-			"seed", filepath.Join(opts.StateDir, SimSeedFile))
+			"seed", s.SeedPath())
 	default:
 		return nil, fmt.Errorf("tpmdev: invalid spec %v", spec)
 	}
@@ -454,7 +459,7 @@ func (t *TPM) SimulateReboot() error {
 		return errors.New("tpmdev: reboot is only simulated for the in-process simulator")
 	}
 	t.srk = nil
-	return t.sim.reboot()
+	return t.sim.Reboot()
 }
 
 // Close flushes the SRK if this process created it and closes the TPM. It
