@@ -1,4 +1,4 @@
-package attest
+package attesttpm
 
 // The tests that open tpmdev.KindSim run on the reference simulator.
 import _ "github.com/icn/icn-agent/internal/tpmsim"
