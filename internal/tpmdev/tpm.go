@@ -477,5 +477,12 @@ func (t *TPM) Close() error {
 		tpm2.FlushContext{FlushHandle: t.srk.Handle}.Execute(t.tpm)
 		t.srk = nil
 	}
+	// A command abandoned at its deadline may still be running in the
+	// transport. Closing under it would race with it (the in-process
+	// simulator is plain memory): wait for it, as long as a command may
+	// take, and leave an unfinished one's transport open.
+	if !t.guard.waitIdle(t.guard.timeout) {
+		return fmt.Errorf("%w: a command is still running; the TPM connection is left open", ErrTimeout)
+	}
 	return t.raw.Close()
 }
