@@ -58,6 +58,8 @@ import (
 	"github.com/adrg/xdg"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/icn/icn-agent/srk"
 )
 
 // PersistentSRK is the TCG's reserved handle for the storage root key.
@@ -107,21 +109,9 @@ type Options struct {
 // DefaultStateDir returns $XDG_STATE_HOME/icn-agent.
 func DefaultStateDir() string { return filepath.Join(xdg.StateHome, "icn-agent") }
 
-// SRK is the loaded storage root key: the parent of every sealed object and
-// the key that salts sessions so secrets never cross the bus in clear.
-type SRK struct {
-	Handle tpm2.TPMHandle
-	Name   tpm2.TPM2BName
-	Public tpm2.TPMTPublic
-	// Persistent is true when the SRK is the one at PersistentSRK.
-	Persistent bool
-}
-
-// AuthHandle returns the SRK as a parent for commands that need its
-// (empty) authorization.
-func (s *SRK) AuthHandle() tpm2.AuthHandle {
-	return tpm2.AuthHandle{Handle: s.Handle, Name: s.Name, Auth: tpm2.PasswordAuth(nil)}
-}
+// SRK is the loaded storage root key. It is the public srk.Key, so that
+// a *TPM implements the public packages' TPM interfaces (sealstore.TPM).
+type SRK = srk.Key
 
 // TPM is the process's one connection to its TPM. All access goes through
 // Run, which holds the TPM's lock.
