@@ -21,7 +21,7 @@ import (
 )
 
 // The load tests drive one server with many concurrent clients, each on
-// its own connection through agentsrv.Client, doing a random mix of list,
+// its own connection through client.Client, doing a random mix of list,
 // sign, add (the unseal extension), status and, in some runs, lock and
 // unlock. They check that
 //
