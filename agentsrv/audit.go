@@ -146,8 +146,9 @@ type signedKey struct {
 // and costs nothing, when neither is configured.
 //
 // ev is where the event is built: the connection's own (appendSign, on
-// the request loop) or a fresh one (callers in the process, which may
-// share a connection between goroutines).
+// the request loop), or nil for a fresh one, made only when needed
+// (callers in the process, which may share a connection between
+// goroutines).
 func (c *conn) report(ev *SignEvent, k *signedKey, wire, data []byte, err error) {
 	s := c.s
 	info := c.connInfo()
@@ -157,6 +158,9 @@ func (c *conn) report(ev *SignEvent, k *signedKey, wire, data []byte, err error)
 	notify := err == nil && k.notify && s.notifier != nil
 	if s.auditor == nil && !notify {
 		return
+	}
+	if ev == nil {
+		ev = new(SignEvent)
 	}
 	*ev = SignEvent{
 		Time:    s.wallNow(),

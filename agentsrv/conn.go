@@ -431,7 +431,7 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 	var k signedKey
 	wire := key.Marshal()
 	sig, err := c.sign(wire, data, flags, &b.blob, &k)
-	c.report(new(SignEvent), &k, wire, data, err)
+	c.report(nil, &k, wire, data, err)
 	if err != nil {
 		c.s.metrics.SignFailed(k.sealed != nil, err)
 		return nil, err

@@ -20,6 +20,7 @@ import (
 	"github.com/icn/icn-agent/internal/edlocked"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/srk"
 )
 
 // SeedSize is the size of an Ed25519 seed, the secret a blob seals.
@@ -29,10 +30,13 @@ const SeedSize = ed25519.SeedSize
 // otherwise: 0 (firmware) and 7 (Secure Boot policy).
 var DefaultPCRs = []int{0, 7}
 
-// TPM is what sealing needs of the TPM: exclusive use with the storage
-// root key loaded. *tpmdev.TPM implements it.
+// TPM is what sealing needs of the TPM: exclusive use of its transport
+// for the duration of fn, with the storage root key loaded. icn-agent's
+// own TPM layer implements it; another program implements it over its own
+// go-tpm transport (see package srk). If fn fails because the SRK is no
+// longer loaded, an implementation may load it again and call fn again.
 type TPM interface {
-	RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, srk *tpmdev.SRK) error) error
+	RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, key *srk.Key) error) error
 }
 
 var _ TPM = (*tpmdev.TPM)(nil)

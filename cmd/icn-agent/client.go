@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -30,14 +31,14 @@ func init() {
 }
 
 // dialAgent connects to the agent at the given socket, or SSH_AUTH_SOCK.
-func dialAgent(e *env, socket string) (*agentsrv.Client, error) {
+func dialAgent(e *env, socket string) (*client.Client, error) {
 	if socket == "" {
 		socket = e.getenv("SSH_AUTH_SOCK")
 	}
 	if socket == "" {
 		return nil, fmt.Errorf("SSH_AUTH_SOCK is not set; start the agent with 'icn-agent serve &' and set SSH_AUTH_SOCK to the path it prints, or pass -a SOCKET")
 	}
-	return agentsrv.Dial(socket)
+	return client.Dial(socket)
 }
 
 func runAdd(e *env, args []string) error {
@@ -92,7 +93,7 @@ func runAdd(e *env, args []string) error {
 		err = addWithOptions(cl, name, agentsrv.UnsealOptions{Lifetime: *life, Confirm: *confirm, PIN: pin, Destinations: dcs})
 	}
 	if err != nil {
-		if errors.Is(err, agentsrv.ErrNotFound) {
+		if errors.Is(err, client.ErrNotFound) {
 			// The agent serves only the identities it could load: one
 			// whose file is damaged, unreadable or a dangling link is
 			// skipped, and only the store says why.
@@ -108,7 +109,7 @@ func runAdd(e *env, args []string) error {
 // identity has one and the agent does not hold its seed already. A store
 // that cannot be read says no (the agent may use another store): the
 // agent then asks through its SSH_ASKPASS, or --pin-file gives the PIN.
-func needsPIN(cl *agentsrv.Client, dir, name string) bool {
+func needsPIN(cl *client.Client, dir, name string) bool {
 	if dir == "" {
 		dir = sealstore.DefaultDir()
 	}
@@ -133,7 +134,7 @@ func needsPIN(cl *agentsrv.Client, dir, name string) bool {
 // addWithOptions sends an unseal@icn-agent request with a PIN or the
 // confirm flag, which agents before them refuse as malformed. The
 // request holding the PIN is wiped once sent.
-func addWithOptions(cl *agentsrv.Client, name string, o agentsrv.UnsealOptions) error {
+func addWithOptions(cl *client.Client, name string, o agentsrv.UnsealOptions) error {
 	req, err := agentsrv.MarshalUnsealRequest(name, o)
 	if err != nil {
 		return err
@@ -144,7 +145,7 @@ func addWithOptions(cl *agentsrv.Client, name string, o agentsrv.UnsealOptions) 
 		return nil
 	}
 	if errors.Is(err, agent.ErrExtensionUnsupported) {
-		return errors.New("the agent does not support sealed identities (not an icn-agent?)")
+		return client.ErrNotICNAgent
 	}
 	// The protocol carries no error text: the agent's status says what
 	// went wrong with this identity.
@@ -152,7 +153,7 @@ func addWithOptions(cl *agentsrv.Client, name string, o agentsrv.UnsealOptions) 
 	switch {
 	case serr != nil:
 	case st.Locked:
-		return fmt.Errorf("unseal %s: %w", name, agentsrv.ErrLocked)
+		return fmt.Errorf("unseal %s: %w", name, client.ErrLocked)
 	default:
 		for _, is := range st.Identities {
 			if is.Name == name {
@@ -162,7 +163,7 @@ func addWithOptions(cl *agentsrv.Client, name string, o agentsrv.UnsealOptions) 
 				return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, err)
 			}
 		}
-		return fmt.Errorf("%w: the agent has no identity named %q", agentsrv.ErrNotFound, name)
+		return fmt.Errorf("%w: %q", client.ErrNotFound, name)
 	}
 	return fmt.Errorf("unseal %s: %w", name, err)
 }
@@ -257,7 +258,7 @@ type statusJSON struct {
 	SoftwareKeys int                  `json:"software_keys"`
 	Identities   []identityStatusJSON `json:"identities"`
 	// Lockout is the TPM's dictionary-attack state (wrong PINs).
-	Lockout *agentsrv.LockoutStatus `json:"lockout,omitempty"`
+	Lockout *client.LockoutStatus `json:"lockout,omitempty"`
 	// Metrics are the agent's counters (see internal/metrics), present
 	// when it runs with --metrics-listen and is not locked.
 	Metrics json.RawMessage `json:"metrics,omitempty"`
@@ -279,7 +280,7 @@ type identityStatusJSON struct {
 	LastDest string     `json:"last_dest,omitempty"`
 }
 
-func writeStatusJSON(e *env, st *agentsrv.Status, metrics json.RawMessage) error {
+func writeStatusJSON(e *env, st *client.Status, metrics json.RawMessage) error {
 	out := statusJSON{Locked: st.Locked, SoftwareKeys: st.SoftwareKeys, Identities: []identityStatusJSON{}, Lockout: st.Lockout, Metrics: metrics}
 	for _, is := range st.Identities {
 		j := identityStatusJSON{
