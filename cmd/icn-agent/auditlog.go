@@ -60,28 +60,36 @@ func openAuditLog(dir string, stamper audit.Stamper, log *slog.Logger) (*auditSi
 // Audit implements agentsrv.Auditor.
 func (a *auditSink) Audit(ev *agentsrv.SignEvent) { a.ch <- *ev }
 
+// auditMaxBatch bounds how many records one write carries.
+const auditMaxBatch = 256
+
 func (a *auditSink) run() {
 	defer close(a.done)
+	batch := make([]audit.Record, 0, auditMaxBatch)
 	for ev := range a.ch {
-		a.write(&ev)
-		for more := true; more; {
+		batch = append(batch[:0], auditRecord(&ev))
+		closed := false
+	gather:
+		for len(batch) < auditMaxBatch {
 			select {
 			case ev, ok := <-a.ch:
 				if !ok {
-					return
+					closed = true
+					break gather
 				}
-				a.write(&ev)
+				batch = append(batch, auditRecord(&ev))
 			default:
-				more = false
+				break gather
 			}
+		}
+		// One write for the batch; a failing log reports itself once
+		// (audit.Log.fail).
+		a.log.AppendAll(batch)
+		if closed {
+			return
 		}
 		time.Sleep(auditBatch)
 	}
-}
-
-func (a *auditSink) write(ev *agentsrv.SignEvent) {
-	// A failing log reports itself once (audit.Log.fail).
-	a.log.Append(auditRecord(ev))
 }
 
 // Close writes what is queued, then the log's stop record and its last

@@ -41,8 +41,9 @@ type Report struct {
 	// (0 if none), and LastCheckpointClock the TPM clock of its stamp.
 	LastCheckpoint      uint64
 	LastCheckpointClock uint64
-	// Unanchored is how many records follow the last checkpoint: nothing
-	// the TPM signed vouches for them yet.
+	// Unanchored is how many records (checkpoints aside) follow the last
+	// record a checkpoint covers: nothing the TPM signed vouches for them
+	// yet.
 	Unanchored uint64
 	// AKName is the attestation key that signed the checkpoints.
 	AKName []byte
@@ -68,6 +69,8 @@ func Verify(dir string, trustedAK []byte) (*Report, error) {
 	var lastFile string
 	var lastLineNo int
 	prevFile, prevLine := "", 0
+	after := uint64(0) // records, checkpoints aside, after the last one a checkpoint covers
+	isCheckpoint := map[uint64]bool{}
 	for _, path := range files {
 		f, err := os.Open(path)
 		if err != nil {
@@ -100,6 +103,19 @@ func Verify(dir string, trustedAK []byte) (*Report, error) {
 				}
 				checkpointLines[r.Seq] = bytes.Clone(line)
 			}
+			if r.Event == "checkpoint" {
+				// Records after the one it covers, checkpoints aside,
+				// are not yet vouched for.
+				after = 0
+				for seq := r.Covers + 1; seq < r.Seq; seq++ {
+					if !isCheckpoint[seq] {
+						after++
+					}
+				}
+				isCheckpoint[r.Seq] = true
+			} else {
+				after++
+			}
 			prev = sha256.Sum256(line)
 			hashes[r.Seq] = prev
 			rep.Records = r.Seq
@@ -118,9 +134,7 @@ func Verify(dir string, trustedAK []byte) (*Report, error) {
 	if err := checkAnchor(dir, checkpointLines, rep); err != nil {
 		return nil, &BadRecord{File: lastFile, Line: lastLineNo + 1, Seq: rep.Records + 1, Reason: err.Error()}
 	}
-	if rep.Records >= rep.LastCheckpoint {
-		rep.Unanchored = rep.Records - rep.LastCheckpoint
-	}
+	rep.Unanchored = after
 	return rep, nil
 }
 
