@@ -54,6 +54,10 @@ type Config struct {
 		// TPM configures the TPM-sealed identity store.
 		TPM TPMConfig `toml:"tpm"`
 	} `toml:"identity"`
+	// Upstream lists the sockets of other agents (OpenSSH's ssh-agent
+	// holding FIDO or PKCS#11 keys, a hardware token's agent) whose keys
+	// icn-agent lists after its own and forwards requests to.
+	Upstream []string `toml:"upstream"`
 }
 
 // TPMConfig is the [identity.tpm] table.
