@@ -99,9 +99,14 @@ func (u *upstream) exchange(ctx context.Context, body []byte, timeout time.Durat
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 	nc.SetDeadline(time.Now().Add(timeout))
+	// The frame may carry a private key (a forwarded add) or a lock
+	// passphrase: wipe the copy once sent.
 	frame := make([]byte, 4, 4+len(body))
 	binary.BigEndian.PutUint32(frame, uint32(len(body)))
-	if _, err := nc.Write(append(frame, body...)); err != nil {
+	frame = append(frame, body...)
+	_, err = nc.Write(frame)
+	clear(frame)
+	if err != nil {
 		return nil, err
 	}
 	var hdr [4]byte
