@@ -232,8 +232,10 @@ func (c *conn) resize(size int) error {
 // the reply to out.
 func (c *conn) handle(out, body []byte) []byte {
 	req, err := parseRequest(body)
-	if out, ok := c.routeUpstream(out, body, req, err); ok {
-		return out
+	if c.s.hasUpstreams() {
+		if out, ok := c.routeUpstream(out, body, &req, err); ok {
+			return out
+		}
 	}
 	if err != nil {
 		c.debug("agentsrv: request refused", slog.Int("type", int(body[0])), slog.Any("err", err))

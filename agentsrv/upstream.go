@@ -219,14 +219,11 @@ var holdableKeyTypes = map[string]bool{
 	ssh.CertAlgoECDSA256v01: true, ssh.CertAlgoECDSA384v01: true, ssh.CertAlgoECDSA521v01: true,
 }
 
-// routeUpstream answers the requests that go to upstream agents, if
-// there are any: it reports whether it answered, appending the reply.
+// routeUpstream answers the requests that go to upstream agents: it
+// reports whether it answered, appending the reply.
 // req and parseErr are parseRequest's results for body.
-func (c *conn) routeUpstream(out, body []byte, req request, parseErr error) ([]byte, bool) {
+func (c *conn) routeUpstream(out, body []byte, req *request, parseErr error) ([]byte, bool) {
 	s := c.s
-	if !s.hasUpstreams() {
-		return out, false
-	}
 	switch body[0] {
 	case msgSignRequest:
 		if parseErr != nil || s.isLocked() || s.holds(req.key) {
