@@ -341,6 +341,23 @@ func startBackground(e *env, o *sshAgentOpts, l net.Listener, path, dir string) 
 	if err != nil {
 		return err
 	}
+	// The agent runs in /, as OpenSSH's does (it must not keep a file
+	// system busy): paths given relative to here are made absolute.
+	if path, err = filepath.Abs(path); err != nil {
+		return err
+	}
+	for _, p := range []*string{&o.store, &o.config} {
+		if *p != "" {
+			if *p, err = filepath.Abs(*p); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range o.upstreams {
+		if o.upstreams[i], err = filepath.Abs(o.upstreams[i]); err != nil {
+			return err
+		}
+	}
 	watch := 0
 	if len(o.cmd) > 0 {
 		watch = os.Getpid()
@@ -352,6 +369,7 @@ func startBackground(e *env, o *sshAgentOpts, l net.Listener, path, dir string) 
 	args = append(args, o.childArgs()...)
 	cmd := exec.Command(exe, args...)
 	cmd.ExtraFiles = []*os.File{lf, readyW}
+	cmd.Dir = "/"
 	// Until it serves, the agent reports problems on our stderr; then it
 	// detaches from it.
 	cmd.Stderr = os.Stderr
