@@ -32,7 +32,7 @@ import (
 func init() {
 	register(&command{
 		name:    "serve",
-		args:    "[-a SOCKET] [-c] [--pcr-poll DURATION] [--metrics-listen HOST:PORT]",
+		args:    "[-a SOCKET] [-c] [--upstream SOCKET]... [--pcr-poll DURATION] [--metrics-listen HOST:PORT]",
 		summary: "Run the agent in the foreground, serving every sealed identity on SSH_AUTH_SOCK.",
 		run:     runServe,
 	})
