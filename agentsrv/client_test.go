@@ -7,13 +7,14 @@ import (
 	"errors"
 	"github.com/icn/icn-agent/internal/didkey"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/icn/icn-agent/agentsrv/client"
 )
 
 func TestClient(t *testing.T) {
@@ -24,7 +25,7 @@ func TestClient(t *testing.T) {
 	ts := startServer(t, Config{Unsealer: f, AutoLockTimeout: time.Hour, Now: clock.Now}, Identity{Blob: alice.blob, Cert: cert})
 
 	t.Setenv("SSH_AUTH_SOCK", ts.path)
-	c, err := Dial("")
+	c, err := client.Dial("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,10 +41,10 @@ func TestClient(t *testing.T) {
 	}
 	softPub := softPriv.Public().(ed25519.PublicKey)
 	alicePub := alice.priv.Public().(ed25519.PublicKey)
-	want := []ClientIdentity{
-		{Comment: "alice@laptop", Name: "alice", DIDKey: didkey.Encode(alicePub), HardwareBacked: true, Backend: BackendTPM},
-		{Comment: "alice@laptop", Name: "alice", DIDKey: didkey.Encode(alicePub), HardwareBacked: true, Backend: BackendTPM},
-		{Comment: "soft", DIDKey: didkey.Encode(softPub), Backend: BackendSoftware},
+	want := []client.Identity{
+		{Comment: "alice@laptop", Name: "alice", DIDKey: didkey.Encode(alicePub), HardwareBacked: true, Backend: client.BackendTPM},
+		{Comment: "alice@laptop", Name: "alice", DIDKey: didkey.Encode(alicePub), HardwareBacked: true, Backend: client.BackendTPM},
+		{Comment: "soft", DIDKey: didkey.Encode(softPub), Backend: client.BackendSoftware},
 	}
 	if len(ids) != len(want) {
 		t.Fatalf("List = %+v", ids)
@@ -85,7 +86,7 @@ func TestClient(t *testing.T) {
 	}
 
 	// Failures come back with the reason.
-	if err := c.Add("bob", 0); !errors.Is(err, ErrNotFound) {
+	if err := c.Add("bob", 0); !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("Add(unknown) = %v, want ErrNotFound", err)
 	}
 	f.setFail(errors.New("TPM on fire"))
@@ -95,103 +96,6 @@ func TestClient(t *testing.T) {
 	}
 	if err := c.Add("alice", -time.Second); err == nil {
 		t.Error("Add with a negative lifetime succeeded")
-	}
-}
-
-func TestClientAgainstPlainAgent(t *testing.T) {
-	// x/crypto's keyring has no extensions: every key is software.
-	keyring := agent.NewKeyring()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	if err := keyring.Add(agent.AddedKey{PrivateKey: priv, Comment: "k"}); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(socketDir(t), "plain")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { agent.ServeAgent(keyring, c); c.Close() }()
-		}
-	}()
-
-	c, err := Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ids, err := c.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ids) != 1 || ids[0].Backend != BackendSoftware || ids[0].HardwareBacked || ids[0].Name != "" ||
-		ids[0].DIDKey != didkey.Encode(priv.Public().(ed25519.PublicKey)) {
-		t.Errorf("List = %+v", ids)
-	}
-	if _, err := c.Status(); !errors.Is(err, agent.ErrExtensionUnsupported) {
-		t.Errorf("Status = %v, want ErrExtensionUnsupported", err)
-	}
-	if err := c.Add("x", 0); err == nil || !strings.Contains(err.Error(), "does not support") {
-		t.Errorf("Add = %v", err)
-	}
-}
-
-func TestDialWithoutSocket(t *testing.T) {
-	t.Setenv("SSH_AUTH_SOCK", "")
-	if _, err := Dial(""); err == nil || !strings.Contains(err.Error(), "SSH_AUTH_SOCK") {
-		t.Errorf("Dial without SSH_AUTH_SOCK = %v", err)
-	}
-	if _, err := Dial(filepath.Join(socketDir(t), "none")); err == nil {
-		t.Error("Dial of a missing socket succeeded")
-	}
-}
-
-func TestStatusWireFormat(t *testing.T) {
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
-	sshPub, _ := ssh.NewPublicKey(pub)
-	st := &Status{SoftwareKeys: 2, Identities: []IdentityStatus{
-		{Name: "a", PublicKey: sshPub, Fingerprint: "SHA256:x", HardwareBacked: true, Unsealed: true,
-			Expiry: time.Unix(1700000000, 0), UnsealCount: 3, LastError: ""},
-		{Name: "b", PublicKey: sshPub, Hidden: true, LastError: "boom"},
-	}}
-	wire := marshalStatus(st)
-	if wire[0] != msgSuccess {
-		t.Fatalf("reply starts with %d, want SSH_AGENT_SUCCESS", wire[0])
-	}
-	got, err := parseStatus(wire)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got.Identities) != 2 || got.SoftwareKeys != 2 || !got.Identities[0].Expiry.Equal(st.Identities[0].Expiry) ||
-		got.Identities[0].UnsealCount != 3 || !got.Identities[1].Hidden || got.Identities[1].LastError != "boom" {
-		t.Errorf("round trip = %+v", got)
-	}
-
-	// A record with fields appended by a later version still parses.
-	rec := identityRecord{Name: "c", PublicKey: sshPub.Marshal(), Extra: []byte{1, 2, 3}}
-	reply := ssh.Marshal(&statusReply{Version: 1, Identities: 1,
-		Records: ssh.Marshal(struct{ R []byte }{ssh.Marshal(&rec)})})
-	if got, err := parseStatus(reply); err != nil || got.Identities[0].Name != "c" {
-		t.Errorf("record with extra fields: %+v, %v", got, err)
-	}
-
-	for name, bad := range map[string][]byte{
-		"empty":       nil,
-		"version 3":   ssh.Marshal(&statusReply{Version: 3}),
-		"no lockout":  ssh.Marshal(&statusReply{Version: 2}),
-		"truncated":   wire[:len(wire)-1],
-		"extra":       append(append([]byte{}, wire...), 0, 0, 0, 0),
-		"wrong count": ssh.Marshal(&statusReply{Version: 1, Identities: 1}),
-	} {
-		if _, err := parseStatus(bad); err == nil {
-			t.Errorf("%s: parseStatus succeeded", name)
-		}
 	}
 }
 
@@ -229,7 +133,7 @@ func TestStatusLockout(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := startServer(t, Config{Unsealer: f, Lockout: tt.lockout}, Identity{Blob: k.blob})
-			c, err := Dial(ts.path)
+			c, err := client.Dial(ts.path)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -244,9 +244,12 @@
 //
 // # Client side
 //
-// [Dial] returns a [Client] for tools: [Client.List] marks each key with
-// its backend ("tpm" or "software", from the status extension) and its
-// did:key; [Client.Add] is the unseal extension.
+// The client lives in package agentsrv/client, which other programs
+// import without pulling in this server: its Client.List marks each key
+// with its backend ("tpm" or "software", from the status extension) and
+// its did:key, and Client.Add is the unseal extension. The status types
+// and their encoding are defined there ([Status] is an alias), so the two
+// sides share one codec.
 //
 // # Sockets
 //

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/icn/icn-agent/attest"
 	"log/slog"
 	"slices"
 	"time"
@@ -13,67 +12,54 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/icn/icn-agent/agentsrv/client"
+	"github.com/icn/icn-agent/attest"
 )
 
-// Names of the agent protocol extensions the server supports.
+// Names of the agent protocol extensions the server supports (defined,
+// with the wire formats, in package client).
 const (
-	ExtQuery       = "query"
-	ExtUnseal      = "unseal@icn-agent"
-	ExtStatus      = "status@icn-agent"
-	ExtSessionBind = "session-bind@openssh.com"
-	ExtMetrics     = "metrics@icn-agent"
+	ExtQuery       = client.ExtQuery
+	ExtUnseal      = client.ExtUnseal
+	ExtStatus      = client.ExtStatus
+	ExtSessionBind = client.ExtSessionBind
+	ExtMetrics     = client.ExtMetrics
 )
 
-// StatusVersion is the version of the status@icn-agent reply this package
-// writes and reads.
-const StatusVersion = 2
+// StatusVersion is the version of the status@icn-agent reply the server
+// writes.
+const StatusVersion = client.StatusVersion
 
 // msgSuccess is SSH_AGENT_SUCCESS. The request loop sends the bytes an
 // extension returns as the whole reply (as x/crypto's agent.ServeAgent
 // does), so a reply with content starts with it.
 const msgSuccess = 6
 
-// supportedExtensions is the reply to query, in this order; ExtMetrics
-// follows when the server has a MetricsReporter.
-var supportedExtensions = []string{ExtQuery, ExtUnseal, ExtStatus, ExtSessionBind, attest.Extension, attest.EKExtension, attest.ActivateExtension}
+// The agent's state as the status@icn-agent extension reports it; the
+// types live in package client, which decodes them.
+type (
+	Status         = client.Status
+	IdentityStatus = client.IdentityStatus
+	LockoutStatus  = client.LockoutStatus
+)
 
-// metricsReply is the reply to metrics@icn-agent.
+// metricsReply is the reply to metrics@icn-agent (client.Metrics reads
+// it).
 type metricsReply struct {
 	JSON string `sshtype:"6"`
 }
 
-// unsealRequest is the content of an unseal@icn-agent request.
+// unsealRequest is the content of an unseal@icn-agent request
+// (client.Add writes it).
 type unsealRequest struct {
 	Name         string
 	LifetimeSecs uint32
 }
 
-// statusReply is the reply to status@icn-agent. Records holds Identities
-// SSH strings, each an identityRecord.
-type statusReply struct {
-	Version      uint32 `sshtype:"6"`
-	Locked       bool
-	SoftwareKeys uint32
-	Identities   uint32
-	Records      []byte `ssh:"rest"`
-}
-
-// identityRecord is one sealed identity in a statusReply. Later versions
-// may append fields; readers ignore what follows the fields they know.
-type identityRecord struct {
-	Name           string
-	PublicKey      []byte
-	Certificate    []byte
-	Fingerprint    string
-	HardwareBacked bool
-	Unsealed       bool
-	Expiry         uint64
-	UnsealCount    uint64
-	Hidden         bool
-	LastError      string
-	PCRMismatch    []byte // one byte per PCR index
-	Extra          []byte `ssh:"rest"`
-}
+// supportedExtensions is the reply to query, in this order; ExtMetrics
+// follows when the server has a MetricsReporter.
+var supportedExtensions = []string{ExtQuery, ExtUnseal, ExtStatus, ExtSessionBind, attest.Extension, attest.EKExtension, attest.ActivateExtension}
 
 // sessionBindRequest is the content of a session-bind@openssh.com
 // request (OpenSSH PROTOCOL.agent).
@@ -96,66 +82,6 @@ type sessionBinding struct {
 	hostKey    ssh.PublicKey
 	sessionID  []byte
 	forwarding bool
-}
-
-// Status is a snapshot of the agent's state, as returned by Server.Status
-// and by the status@icn-agent extension.
-type Status struct {
-	// Locked reports whether the agent is locked. While it is, the
-	// extension reports no identities and no software keys.
-	Locked bool
-	// SoftwareKeys is the number of keys added with ssh-add.
-	SoftwareKeys int
-	// Identities are the sealed identities, sorted by name.
-	Identities []IdentityStatus
-	// Lockout is the TPM's dictionary-attack state, which counts wrong
-	// PINs; nil if not known.
-	Lockout *LockoutStatus
-}
-
-// LockoutStatus is the TPM's dictionary-attack state: after Max failed
-// authorizations (wrong PINs), every PIN-protected identity is locked out
-// until the TPM forgets failures or its lockout is reset.
-type LockoutStatus struct {
-	Counter uint32 `json:"counter"`
-	Max     uint32 `json:"max"`
-}
-
-// lockoutTrailer follows the identity records in a version 2 status reply.
-type lockoutTrailer struct {
-	Known        bool
-	Counter, Max uint32
-}
-
-// IdentityStatus describes one sealed identity.
-type IdentityStatus struct {
-	Name string
-	// PublicKey is the identity's ssh-ed25519 key.
-	PublicKey ssh.PublicKey
-	// Certificate is the identity's certificate, or nil.
-	Certificate *ssh.Certificate
-	// Fingerprint is the SHA256 fingerprint of PublicKey.
-	Fingerprint string
-	// HardwareBacked is true for identities whose seed is sealed by a
-	// TPM, which is every identity today.
-	HardwareBacked bool
-	// Unsealed reports whether the seed is cached in memory.
-	Unsealed bool
-	// Expiry is when the cached seed will be zeroized; zero if it is not
-	// cached or has no expiry. The wire format has one-second resolution.
-	Expiry time.Time
-	// UnsealCount counts successful unseals since the identity was
-	// installed.
-	UnsealCount uint64
-	// Hidden reports whether a client removed the identity (ssh-add -d).
-	Hidden bool
-	// LastError is the error of the last failed unseal, cleared by a
-	// successful one.
-	LastError string
-	// PCRMismatch lists the PCRs whose last known value differs from the
-	// value recorded when the identity was sealed: while it is non-empty
-	// the TPM will not unseal it. Known only once UpdatePCRs was called.
-	PCRMismatch []int
 }
 
 // Status returns a snapshot of the server's state. Unlike the
@@ -199,127 +125,6 @@ func (s *Server) Status() *Status {
 	return st
 }
 
-// marshalStatus encodes st as a status@icn-agent reply.
-func marshalStatus(st *Status) []byte {
-	var records []byte
-	for _, is := range st.Identities {
-		r := identityRecord{
-			Name:           is.Name,
-			PublicKey:      is.PublicKey.Marshal(),
-			Fingerprint:    is.Fingerprint,
-			HardwareBacked: is.HardwareBacked,
-			Unsealed:       is.Unsealed,
-			UnsealCount:    is.UnsealCount,
-			Hidden:         is.Hidden,
-			LastError:      is.LastError,
-		}
-		for _, p := range is.PCRMismatch {
-			r.PCRMismatch = append(r.PCRMismatch, byte(p))
-		}
-		if is.Certificate != nil {
-			r.Certificate = is.Certificate.Marshal()
-		}
-		if !is.Expiry.IsZero() && is.Expiry.Unix() > 0 {
-			r.Expiry = uint64(is.Expiry.Unix())
-		}
-		records = append(records, ssh.Marshal(struct{ Record []byte }{ssh.Marshal(&r)})...)
-	}
-	var tr lockoutTrailer
-	if st.Lockout != nil {
-		tr = lockoutTrailer{Known: true, Counter: st.Lockout.Counter, Max: st.Lockout.Max}
-	}
-	records = append(records, ssh.Marshal(&tr)...)
-	return ssh.Marshal(&statusReply{
-		Version:      StatusVersion,
-		Locked:       st.Locked,
-		SoftwareKeys: uint32(st.SoftwareKeys),
-		Identities:   uint32(len(st.Identities)),
-		Records:      records,
-	})
-}
-
-// parseStatus decodes a status@icn-agent reply, message type byte
-// included.
-func parseStatus(reply []byte) (*Status, error) {
-	if len(reply) >= 5 && reply[0] == msgSuccess {
-		// Check the version before the layout, so that a newer agent
-		// gets a clear error rather than a parse failure.
-		if v := uint32(reply[1])<<24 | uint32(reply[2])<<16 | uint32(reply[3])<<8 | uint32(reply[4]); v != 1 && v != StatusVersion {
-			return nil, fmt.Errorf("agentsrv: status reply version %d, this client reads versions 1 and %d", v, StatusVersion)
-		}
-	}
-	var w statusReply
-	if err := ssh.Unmarshal(reply, &w); err != nil {
-		return nil, fmt.Errorf("agentsrv: malformed status reply: %w", err)
-	}
-	st := &Status{Locked: w.Locked, SoftwareKeys: int(w.SoftwareKeys)}
-	rest := w.Records
-	for i := uint32(0); i < w.Identities; i++ {
-		var rec struct {
-			Record []byte
-			Rest   []byte `ssh:"rest"`
-		}
-		if err := ssh.Unmarshal(rest, &rec); err != nil {
-			return nil, fmt.Errorf("agentsrv: malformed status reply: identity %d: %w", i, err)
-		}
-		rest = rec.Rest
-		var r identityRecord
-		if err := ssh.Unmarshal(rec.Record, &r); err != nil {
-			return nil, fmt.Errorf("agentsrv: malformed status reply: identity %d: %w", i, err)
-		}
-		pub, err := ssh.ParsePublicKey(r.PublicKey)
-		if err != nil {
-			return nil, fmt.Errorf("agentsrv: malformed status reply: identity %q: %w", r.Name, err)
-		}
-		is := IdentityStatus{
-			Name:           r.Name,
-			PublicKey:      pub,
-			Fingerprint:    r.Fingerprint,
-			HardwareBacked: r.HardwareBacked,
-			Unsealed:       r.Unsealed,
-			UnsealCount:    r.UnsealCount,
-			Hidden:         r.Hidden,
-			LastError:      r.LastError,
-		}
-		for _, p := range r.PCRMismatch {
-			is.PCRMismatch = append(is.PCRMismatch, int(p))
-		}
-		if len(r.Certificate) > 0 {
-			k, err := ssh.ParsePublicKey(r.Certificate)
-			if err != nil {
-				return nil, fmt.Errorf("agentsrv: malformed status reply: identity %q certificate: %w", r.Name, err)
-			}
-			cert, ok := k.(*ssh.Certificate)
-			if !ok {
-				return nil, fmt.Errorf("agentsrv: malformed status reply: identity %q: certificate field holds a %s key", r.Name, k.Type())
-			}
-			is.Certificate = cert
-		}
-		if r.Expiry != 0 && r.Expiry < 1<<62 {
-			is.Expiry = time.Unix(int64(r.Expiry), 0)
-		}
-		st.Identities = append(st.Identities, is)
-	}
-	if w.Version >= 2 {
-		var tr struct {
-			Known        bool
-			Counter, Max uint32
-			Rest         []byte `ssh:"rest"`
-		}
-		if err := ssh.Unmarshal(rest, &tr); err != nil {
-			return nil, fmt.Errorf("agentsrv: malformed status reply: lockout: %w", err)
-		}
-		if tr.Known {
-			st.Lockout = &LockoutStatus{Counter: tr.Counter, Max: tr.Max}
-		}
-		rest = tr.Rest
-	}
-	if len(rest) != 0 {
-		return nil, errors.New("agentsrv: malformed status reply: trailing data")
-	}
-	return st, nil
-}
-
 // marshalQuery encodes the reply to query: SSH_AGENT_SUCCESS, then each
 // supported extension name as an SSH string.
 func marshalQuery(names []string) []byte {
@@ -328,27 +133,6 @@ func marshalQuery(names []string) []byte {
 		out = append(out, ssh.Marshal(struct{ Name string }{name})...)
 	}
 	return out
-}
-
-// parseQuery decodes a reply to query, message type byte included.
-func parseQuery(reply []byte) ([]string, error) {
-	if len(reply) == 0 || reply[0] != msgSuccess {
-		return nil, errors.New("agentsrv: malformed query reply")
-	}
-	var names []string
-	rest := reply[1:]
-	for len(rest) > 0 {
-		var n struct {
-			Name string
-			Rest []byte `ssh:"rest"`
-		}
-		if err := ssh.Unmarshal(rest, &n); err != nil {
-			return nil, fmt.Errorf("agentsrv: malformed query reply: %w", err)
-		}
-		names = append(names, n.Name)
-		rest = n.Rest
-	}
-	return names, nil
 }
 
 // Extension handles the agent protocol extensions; see the package
@@ -371,7 +155,7 @@ func (c *conn) Extension(extensionType string, contents []byte) ([]byte, error) 
 		if st.Locked {
 			st = &Status{Locked: true}
 		}
-		return marshalStatus(st), nil
+		return client.MarshalStatus(st), nil
 	case ExtUnseal:
 		return c.extUnseal(contents)
 	case ExtSessionBind:

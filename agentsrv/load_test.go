@@ -16,10 +16,12 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/agentsrv/client"
 )
 
 // The load tests drive one server with many concurrent clients, each on
-// its own connection through agentsrv.Client, doing a random mix of list,
+// its own connection through client.Client, doing a random mix of list,
 // sign, add (the unseal extension), status and, in some runs, lock and
 // unlock. They check that
 //
@@ -85,9 +87,9 @@ func runLoad(tb testing.TB, cfg loadConfig) loadResult {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ts := startServer(tb, Config{Unsealer: counter, Logger: quiet, AutoLockTimeout: autoLock, Now: clock.Now}, ids...)
 
-	clients := make([]*Client, cfg.clients)
+	clients := make([]*client.Client, cfg.clients)
 	for i := range clients {
-		c, err := Dial(ts.path)
+		c, err := client.Dial(ts.path)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -176,7 +178,7 @@ func runLoad(tb testing.TB, cfg loadConfig) loadResult {
 							err = id.Blob.PublicKey.Verify(data, sig)
 						}
 					case kind < 70:
-						var keys []ClientIdentity
+						var keys []client.Identity
 						keys, err = c.List()
 						if err == nil && len(keys) != len(ids) {
 							err = fmt.Errorf("listed %d keys, want %d", len(keys), len(ids))

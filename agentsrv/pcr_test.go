@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -38,7 +39,7 @@ func TestUpdatePCRs(t *testing.T) {
 		t.Errorf("status PCR mismatch of the other identity = %v; want none", mm)
 	}
 	// The mismatch reaches clients of the status extension too.
-	c, err := Dial(ts.path)
+	c, err := client.Dial(ts.path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -317,7 +318,7 @@ func TestLockUnlock(t *testing.T) {
 	if err != nil {
 		t.Fatalf("status while locked: %v", err)
 	}
-	if st, err := parseStatus(reply); err != nil || !st.Locked || len(st.Identities) != 0 {
+	if st, err := client.ParseStatus(reply); err != nil || !st.Locked || len(st.Identities) != 0 {
 		t.Errorf("status while locked = %+v, %v; want locked and nothing listed", st, err)
 	}
 	if got := f.calls.Load(); got != 1 {
@@ -683,11 +684,12 @@ func TestExtensions(t *testing.T) {
 		t.Errorf("unknown extension: %v, want ErrExtensionUnsupported", err)
 	}
 
-	reply, err := c.Extension(ExtQuery, nil)
+	cl, err := client.Dial(ts.path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names, err := parseQuery(reply)
+	defer cl.Close()
+	names, err := cl.Extensions()
 	if err != nil || !slices.Equal(names, supportedExtensions) {
 		t.Errorf("query = %v, %v; want %v", names, err, supportedExtensions)
 	}
@@ -698,7 +700,7 @@ func TestExtensions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := parseStatus(reply)
+		st, err := client.ParseStatus(reply)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,8 +4,11 @@
 //
 // # Roles
 //
-// The agent (prover) owns an attestation key ([AK]) in its TPM and answers
-// a verifier's challenge with [AK.Quote], which returns [Evidence]. The
+// The agent (prover) owns an attestation key in its TPM and answers a
+// verifier's challenge with a quote, which it returns as [Evidence]; that
+// TPM side lives in icn-agent's internal/attesttpm, beside the rest of the
+// TPM code. This package is what both sides share and all a verifier
+// needs: pure Go, no TPM, no cgo, building on every platform. The
 // verifier sends a fresh random nonce, receives the evidence (over the
 // agent protocol as [Evidence.MarshalSSH], or as a JSON file), and calls
 // [Verify] with the nonce and what it expects: a pinned attestation key,
@@ -64,7 +67,7 @@
 // verifier pins the attestation key when it enrolls a machine it trusts
 // (trust on first use): by name ([VerifyOptions.TrustedAKName], the hex
 // `icn-agent ak` prints) or by key ([VerifyOptions.TrustedAK], from
-// [AK.PublicPEM]). Without a pin, [Result.AKPinned] is false and the
+// the PEM `icn-agent ak` prints). Without a pin, [Result.AKPinned] is false and the
 // evidence proves only its internal consistency. Clearing the TPM changes
 // the SRK and so the attestation key: the verifier must enroll it again.
 //

@@ -125,7 +125,7 @@ func VerifyEK(info *EKInfo, trust EKTrust) (*VerifiedEK, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: ek public area: %v", ErrEKMismatch, err)
 	}
-	certified, err := publicKeyOf(ek)
+	certified, err := TPMPublicKey(ek)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEKMismatch, err)
 	}
@@ -142,8 +142,9 @@ func VerifyEK(info *EKInfo, trust EKTrust) (*VerifiedEK, error) {
 	return &VerifiedEK{Certificate: cert, Chain: chains[0], public: ek, akName: akName}, nil
 }
 
-// publicKeyOf returns the public key of an RSA or ECC public area.
-func publicKeyOf(p *tpm2.TPMTPublic) (crypto.PublicKey, error) {
+// TPMPublicKey returns the public key of an RSA or ECC (NIST P-256 or
+// P-384) TPM public area: an *rsa.PublicKey or an *ecdsa.PublicKey.
+func TPMPublicKey(p *tpm2.TPMTPublic) (crypto.PublicKey, error) {
 	switch p.Type {
 	case tpm2.TPMAlgRSA:
 		parms, err := p.Parameters.RSADetail()
@@ -185,6 +186,9 @@ func publicKeyOf(p *tpm2.TPMTPublic) (crypto.PublicKey, error) {
 	}
 	return nil, fmt.Errorf("key type 0x%04x is not supported", uint16(p.Type))
 }
+
+// maxEKCert bounds an EK certificate read from NV or from an agent.
+const maxEKCert = 4096
 
 // credentialSize is the size of the secret in a credential challenge.
 const credentialSize = 32

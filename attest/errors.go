@@ -79,9 +79,6 @@ var (
 	// ErrIdentityMismatch means the evidence is about another identity key
 	// than VerifyOptions.IdentityKey.
 	ErrIdentityMismatch = errors.New("attest: evidence is about another identity key")
-	// ErrAKWrongTPM means an attestation key file was created under another
-	// storage root key: another TPM, or this one before it was cleared.
-	ErrAKWrongTPM = errors.New("attest: attestation key belongs to another TPM (or to this TPM before it was cleared)")
 )
 
 // UnexpectedPCRError lists the PCRs whose quoted value differs from

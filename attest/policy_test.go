@@ -14,9 +14,12 @@ import (
 	"github.com/icn/icn-agent/sealstore"
 )
 
+// approval is a signed PolicyPCR digest, as the agent holds one.
+type approval struct{ Digest, Signature []byte }
+
 // approvalOf returns a signed policy of key over values of PCRs 0 and 7 as
-// an Approval.
-func approvalOf(t *testing.T, key *ecdsa.PrivateKey, v0, v7 []byte) Approval {
+// an approval.
+func approvalOf(t *testing.T, key *ecdsa.PrivateKey, v0, v7 []byte) approval {
 	t.Helper()
 	p, err := sealstore.SignPolicy(key, []sealstore.PCRValue{{Index: 0, Value: v0}, {Index: 7, Value: v7}}, "", time.Unix(0, 0))
 	if err != nil {
@@ -30,7 +33,7 @@ func approvalOf(t *testing.T, key *ecdsa.PrivateKey, v0, v7 []byte) Approval {
 			SignatureS: tpm2.TPM2BECCParameter{Buffer: p.S},
 		}),
 	})
-	return Approval{Digest: p.Digest, Signature: sig}
+	return approval{Digest: p.Digest, Signature: sig}
 }
 
 // TestVerifyPolicyKinds checks Result.SealedPolicyMatches for every kind of
@@ -77,7 +80,7 @@ func TestVerifyPolicyKinds(t *testing.T) {
 	signed := authPolicy(sealstore.PolicyAuthorizedPCR, false)
 	signedPIN := authPolicy(sealstore.PolicyAuthorizedPCR, true)
 
-	describe := func(kind PolicyKind, pin bool, signer []byte, a *Approval) func(*Evidence) {
+	describe := func(kind PolicyKind, pin bool, signer []byte, a *approval) func(*Evidence) {
 		return func(e *Evidence) {
 			e.PolicyKind, e.PolicyPIN, e.PolicySigner = kind, pin, signer
 			if a != nil {

@@ -366,3 +366,14 @@ func readPublicAuditDigest(sealedPublic, name, qn []byte) []byte {
 	d.Write(rp.Sum(nil))
 	return d.Sum(nil)
 }
+
+// AKTemplate returns the public area template of an icn-agent attestation
+// key (the unique field empty): a restricted ECC NIST P-256 signing key
+// with the ECDSA-SHA256 scheme, userWithAuth and noDA, no policy. Verify
+// accepts only keys made from it; the TPM side creates the key with it.
+func AKTemplate() tpm2.TPMTPublic { return akTemplate }
+
+// ParseAKPublic checks that b, a marshalled TPM2B_PUBLIC, is an icn-agent
+// attestation key (made from AKTemplate) and returns its public key and
+// its TPM Name. Errors wrap ErrBadAK, ErrAKNotRestricted or ErrWeakHash.
+func ParseAKPublic(b []byte) (*ecdsa.PublicKey, []byte, error) { return parseAKPublic(b) }

@@ -428,3 +428,16 @@ func policyMatches(e *Evidence, quoted map[int][]byte, authPolicy []byte, res *R
 	}
 	return false
 }
+
+// ed25519Key returns the Ed25519 key of an ssh-ed25519 public key.
+func ed25519Key(k ssh.PublicKey) (ed25519.PublicKey, error) {
+	ck, ok := k.(ssh.CryptoPublicKey)
+	if !ok {
+		return nil, errors.New("identity key is not an Ed25519 key")
+	}
+	pub, ok := ck.CryptoPublicKey().(ed25519.PublicKey)
+	if !ok || len(pub) != ed25519.PublicKeySize {
+		return nil, errors.New("identity key is not an Ed25519 key")
+	}
+	return pub, nil
+}

@@ -84,19 +84,29 @@ const bank = tpm2.TPMAlgSHA256
 
 // Reader reads PCR values. ReadPCRs returns the values of the given PCRs of
 // one bank, in the order of indexes, which are ascending and unique.
-// [TPMReader] adapts a *tpmdev.TPM; tests use fakes.
+// [TPMReader] adapts a [TPM]; tests use fakes.
 type Reader interface {
 	ReadPCRs(ctx context.Context, bank tpm2.TPMIAlgHash, indexes []int) ([][]byte, error)
 }
 
-// TPMReader returns a Reader that reads the PCRs of t with
-// [tpmdev.ReadPCRs], holding t's lock for the duration of one read.
-func TPMReader(t *tpmdev.TPM) Reader {
+// TPM is what TPMReader needs of a TPM: exclusive use of its transport
+// for the duration of fn, ending with ctx. icn-agent's tpmdev.TPM
+// implements it; so can any program that owns a go-tpm transport.
+type TPM interface {
+	Run(ctx context.Context, fn func(tpm transport.TPM) error) error
+}
+
+var _ TPM = (*tpmdev.TPM)(nil)
+
+// TPMReader returns a Reader that reads the PCRs of t (several
+// TPM2_PCR_Read commands if needed, all from one state of the PCR update
+// counter), holding t for the duration of one read.
+func TPMReader(t TPM) Reader {
 	return tpmReader{t}
 }
 
 type tpmReader struct {
-	tpm *tpmdev.TPM
+	tpm TPM
 }
 
 func (r tpmReader) ReadPCRs(ctx context.Context, bank tpm2.TPMIAlgHash, indexes []int) ([][]byte, error) {

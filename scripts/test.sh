@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
-# The project's test command: static checks, then every package's tests.
+# The project's test command: static checks, portability and dependency
+# checks, then every package's tests.
 # The tests start real swtpm processes; install swtpm, swtpm-tools and
 # tpm2-tools first (.ci/run does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go vet ./...
+
+# What other programs import builds everywhere, without cgo: the client,
+# the verifier and the examples that use them.
+for goos in darwin windows; do
+	GOOS=$goos CGO_ENABLED=0 go build ./attest/ ./agentsrv/client/ ./examples/...
+done
+# Everything builds without cgo on linux too (the agent then lacks --tpm sim).
+CGO_ENABLED=0 go build ./...
+
+# Library packages never link the reference simulator (cgo, libcrypto):
+# only commands (cmd/) and tests import internal/tpmsim.
+libs=$(go list ./... | grep -v -e /cmd/ -e /internal/tpmsim$)
+if bad=$(go list -f '{{.ImportPath}} {{join .Deps " "}}' $libs | grep -E ' (github.com/icn/icn-agent/internal/tpmsim|github.com/google/go-tpm-tools/simulator)( |$)'); then
+	echo "library packages that link the simulator:" >&2
+	echo "$bad" | cut -d' ' -f1 >&2
+	exit 1
+fi
+
 go test -race -count=1 -timeout 30m ./...
 # OpenSSH's regress scripts with icn-agent as ssh-agent (openssh-tests).
 # sshsig (about 90 s) is left out to keep CI under ten minutes on two

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/tpmsim"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -235,7 +236,7 @@ func goldenSignedPolicy(t *testing.T, key *ecdsa.PrivateKey) *sealstore.SignedPo
 func openGoldenTPM(t *testing.T) *tpmdev.TPM {
 	t.Helper()
 	state := t.TempDir()
-	if err := os.WriteFile(filepath.Join(state, tpmdev.SimSeedFile), readFile(t, "testdata/golden/sim-seed"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(state, tpmsim.SeedFile), readFile(t, "testdata/golden/sim-seed"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tpm, err := tpmdev.Open(context.Background(), tpmdev.Spec{Kind: tpmdev.KindSim}, tpmdev.Options{StateDir: state})

@@ -17,8 +17,10 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/edlocked"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/srk"
 )
 
 // SeedSize is the size of an Ed25519 seed, the secret a blob seals.
@@ -28,10 +30,13 @@ const SeedSize = ed25519.SeedSize
 // otherwise: 0 (firmware) and 7 (Secure Boot policy).
 var DefaultPCRs = []int{0, 7}
 
-// TPM is what sealing needs of the TPM: exclusive use with the storage
-// root key loaded. *tpmdev.TPM implements it.
+// TPM is what sealing needs of the TPM: exclusive use of its transport
+// for the duration of fn, with the storage root key loaded. icn-agent's
+// own TPM layer implements it; another program implements it over its own
+// go-tpm transport (see package srk). If fn fails because the SRK is no
+// longer loaded, an implementation may load it again and call fn again.
 type TPM interface {
-	RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, srk *tpmdev.SRK) error) error
+	RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, key *srk.Key) error) error
 }
 
 var _ TPM = (*tpmdev.TPM)(nil)
@@ -124,11 +129,19 @@ const MaxPINSize = 1024
 // encryption: a value without zero bytes is used the same way by both.
 // The caller should wipe the result after use.
 func PINAuthValue(pin []byte) []byte {
-	h := sha256.Sum256(pin)
-	for bytes.IndexByte(h[:], 0) >= 0 {
-		h = sha256.Sum256(h[:])
-	}
+	h := new([sha256.Size]byte)
+	pinAuthValue(h, pin)
 	return h[:]
+}
+
+// pinAuthValue writes PINAuthValue(pin) to out, which the unseal session
+// points into its locked page: the digests are computed on the stack
+// (sha256.Sum256 keeps its state there) and never reach the heap.
+func pinAuthValue(out *[sha256.Size]byte, pin []byte) {
+	*out = sha256.Sum256(pin)
+	for bytes.IndexByte(out[:], 0) >= 0 {
+		*out = sha256.Sum256(out[:])
+	}
 }
 
 // checkPIN checks a PIN's size.
@@ -139,15 +152,17 @@ func checkPIN(pin []byte) error {
 	return nil
 }
 
-// PublicKey returns the SSH public key of an Ed25519 seed. The expanded
-// private key it computes on the way is wiped.
+// PublicKey returns the SSH public key of an Ed25519 seed. The values
+// derived from the seed on the way (SHA-512 of it: the clamped scalar and
+// the nonce prefix) stay on the stack of edlocked's scrubbed frames, never
+// on the heap, and are cleared before PublicKey returns.
 func PublicKey(seed []byte) (ssh.PublicKey, error) {
 	if len(seed) != SeedSize {
 		return nil, fmt.Errorf("sealstore: seed is %d bytes, want %d", len(seed), SeedSize)
 	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	defer secmem.Wipe(priv)
-	pub, err := ssh.NewPublicKey(ed25519.PublicKey(bytes.Clone(priv[SeedSize:])))
+	pk := new([ed25519.PublicKeySize]byte)
+	edlocked.Deep(func() { edlocked.PublicKey(pk, seed) })
+	pub, err := ssh.NewPublicKey(ed25519.PublicKey(pk[:]))
 	if err != nil {
 		return nil, fmt.Errorf("sealstore: %w", err)
 	}
@@ -369,7 +384,9 @@ var errPCRMoved = errors.New("a PCR changed during the unseal")
 // UnsealWith asks the TPM for the seed sealed in b and writes it to dst,
 // which must be SeedSize bytes (callers pass locked memory). The seed
 // crosses back encrypted (a policy session salted to the SRK, with
-// response encryption).
+// response encryption) and is decrypted in dst: it is in clear nowhere
+// else, and the session's keys (the PIN's authValue among them) live in
+// a locked page wiped when the session ends (see unseal_session.go).
 //
 // The policy session runs TPM2_PolicyPCR with the PCRs' current values,
 // then for a PolicyAuthorizedPCR blob TPM2_PolicyAuthorize with the signed
@@ -404,8 +421,7 @@ func UnsealWith(ctx context.Context, t TPM, b *Blob, dst []byte, opts UnsealOpti
 		if err := checkPIN(opts.PIN); err != nil {
 			return err
 		}
-		u.auth = PINAuthValue(opts.PIN)
-		defer secmem.Wipe(u.auth)
+		u.pin = opts.PIN
 	}
 	if b.Policy.Kind == PolicyAuthorizedPCR {
 		if u.signer, err = parsePolicyKeyPublic(b.Policy.Signer); err != nil {
@@ -451,14 +467,16 @@ type unsealer struct {
 	priv     *tpm2.TPM2BPrivate
 	signer   *PolicyKey // PolicyAuthorizedPCR only
 	policies []*SignedPolicy
-	auth     []byte // the PIN's authValue, PIN blobs only
+	pin      []byte // the PIN, PIN blobs only (the caller's; not wiped here)
 	dst      []byte
 }
 
-// once makes one unseal attempt. For a PolicyAuthorizedPCR blob the signed
-// policy's ticket is made first, so that the policy key and the sealed
-// object are never loaded together: a TPM may hold as few as three
-// objects, and the SRK and an attestation key may be two of them.
+// once makes one unseal attempt: Load, then the policy session
+// (startUnsealSession, the policy commands, TPM2_Unseal by hand). For a
+// PolicyAuthorizedPCR blob the signed policy's ticket is made first, so
+// that the policy key and the sealed object are never loaded together: a
+// TPM may hold as few as three objects, and the SRK and an attestation key
+// may be two of them.
 func (u *unsealer) once(tpm transport.TPM, srk *tpmdev.SRK) error {
 	var approved *SignedPolicy
 	var ticket *tpm2.TPMTTKVerified
@@ -490,32 +508,17 @@ func (u *unsealer) once(tpm transport.TPM, srk *tpmdev.SRK) error {
 
 	p := u.b.Policy
 	sel := tpmdev.Selection(p.Bank, p.Indexes())
-	opts := []tpm2.AuthOption{tpm2.Salted(srk.Handle, srk.Public), tpm2.AESEncryption(128, tpm2.EncryptOut)}
-	if p.PIN {
-		opts = append(opts, tpm2.Auth(u.auth))
-	}
-	sess := tpm2.Policy(tpm2.TPMAlgSHA256, 16,
-		func(tpm transport.TPM, h tpm2.TPMISHPolicy, _ tpm2.TPM2BNonce) error {
-			err := policyLocked(tpm, h, sel, p.PIN, approved, u.signer, ticket)
-			if err != nil {
-				// go-tpm does not flush a session whose policy callback
-				// fails: flush it here, or the TPM runs out of sessions.
-				tpm2.FlushContext{FlushHandle: h}.Execute(tpm)
-			}
-			return err
-		}, opts...)
-	rsp, err := tpm2.Unseal{
-		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: load.Name, Auth: sess},
-	}.Execute(tpm)
+	sess, err := startUnsealSession(tpm, srk, u.pin)
 	if err != nil {
 		return err
 	}
-	defer secmem.Wipe(rsp.OutData.Buffer)
-	if len(rsp.OutData.Buffer) != SeedSize {
-		return fmt.Errorf("sealed object holds %d bytes, want %d", len(rsp.OutData.Buffer), SeedSize)
+	// Flushes the session unless the TPM did (it does once Unseal is
+	// authorized), and wipes the session's keys.
+	defer sess.close(tpm)
+	if err := policyLocked(tpm, tpm2.TPMISHPolicy(sess.handle), sel, p.PIN, approved, u.signer, ticket); err != nil {
+		return fmt.Errorf("executing policy: %w", err)
 	}
-	copy(u.dst, rsp.OutData.Buffer)
-	return nil
+	return sess.unseal(tpm, load.ObjectHandle, load.Name, u.dst)
 }
 
 // policyLocked runs the policy commands of a sealed object's policy in

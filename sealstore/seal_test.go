@@ -397,16 +397,20 @@ func BenchmarkSeal(b *testing.B) {
 }
 
 func BenchmarkColdUnseal(b *testing.B) {
-	f := newFixture(b, "sim", nil)
-	blob, err := sealstore.Generate(context.Background(), f.tpm, sealstore.SealOptions{Name: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	dst := make([]byte, sealstore.SeedSize)
-	for b.Loop() {
-		if err := sealstore.Unseal(context.Background(), f.tpm, blob, dst); err != nil {
-			b.Fatal(err)
-		}
+	for _, kind := range kinds {
+		b.Run(kind, func(b *testing.B) {
+			f := newFixture(b, kind, nil)
+			blob, err := sealstore.Generate(context.Background(), f.tpm, sealstore.SealOptions{Name: "bench"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			dst := make([]byte, sealstore.SeedSize)
+			for b.Loop() {
+				if err := sealstore.Unseal(context.Background(), f.tpm, blob, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

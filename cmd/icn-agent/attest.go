@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/attest"
+	"github.com/icn/icn-agent/internal/attesttpm"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -55,12 +56,12 @@ func akPath(store *sealstore.Store) string {
 // tpmAttester answers the agent's quote extension with the daemon's TPM
 // and attestation key, created on the first request.
 type tpmAttester struct {
-	tpm   attest.TPM
+	tpm   attesttpm.TPM
 	path  string
 	store *sealstore.Store // its signed policies go into evidence
 
 	mu sync.Mutex
-	ak *attest.AK
+	ak *attesttpm.AK
 }
 
 func (a *tpmAttester) Quote(ctx context.Context, b *sealstore.Blob, nonce []byte, extra []int, sign func([]byte) ([]byte, error)) (*attest.Evidence, error) {
@@ -82,13 +83,13 @@ func (a *tpmAttester) Quote(ctx context.Context, b *sealstore.Blob, nonce []byte
 			slog.Warn("cannot read the signed policies for evidence", "err", err)
 		}
 	}
-	return ak.Quote(ctx, a.tpm, attest.Subject{
+	return ak.Quote(ctx, a.tpm, attesttpm.Subject{
 		PublicKey:     b.PublicKey,
 		SealedPublic:  b.Public,
 		SealedPrivate: b.Private,
 		PCRs:          b.Policy.Indexes(),
 		Policy:        subjectPolicy(b, entries),
-	}, attest.QuoteRequest{Nonce: nonce, ExtraPCRs: extra, Sign: sign})
+	}, attesttpm.QuoteRequest{Nonce: nonce, ExtraPCRs: extra, Sign: sign})
 }
 
 func runAK(e *env, args []string) error {
@@ -113,7 +114,7 @@ func runAK(e *env, args []string) error {
 		return err
 	}
 	defer tpm.Close()
-	ak, err := attest.LoadOrCreateAK(ctx, tpm, akPath(store))
+	ak, err := attesttpm.LoadOrCreateAK(ctx, tpm, akPath(store))
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/attest"
+	"github.com/icn/icn-agent/internal/attesttpm"
 	"github.com/icn/icn-agent/internal/safefile"
 )
 
@@ -29,11 +30,11 @@ func init() {
 const maxRootsFile = 1 << 20
 
 // loadAK returns the daemon's attestation key, created on first use.
-func (a *tpmAttester) loadAK(ctx context.Context) (*attest.AK, error) {
+func (a *tpmAttester) loadAK(ctx context.Context) (*attesttpm.AK, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.ak == nil {
-		ak, err := attest.LoadOrCreateAK(ctx, a.tpm, a.path)
+		ak, err := attesttpm.LoadOrCreateAK(ctx, a.tpm, a.path)
 		if err != nil {
 			return nil, err
 		}

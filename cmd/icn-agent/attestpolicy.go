@@ -6,6 +6,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/icn/icn-agent/attest"
+	"github.com/icn/icn-agent/internal/attesttpm"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -13,8 +14,8 @@ import (
 // whether it has a PIN, and for a signed PCR policy the key and the
 // approvals among entries (the store's signed policies) made by that key,
 // so that the evidence can carry the one for the quoted values.
-func subjectPolicy(b *sealstore.Blob, entries []sealstore.PolicyEntry) attest.SubjectPolicy {
-	sp := attest.SubjectPolicy{PIN: b.Policy.PIN}
+func subjectPolicy(b *sealstore.Blob, entries []sealstore.PolicyEntry) attesttpm.SubjectPolicy {
+	sp := attesttpm.SubjectPolicy{PIN: b.Policy.PIN}
 	switch b.Policy.Kind {
 	case sealstore.PolicyPCR:
 		sp.Kind = attest.PolicyPCR
@@ -30,7 +31,7 @@ func subjectPolicy(b *sealstore.Blob, entries []sealstore.PolicyEntry) attest.Su
 			if pe.Err != nil || p == nil || p.Key == nil || !bytes.Equal(p.Key.Name, key.Name) {
 				continue
 			}
-			sp.Approvals = append(sp.Approvals, attest.Approval{
+			sp.Approvals = append(sp.Approvals, attesttpm.Approval{
 				Digest: p.Digest,
 				Signature: tpm2.Marshal(tpm2.TPMTSignature{
 					SigAlg: tpm2.TPMAlgECDSA,

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/crypto/ssh/agent"
 
-	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/agentsrv/client"
 )
 
 func init() {
@@ -28,14 +28,14 @@ func init() {
 }
 
 // dialAgent connects to the agent at the given socket, or SSH_AUTH_SOCK.
-func dialAgent(e *env, socket string) (*agentsrv.Client, error) {
+func dialAgent(e *env, socket string) (*client.Client, error) {
 	if socket == "" {
 		socket = e.getenv("SSH_AUTH_SOCK")
 	}
 	if socket == "" {
 		return nil, fmt.Errorf("SSH_AUTH_SOCK is not set; start the agent with 'icn-agent serve &' and set SSH_AUTH_SOCK to the path it prints, or pass -a SOCKET")
 	}
-	return agentsrv.Dial(socket)
+	return client.Dial(socket)
 }
 
 func runAdd(e *env, args []string) error {
@@ -59,7 +59,7 @@ func runAdd(e *env, args []string) error {
 	}
 	defer cl.Close()
 	if err := cl.Add(pos[0], *life); err != nil {
-		if errors.Is(err, agentsrv.ErrNotFound) {
+		if errors.Is(err, client.ErrNotFound) {
 			// The agent serves only the identities it could load: one
 			// whose file is damaged, unreadable or a dangling link is
 			// skipped, and only the store says why.
@@ -151,7 +151,7 @@ type statusJSON struct {
 	SoftwareKeys int                  `json:"software_keys"`
 	Identities   []identityStatusJSON `json:"identities"`
 	// Lockout is the TPM's dictionary-attack state (wrong PINs).
-	Lockout *agentsrv.LockoutStatus `json:"lockout,omitempty"`
+	Lockout *client.LockoutStatus `json:"lockout,omitempty"`
 	// Metrics are the agent's counters (see internal/metrics), present
 	// when it runs with --metrics-listen and is not locked.
 	Metrics json.RawMessage `json:"metrics,omitempty"`
@@ -168,7 +168,7 @@ type identityStatusJSON struct {
 	LastError   string     `json:"last_error,omitempty"`
 }
 
-func writeStatusJSON(e *env, st *agentsrv.Status, metrics json.RawMessage) error {
+func writeStatusJSON(e *env, st *client.Status, metrics json.RawMessage) error {
 	out := statusJSON{Locked: st.Locked, SoftwareKeys: st.SoftwareKeys, Identities: []identityStatusJSON{}, Lockout: st.Lockout, Metrics: metrics}
 	for _, is := range st.Identities {
 		j := identityStatusJSON{

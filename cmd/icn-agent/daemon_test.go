@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/internal/swtpmtest"
 )
 
@@ -212,9 +212,9 @@ func (p *agentProc) pid() int { return p.cmd.Process.Pid }
 
 // client connects to the agent; the connection is closed when the test
 // ends.
-func (p *agentProc) client(t *testing.T) *agentsrv.Client {
+func (p *agentProc) client(t *testing.T) *client.Client {
 	t.Helper()
-	c, err := agentsrv.Dial(p.sock)
+	c, err := client.Dial(p.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,9 +223,9 @@ func (p *agentProc) client(t *testing.T) *agentsrv.Client {
 }
 
 // status asks the agent for its status on a fresh connection.
-func (p *agentProc) status(t *testing.T) *agentsrv.Status {
+func (p *agentProc) status(t *testing.T) *client.Status {
 	t.Helper()
-	c, err := agentsrv.Dial(p.sock)
+	c, err := client.Dial(p.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +346,7 @@ func TestDaemonWedgedTPM(t *testing.T) {
 		quick(when+"warm sign", func() error { _, err := ag.Sign(warmPub, data); return err })
 		quick(when+"list", func() error { _, err := ag.List(); return err })
 		quick(when+"status", func() error {
-			c, err := agentsrv.Dial(p.sock)
+			c, err := client.Dial(p.sock)
 			if err != nil {
 				return err
 			}
@@ -365,7 +365,7 @@ func TestDaemonWedgedTPM(t *testing.T) {
 	coldErr := make(chan error, 1)
 	coldTook := make(chan time.Duration, 1)
 	go func() {
-		c, err := agentsrv.Dial(p.sock)
+		c, err := client.Dial(p.sock)
 		if err != nil {
 			coldErr <- err
 			return

@@ -10,6 +10,9 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	// The reference simulator behind --tpm sim (cgo builds only).
+	_ "github.com/icn/icn-agent/internal/tpmsim"
 )
 
 // exit codes

@@ -14,8 +14,9 @@ import (
 
 	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/term"
+	"golang.org/x/sys/unix"
 
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
@@ -99,65 +100,127 @@ func pinPrompt(b *sealstore.Blob) string {
 // runAskpass runs prog with prompt as its only argument and returns the
 // first line of its standard output. A non-zero exit means the user
 // cancelled.
+//
+// The output is read from a pipe this function owns into one fixed,
+// locked buffer (readSecret), which is wiped before returning: exec.Cmd's
+// own copying (Output, a bytes.Buffer as Stdout) would go through buffers
+// that grow by reallocation and are never cleared.
 func runAskpass(ctx context.Context, prog, prompt string) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, askpassTimeout)
 		defer cancel()
 	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("cannot ask for the PIN: %w", err)
+	}
+	defer r.Close()
 	cmd := exec.CommandContext(ctx, prog, prompt)
-	// Room for all it may keep up front: append never leaves an unwiped
-	// copy of the PIN behind in an outgrown array.
-	out := limitedBuffer{buf: make([]byte, 0, maxPINFile), max: maxPINFile}
-	cmd.Stdout = &out
+	cmd.Stdout = w
 	cmd.Stdin = nil
 	// On timeout or cancel, kill the program's whole process group: a
 	// child it started must not keep its output open (and us waiting).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	defer func() { secmem.Wipe(out.buf) }()
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("no PIN entered in time (%s): %w", prog, ctx.Err())
-		}
+	startErr := cmd.Start()
+	w.Close() // the program holds the write end now; EOF comes when it exits
+	if startErr != nil {
+		return nil, fmt.Errorf("cannot ask for the PIN: run SSH_ASKPASS program %s: %w", prog, startErr)
+	}
+	// Whatever happens to the program, stop reading at the deadline.
+	stop := context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })
+	defer stop()
+
+	buf, err := secmem.New(maxPINFile)
+	if err != nil {
+		cmd.Cancel()
+		cmd.Wait()
+		return nil, fmt.Errorf("cannot ask for the PIN: %w", err)
+	}
+	defer buf.Destroy()
+	n, over, readErr := readSecret(r, buf.Bytes())
+	waitErr := cmd.Wait()
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("no PIN entered in time (%s): %w", prog, ctx.Err())
+	case waitErr != nil:
 		var ee *exec.ExitError
-		if errors.As(err, &ee) {
+		if errors.As(waitErr, &ee) {
 			return nil, fmt.Errorf("PIN entry cancelled (%s exited with status %d)", prog, ee.ExitCode())
 		}
-		return nil, fmt.Errorf("cannot ask for the PIN: run SSH_ASKPASS program %s: %w", prog, err)
-	}
-	if out.over {
+		return nil, fmt.Errorf("cannot ask for the PIN: run SSH_ASKPASS program %s: %w", prog, waitErr)
+	case readErr != nil:
+		return nil, fmt.Errorf("cannot ask for the PIN: read from %s: %w", prog, readErr)
+	case over:
 		return nil, fmt.Errorf("the SSH_ASKPASS program %s wrote more than %d bytes; that is not a PIN", prog, maxPINFile)
 	}
-	pin := firstSecretLine(out.buf)
+	pin := firstSecretLine(buf.Bytes()[:n])
 	if len(pin) == 0 {
 		return nil, errors.New("no PIN entered")
 	}
 	return pin, nil
 }
 
-// limitedBuffer keeps at most max bytes and notes whether more came.
-type limitedBuffer struct {
-	buf  []byte
-	max  int
-	over bool
+// readSecret reads r to its end into buf, never anywhere else, and returns
+// how much it holds. If r has more than fits, the rest is read and
+// discarded through a small buffer that is wiped (so that a writer is not
+// killed by a broken pipe before it exits) and over is true.
+func readSecret(r io.Reader, buf []byte) (n int, over bool, err error) {
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			return n, false, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	var sink [512]byte
+	defer secmem.Wipe(sink[:])
+	for {
+		m, err := r.Read(sink[:])
+		if m > 0 {
+			over = true
+		}
+		if errors.Is(err, io.EOF) {
+			return n, over, nil
+		}
+		if err != nil {
+			return n, over, err
+		}
+	}
 }
 
-// Write keeps what fits and discards the rest, so that the program is
-// not killed by a broken pipe before it exits.
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	n := len(p)
-	if room := l.max - len(l.buf); n > room {
-		l.over = true
-		p = p[:max(room, 0)]
+// readPINFile reads the first line of the regular file at path (a FIFO or
+// device is refused by safefile.Open, not waited on), through a locked
+// buffer that is wiped. The caller wipes the result.
+func readPINFile(path string) ([]byte, error) {
+	f, err := safefile.Open(path, safefile.Options{})
+	if err != nil {
+		return nil, err
 	}
-	l.buf = append(l.buf, p...)
-	return n, nil
+	defer f.Close()
+	buf, err := secmem.New(maxPINFile)
+	if err != nil {
+		return nil, err
+	}
+	defer buf.Destroy()
+	n, over, err := readSecret(f, buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if over {
+		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, safefile.ErrTooLarge, maxPINFile)
+	}
+	return firstSecretLine(buf.Bytes()[:n]), nil
 }
 
 // firstSecretLine returns a copy of the first line of data, without its line
-// ending.
+// ending. The copy is exactly its size, so appending nothing to it ever
+// leaves an outgrown array behind; the caller wipes it.
 func firstSecretLine(data []byte) []byte {
 	line, _, _ := bytes.Cut(data, []byte("\n"))
 	return bytes.Clone(bytes.TrimSuffix(line, []byte("\r")))
@@ -266,12 +329,10 @@ func unsealForCommand(ctx context.Context, tpm sealstore.TPM, store *sealstore.S
 func readPIN(pinFile, name string, confirm bool) ([]byte, error) {
 	var pin []byte
 	if pinFile != "" {
-		data, err := readLimited(pinFile, maxPINFile)
-		if err != nil {
+		var err error
+		if pin, err = readPINFile(pinFile); err != nil {
 			return nil, fmt.Errorf("read PIN file: %w", err)
 		}
-		pin = firstSecretLine(data)
-		secmem.Wipe(data)
 		if len(pin) == 0 {
 			return nil, fmt.Errorf("PIN file %s is empty: put the PIN on its first line", pinFile)
 		}
@@ -313,13 +374,67 @@ func readPIN(pinFile, name string, confirm bool) ([]byte, error) {
 	return pin, nil
 }
 
-// promptSecret prints prompt on tty and reads a line without echo.
+// promptSecret prints prompt on tty and reads a line without echo. The
+// line is read into a fixed locked buffer that is wiped, as the askpass
+// output is (term.ReadPassword appends byte by byte to a slice, leaving
+// every outgrown array behind with a prefix of the PIN in it); the caller
+// wipes the result.
 func promptSecret(tty *os.File, prompt string) ([]byte, error) {
-	fmt.Fprint(tty, prompt)
-	s, err := term.ReadPassword(int(tty.Fd()))
-	fmt.Fprintln(tty)
-	if err != nil && !errors.Is(err, io.EOF) {
+	fd := int(tty.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
 		return nil, fmt.Errorf("read PIN: %w", err)
 	}
-	return s, nil
+	// As term.ReadPassword: no echo, line editing and signals kept.
+	noEcho := *old
+	noEcho.Lflag &^= unix.ECHO
+	noEcho.Lflag |= unix.ICANON | unix.ISIG
+	noEcho.Iflag |= unix.ICRNL
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
+		return nil, fmt.Errorf("read PIN: %w", err)
+	}
+	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	fmt.Fprint(tty, prompt)
+	defer fmt.Fprintln(tty)
+
+	buf, err := secmem.New(maxPINFile)
+	if err != nil {
+		return nil, fmt.Errorf("read PIN: %w", err)
+	}
+	defer buf.Destroy()
+	n, over, err := readLineInto(tty, buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("read PIN: %w", err)
+	}
+	if over {
+		return nil, fmt.Errorf("the PIN is longer than %d bytes", maxPINFile)
+	}
+	return firstSecretLine(buf.Bytes()[:n]), nil
+}
+
+// readLineInto reads from r into buf until a newline or the end of the
+// input, and returns how much buf holds. A line longer than buf is read to
+// its end through a small buffer that is wiped, and over is true.
+func readLineInto(r io.Reader, buf []byte) (n int, over bool, err error) {
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if bytes.IndexByte(buf[n-m:n], '\n') >= 0 || errors.Is(err, io.EOF) {
+			return n, false, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	var sink [512]byte
+	defer secmem.Wipe(sink[:])
+	for {
+		m, err := r.Read(sink[:])
+		if bytes.IndexByte(sink[:m], '\n') >= 0 || errors.Is(err, io.EOF) {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, true, err
+		}
+	}
 }

@@ -6,17 +6,21 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/swtpmtest"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
@@ -310,4 +314,150 @@ type failingTPM struct{}
 
 func (failingTPM) RunWithSRK(context.Context, func(transport.TPM, *tpmdev.SRK) error) error {
 	return errors.New("no TPM")
+}
+
+// --pin-file is read through safefile: the first line of a regular file;
+// a FIFO is refused at once rather than waited on, and an oversized file
+// is refused.
+func TestReadPINFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, want string
+		wantErr          error
+	}{
+		{"first line", write("two", "1234\nsecond\n"), "1234", nil},
+		{"crlf", write("crlf", "1234\r\n"), "1234", nil},
+		{"no newline", write("nonl", "5678"), "5678", nil},
+		{"exactly the cap", write("cap", strings.Repeat("9", maxPINFile)), strings.Repeat("9", maxPINFile), nil},
+		{"too large", write("big", strings.Repeat("9", maxPINFile+1)), "", safefile.ErrTooLarge},
+		{"fifo", fifo, "", safefile.ErrNotRegular},
+		{"directory", dir, "", safefile.ErrNotRegular},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readPINFile(tt.path)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("error %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("readPINFile = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// readSecret keeps what fits in its buffer, reports more as over, and
+// drains the rest so that the writer is not cut off.
+func TestReadSecret(t *testing.T) {
+	buf := make([]byte, 8)
+	n, over, err := readSecret(strings.NewReader("12345"), buf)
+	if err != nil || over || string(buf[:n]) != "12345" {
+		t.Fatalf("short input: %q, %v, %v", buf[:n], over, err)
+	}
+	r := strings.NewReader(strings.Repeat("x", 2000))
+	n, over, err = readSecret(r, buf)
+	if err != nil || !over || n != len(buf) || r.Len() != 0 {
+		t.Fatalf("long input: n=%d over=%v err=%v left=%d", n, over, err, r.Len())
+	}
+	n, over, err = readSecret(strings.NewReader("12345678"), buf)
+	if err != nil || over || n != 8 {
+		t.Fatalf("input of exactly the buffer's size: n=%d over=%v err=%v", n, over, err)
+	}
+}
+
+// openPTY returns the two ends of a new pseudo-terminal.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slave.Close() })
+	return master, slave
+}
+
+// A PIN typed on the terminal is read without echo, and the terminal is
+// left as it was.
+func TestPromptSecret(t *testing.T) {
+	master, slave := openPTY(t)
+	before, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The user types once the prompt is shown, as a person would: by
+	// then echo is off.
+	seen := make(chan string, 1)
+	go func() {
+		var out []byte
+		buf := make([]byte, 256)
+		for !strings.Contains(string(out), "PIN: ") {
+			n, err := master.Read(buf)
+			if err != nil {
+				seen <- string(out)
+				return
+			}
+			out = append(out, buf[:n]...)
+		}
+		master.Write([]byte("s3cret-pin\n"))
+		n, _ := master.Read(buf) // the newline promptSecret prints after
+		seen <- string(append(out, buf[:n]...))
+	}()
+	got, err := promptSecret(slave, "PIN: ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "s3cret-pin" {
+		t.Fatalf("read %q, want %q", got, "s3cret-pin")
+	}
+	if out := <-seen; strings.Contains(out, "s3cret") {
+		t.Fatalf("the PIN was echoed: %q", out)
+	}
+	after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *before != *after {
+		t.Fatalf("terminal settings not restored: %+v, was %+v", after, before)
+	}
+}
+
+// readLineInto stops at the end of the first line, and reports a line
+// longer than its buffer.
+func TestReadLineInto(t *testing.T) {
+	buf := make([]byte, 8)
+	n, over, err := readLineInto(strings.NewReader("1234\nnext\n"), buf)
+	if err != nil || over || string(buf[:n]) != "1234\nnex" && string(buf[:n]) != "1234\n" {
+		t.Fatalf("%q, %v, %v", buf[:n], over, err)
+	}
+	r := strings.NewReader(strings.Repeat("x", 2000) + "\nrest")
+	_, over, err = readLineInto(r, buf)
+	if err != nil || !over {
+		t.Fatalf("long line: over %v, err %v", over, err)
+	}
 }

@@ -408,14 +408,6 @@ func readPassphrase(keyFile, passFile string) ([]byte, error) {
 	return pass, nil
 }
 
-// readLimited reads a whole file of at most max bytes through safefile
-// (no blocking on a FIFO, regular files only, links followed). Its last
-// callers are serve.go (certificates) and pin.go (PIN files); new code
-// calls safefile directly, and secrets go through readSecretLine.
-func readLimited(path string, max int64) ([]byte, error) {
-	return safefile.Read(path, max)
-}
-
 // maxSecretFile bounds a passphrase file, of which the first line is the
 // passphrase.
 const maxSecretFile = 4096

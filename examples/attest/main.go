@@ -14,7 +14,7 @@ import (
 	"log"
 	"os"
 
-	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/attest"
 )
 
@@ -22,7 +22,7 @@ func main() {
 	if len(os.Args) < 2 {
 		log.Fatal("usage: attest NAME [AK.pem]")
 	}
-	c, err := agentsrv.Dial("")
+	c, err := client.Dial("")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -9,11 +9,11 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/agentsrv/client"
 )
 
 func main() {
-	c, err := agentsrv.Dial("") // $SSH_AUTH_SOCK
+	c, err := client.Dial("") // $SSH_AUTH_SOCK
 	if err != nil {
 		log.Fatal(err)
 	}

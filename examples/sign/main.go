@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/agentsrv/client"
 )
 
 func main() {
@@ -21,7 +21,7 @@ func main() {
 		log.Fatal("usage: sign NAME MESSAGE")
 	}
 	name, msg := os.Args[1], []byte(os.Args[2])
-	c, err := agentsrv.Dial("")
+	c, err := client.Dial("")
 	if err != nil {
 		log.Fatal(err)
 	}

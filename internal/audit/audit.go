@@ -98,7 +98,7 @@ type Record struct {
 	Prev string `json:"prev"`
 }
 
-// Stamper has the TPM sign a digest (attest.AK.Stamp with its TPM).
+// Stamper has the TPM sign a digest (attesttpm.AK.Stamp with its TPM).
 type Stamper interface {
 	Stamp(ctx context.Context, digest []byte) (*attest.Stamp, error)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/icn/icn-agent/attest"
+	"github.com/icn/icn-agent/internal/attesttpm"
 	"github.com/icn/icn-agent/internal/tpmdev"
 )
 
@@ -21,7 +22,7 @@ import (
 // shared by the tests (the simulator is one per process).
 type simStamper struct {
 	tpm *tpmdev.TPM
-	ak  *attest.AK
+	ak  *attesttpm.AK
 }
 
 func (s *simStamper) Stamp(ctx context.Context, digest []byte) (*attest.Stamp, error) {
@@ -47,7 +48,7 @@ func testStamper(t *testing.T) *simStamper {
 			stamperErr = err
 			return
 		}
-		ak, err := attest.LoadOrCreateAK(context.Background(), tpm, filepath.Join(dir, "ak.pem"))
+		ak, err := attesttpm.LoadOrCreateAK(context.Background(), tpm, filepath.Join(dir, "ak.pem"))
 		stamper, stamperErr = &simStamper{tpm: tpm, ak: ak}, err
 	})
 	if stamperErr != nil {

@@ -20,7 +20,9 @@
 // segments, the symbol of the executable that holds it (for example a C
 // global of an in-process TPM simulator). Since Go 1.26 randomizes the
 // heap's base address, the Go heap is not told apart from other
-// anonymous memory.
+// anonymous memory. A mapping's kernel flags (/proc/PID/smaps VmFlags)
+// tell memory that is mlock'ed and left out of core dumps, as secmem's
+// buffers are ([Mapping.Locked]).
 //
 //	hits, st, err := memscan.Scan(pid, memscan.Ed25519Patterns(seed))
 //	if err != nil || st.Bytes == 0 { t.Fatal(...) }
@@ -93,6 +95,17 @@ type Mapping struct {
 	Perms      string
 	Offset     uint64
 	Path       string // "" for anonymous memory, or [heap], [stack]...
+	// Flags are the kernel's VmFlags for the mapping, from
+	// /proc/PID/smaps: "lo" for mlock'ed, "dd" for MADV_DONTDUMP, "wf"
+	// for MADV_WIPEONFORK... Nil if smaps could not be read.
+	Flags []string
+}
+
+// Locked reports whether the mapping is mlock'ed and left out of core
+// dumps, as a secmem.Buffer is. The kernel merges adjacent mappings with
+// the same flags, so one such mapping may hold several buffers.
+func (m Mapping) Locked() bool {
+	return slices.Contains(m.Flags, "lo") && slices.Contains(m.Flags, "dd")
 }
 
 // Hit is one place a pattern was found.
@@ -128,6 +141,12 @@ type Stats struct {
 	Mappings int    // writable mappings read
 	Bytes    uint64 // bytes read
 	Skipped  int    // writable mappings that could not be read
+	// Unread are the mappings at the addresses of those counted in
+	// Skipped that still could not be read when tried again after the
+	// scan: memory the scan did not look at. (A mapping unmapped while
+	// the scan ran, a freed buffer say, holds nothing any more, and what
+	// is mapped there instead is read.)
+	Unread []Mapping
 }
 
 // chunk is how much of a mapping is read at a time.
@@ -168,7 +187,45 @@ func Maps(pid int) ([]Mapping, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("memscan: read maps: %w", err)
 	}
+	flags := vmFlags(pid)
+	for i := range out {
+		out[i].Flags = flags[out[i].Start]
+	}
 	return out, nil
+}
+
+// vmFlags returns the VmFlags line of each mapping in /proc/PID/smaps, by
+// start address; none if smaps cannot be read.
+func vmFlags(pid int) map[uint64][]string {
+	out := map[uint64][]string{}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	var start uint64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok {
+			out[start] = strings.Fields(rest)
+			continue
+		}
+		// A mapping's header line: "start-end perms offset ...". Other
+		// lines are "Key:   value".
+		fields := strings.Fields(line)
+		if len(fields) == 0 || strings.HasSuffix(fields[0], ":") {
+			continue
+		}
+		lo, _, ok := strings.Cut(fields[0], "-")
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseUint(lo, 16, 64); err == nil {
+			start = v
+		}
+	}
+	return out
 }
 
 // Scan searches every readable, writable mapping of process pid for
@@ -196,11 +253,12 @@ func Scan(pid int, patterns []Pattern) ([]Hit, Stats, error) {
 		longest = max(longest, len(p.Bytes))
 	}
 	var hits []Hit
+	var skipped []Mapping
 	buf := make([]byte, chunk+longest)
-	for _, m := range maps {
-		if !strings.HasPrefix(m.Perms, "rw") || m.Path == "[vvar]" || m.Path == "[vvar_vclock]" || m.Path == "[vsyscall]" {
-			continue
-		}
+	scannable := func(m Mapping) bool {
+		return strings.HasPrefix(m.Perms, "rw") && m.Path != "[vvar]" && m.Path != "[vvar_vclock]" && m.Path != "[vsyscall]"
+	}
+	scanOne := func(m Mapping) bool {
 		read, ok := scanMapping(mem, m, patterns, buf, longest, func(name string, addr uint64) {
 			h := Hit{Pattern: name, Addr: addr, Mapping: m, Symbol: syms.lookup(addr)}
 			n := 0
@@ -214,10 +272,36 @@ func Scan(pid int, patterns []Pattern) ([]Hit, Stats, error) {
 			hits = append(hits, h)
 		})
 		st.Bytes += read
-		if ok {
+		return ok
+	}
+	for _, m := range maps {
+		if !scannable(m) {
+			continue
+		}
+		if scanOne(m) {
 			st.Mappings++
 		} else {
 			st.Skipped++
+			skipped = append(skipped, m)
+		}
+	}
+	// A mapping that could not be read was usually unmapped while the scan
+	// ran (a buffer freed meanwhile): what is there now at its addresses
+	// is read again, and only what still cannot be read is Unread.
+	if len(skipped) > 0 {
+		now, err := Maps(pid)
+		if err != nil {
+			return nil, st, err
+		}
+		for _, n := range now {
+			if !scannable(n) || !slices.ContainsFunc(skipped, func(m Mapping) bool { return n.Start < m.End && m.Start < n.End }) {
+				continue
+			}
+			if scanOne(n) {
+				st.Mappings++
+			} else {
+				st.Unread = append(st.Unread, n)
+			}
 		}
 	}
 	return hits, st, nil

@@ -15,11 +15,14 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/icn/icn-agent/internal/secmem"
 )
 
 // TestMain lets the test binary play the scanned process: with
 // MEMSCAN_CHILD=MODE:HEX it decodes the secret into the heap, wipes it
-// if MODE is "wipe", says "ready" and waits for its stdin to close.
+// if MODE is "wipe", moves it to a secmem buffer if MODE is "locked", says
+// "ready" and waits for its stdin to close.
 func TestMain(m *testing.M) {
 	if v := os.Getenv("MEMSCAN_CHILD"); v != "" {
 		mode, hx, _ := strings.Cut(v, ":")
@@ -28,12 +31,21 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			os.Exit(2)
 		}
-		if mode == "wipe" {
+		var buf *secmem.Buffer
+		switch mode {
+		case "wipe":
+			clear(secret)
+		case "locked":
+			if buf, err = secmem.New(len(secret)); err != nil {
+				os.Exit(2)
+			}
+			copy(buf.Bytes(), secret)
 			clear(secret)
 		}
 		fmt.Println("ready")
 		bufio.NewReader(os.Stdin).ReadString('\n')
 		runtime.KeepAlive(secret)
+		runtime.KeepAlive(buf)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -69,11 +81,13 @@ func TestScan(t *testing.T) {
 		t.Skip("reading another process's memory needs root")
 	}
 	tests := []struct {
-		mode      string
-		wantFound bool
+		mode       string
+		wantFound  bool
+		wantLocked bool
 	}{
-		{"keep", true}, // positive control: the scanner finds a live secret
-		{"wipe", false},
+		{"keep", true, false}, // positive control: the scanner finds a live secret
+		{"wipe", false, false},
+		{"locked", true, true}, // and tells a secmem buffer's mapping by its flags
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
@@ -93,6 +107,9 @@ func TestScan(t *testing.T) {
 			for _, h := range hits {
 				if h.Mapping.Path != "" || h.Symbol != "" {
 					t.Errorf("secret decoded into a Go slice found outside anonymous memory: %v", h)
+				}
+				if h.Mapping.Locked() != tt.wantLocked {
+					t.Errorf("hit %v in a mapping with flags %v: Locked() = %v, want %v", h, h.Mapping.Flags, h.Mapping.Locked(), tt.wantLocked)
 				}
 			}
 		})

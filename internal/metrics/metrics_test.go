@@ -28,6 +28,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/internal/metrics"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/tpmfault"
@@ -165,7 +166,7 @@ func TestScrape(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- m.Serve(ctx, ml, slog.New(slog.DiscardHandler)) }()
 
-	cl, err := agentsrv.Dial(sock)
+	cl, err := client.Dial(sock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,8 @@
 //
 // The same code path serves a kernel device (/dev/tpmrm0), a running swtpm
 // (over its unix or TCP server socket) and the in-process reference
-// simulator. Whatever the TPM, commands go through the same stack:
+// simulator (internal/tpmsim, which registers itself here when a program
+// links it in: see RegisterSimulator). Whatever the TPM, commands go through the same stack:
 //
 //	caller ── Run(ctx, fn) ── retrier ── guard ── [Wrap] ── device / swtpm / simulator
 //
@@ -57,6 +58,8 @@ import (
 	"github.com/adrg/xdg"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/icn/icn-agent/srk"
 )
 
 // PersistentSRK is the TCG's reserved handle for the storage root key.
@@ -106,21 +109,9 @@ type Options struct {
 // DefaultStateDir returns $XDG_STATE_HOME/icn-agent.
 func DefaultStateDir() string { return filepath.Join(xdg.StateHome, "icn-agent") }
 
-// SRK is the loaded storage root key: the parent of every sealed object and
-// the key that salts sessions so secrets never cross the bus in clear.
-type SRK struct {
-	Handle tpm2.TPMHandle
-	Name   tpm2.TPM2BName
-	Public tpm2.TPMTPublic
-	// Persistent is true when the SRK is the one at PersistentSRK.
-	Persistent bool
-}
-
-// AuthHandle returns the SRK as a parent for commands that need its
-// (empty) authorization.
-func (s *SRK) AuthHandle() tpm2.AuthHandle {
-	return tpm2.AuthHandle{Handle: s.Handle, Name: s.Name, Auth: tpm2.PasswordAuth(nil)}
-}
+// SRK is the loaded storage root key. It is the public srk.Key, so that
+// a *TPM implements the public packages' TPM interfaces (sealstore.TPM).
+type SRK = srk.Key
 
 // TPM is the process's one connection to its TPM. All access goes through
 // Run, which holds the TPM's lock.
@@ -136,7 +127,7 @@ type TPM struct {
 	raw    transport.TPMCloser
 	guard  *guard
 	tpm    transport.TPM // the full stack callers see
-	sim    *simTransport // non-nil for KindSim
+	sim    Simulator     // non-nil for KindSim
 	srk    *SRK
 	closed bool
 	// flushLeftovers: after a failed command, flush what it may have
@@ -181,13 +172,17 @@ func Open(ctx context.Context, spec Spec, opts Options) (*TPM, error) {
 		}
 		t.raw = st
 	case KindSim:
-		s, err := openSim(opts.StateDir)
+		open := simOpener()
+		if open == nil {
+			return nil, ErrNoSimulator
+		}
+		s, err := open(opts.StateDir)
 		if err != nil {
 			return nil, err
 		}
 		t.raw, t.sim = s, s
 		t.log.Warn("using the in-process TPM simulator: an INSECURE development TPM; anyone who can read its seed file can unseal every identity",
-			"seed", filepath.Join(opts.StateDir, SimSeedFile))
+			"seed", s.SeedPath())
 	default:
 		return nil, fmt.Errorf("tpmdev: invalid spec %v", spec)
 	}
@@ -454,7 +449,7 @@ func (t *TPM) SimulateReboot() error {
 		return errors.New("tpmdev: reboot is only simulated for the in-process simulator")
 	}
 	t.srk = nil
-	return t.sim.reboot()
+	return t.sim.Reboot()
 }
 
 // Close flushes the SRK if this process created it and closes the TPM. It
@@ -471,6 +466,13 @@ func (t *TPM) Close() error {
 	if t.srk != nil && !t.srk.Persistent {
 		tpm2.FlushContext{FlushHandle: t.srk.Handle}.Execute(t.tpm)
 		t.srk = nil
+	}
+	// A command abandoned at its deadline may still be running in the
+	// transport. Closing under it would race with it (the in-process
+	// simulator is plain memory): wait for it, as long as a command may
+	// take, and leave an unfinished one's transport open.
+	if !t.guard.waitIdle(t.guard.timeout) {
+		return fmt.Errorf("%w: a command is still running; the TPM connection is left open", ErrTimeout)
 	}
 	return t.raw.Close()
 }

@@ -339,25 +339,15 @@ func TestStaleSRKHandleIsReloaded(t *testing.T) {
 	}
 }
 
-func TestSimSeedPersists(t *testing.T) {
-	dir := t.TempDir()
-	a, err := loadSimSeed(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := loadSimSeed(dir)
-	if err != nil || a != b {
-		t.Fatalf("second load = %v, %v; want %v", b, err, a)
-	}
-	fi, err := os.Stat(filepath.Join(dir, SimSeedFile))
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("seed file mode %v, %v; want 0600", fi.Mode(), err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, SimSeedFile), []byte("nonsense\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := loadSimSeed(dir); err == nil || !strings.Contains(err.Error(), "corrupt") {
-		t.Fatalf("corrupt seed: %v; want an error", err)
+// Without internal/tpmsim linked in, KindSim fails with a sentinel that
+// says so.
+func TestSimNotLinkedIn(t *testing.T) {
+	saved := simOpener()
+	RegisterSimulator(nil)
+	t.Cleanup(func() { RegisterSimulator(saved) })
+	_, err := Open(context.Background(), Spec{Kind: KindSim}, Options{StateDir: t.TempDir()})
+	if !errors.Is(err, ErrNoSimulator) || !strings.Contains(err.Error(), "built without the simulator") {
+		t.Fatalf("Open(sim) without a simulator = %v; want ErrNoSimulator", err)
 	}
 }
 

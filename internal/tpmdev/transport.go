@@ -540,6 +540,25 @@ func (g *guard) send(cmd []byte) ([]byte, error) {
 	return nil, fmt.Errorf("%w after %v", ErrTimeout, budget)
 }
 
+// waitIdle waits until no abandoned command is running, at most d, and
+// reports whether none is.
+func (g *guard) waitIdle(d time.Duration) bool {
+	g.mu.Lock()
+	stuck := g.stuck
+	g.mu.Unlock()
+	if stuck == nil {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-stuck:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 // retrier resends a command the TPM answered with a transient warning
 // (TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING). The TPM did not execute
 // such a command, so resending the same bytes is safe, sessions included.

@@ -1,4 +1,4 @@
-package attest
+package attesttpm
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/icn/icn-agent/attest"
 
 	"github.com/icn/icn-agent/internal/swtpmtest"
 )
@@ -72,8 +74,8 @@ func TestEKRootedTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trusted := EKTrust{Roots: pemPool(t, m.RootCA), Intermediates: pemPool(t, m.IssuerCA)}
-	v, err := VerifyEK(info, trusted)
+	trusted := attest.EKTrust{Roots: pemPool(t, m.RootCA), Intermediates: pemPool(t, m.IssuerCA)}
+	v, err := attest.VerifyEK(info, trusted)
 	if err != nil {
 		t.Fatalf("VerifyEK with the issuing CA: %v", err)
 	}
@@ -91,29 +93,33 @@ func TestEKRootedTrust(t *testing.T) {
 	if err := ch.Check(got); err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.Check(append([]byte{1}, got[1:]...)); !errors.Is(err, ErrActivationFailed) {
+	if err := ch.Check(append([]byte{1}, got[1:]...)); !errors.Is(err, attest.ErrActivationFailed) {
 		t.Errorf("Check of a wrong secret: %v", err)
 	}
 
 	// Another CA's roots: the chain is not trusted.
-	if _, err := VerifyEK(info, EKTrust{Roots: otherCA(t), Intermediates: pemPool(t, m.IssuerCA)}); !errors.Is(err, ErrEKChainUntrusted) {
+	if _, err := attest.VerifyEK(info, attest.EKTrust{Roots: otherCA(t), Intermediates: pemPool(t, m.IssuerCA)}); !errors.Is(err, attest.ErrEKChainUntrusted) {
 		t.Errorf("VerifyEK with another CA: %v, want ErrEKChainUntrusted", err)
 	}
-	if _, err := VerifyEK(info, EKTrust{Roots: pemPool(t, m.IssuerCA)}); err != nil {
+	if _, err := attest.VerifyEK(info, attest.EKTrust{Roots: pemPool(t, m.IssuerCA)}); err != nil {
 		t.Errorf("VerifyEK trusting the intermediate itself: %v", err)
 	}
 	// An EK public area other than the certified one.
 	swapped := *info
 	swapped.EKPublic = ak.public
-	if _, err := VerifyEK(&swapped, trusted); !errors.Is(err, ErrEKMismatch) {
+	if _, err := attest.VerifyEK(&swapped, trusted); !errors.Is(err, attest.ErrEKMismatch) {
 		t.Errorf("VerifyEK of another key: %v, want ErrEKMismatch", err)
 	}
 
 	// A credential made for another AK is not opened for this one: a
 	// software key presented as the AK cannot pass.
 	other := f.ak(f.stateDir + "/other-ak.pem")
-	forOther := *v
-	forOther.akName = other.Name()
+	infoOther := *info
+	infoOther.AKPublic = other.public
+	forOther, err := attest.VerifyEK(&infoOther, trusted)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ch2, err := forOther.NewChallenge(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -131,10 +137,10 @@ func TestEKNoCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyEK(info, EKTrust{Roots: otherCA(t)}); !errors.Is(err, ErrNoEKCertificate) {
+	if _, err := attest.VerifyEK(info, attest.EKTrust{Roots: otherCA(t)}); !errors.Is(err, attest.ErrNoEKCertificate) {
 		t.Errorf("VerifyEK: %v, want ErrNoEKCertificate", err)
 	}
-	if _, err := ak.Activate(context.Background(), f.tpm, []byte{0, 1}, []byte{0, 1}); !errors.Is(err, ErrNoEKCertificate) {
+	if _, err := ak.Activate(context.Background(), f.tpm, []byte{0, 1}, []byte{0, 1}); !errors.Is(err, attest.ErrNoEKCertificate) {
 		t.Errorf("Activate: %v, want ErrNoEKCertificate", err)
 	}
 }

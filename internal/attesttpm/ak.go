@@ -1,4 +1,4 @@
-package attest
+package attesttpm
 
 import (
 	"bytes"
@@ -17,7 +17,9 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+	"golang.org/x/crypto/cryptobyte"
 
+	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/tpmdev"
 )
@@ -30,6 +32,10 @@ type TPM interface {
 
 var _ TPM = (*tpmdev.TPM)(nil)
 
+// ErrAKWrongTPM means an attestation key file was created under another
+// storage root key: another TPM, or this one before it was cleared.
+var ErrAKWrongTPM = errors.New("attesttpm: attestation key belongs to another TPM (or to this TPM before it was cleared)")
+
 // AK file format constants.
 const (
 	akPEMType     = "ICN AGENT ATTESTATION KEY"
@@ -37,6 +43,9 @@ const (
 	akFileVersion = 1
 	maxAKFile     = 16 << 10
 	maxTPM2BPriv  = 1024
+	maxTPM2BPub   = 1024   // TPM2B_PUBLIC
+	maxName       = 2 + 64 // TPM2B_NAME contents
+	nameSize      = 2 + 32 // a SHA-256 TPM Name: algorithm id and digest
 )
 
 // AK is the attestation key: a restricted ECC P-256 signing key created
@@ -102,7 +111,7 @@ func createAK(ctx context.Context, t TPM) (*AK, error) {
 	err := t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
 		rsp, err := tpm2.Create{
 			ParentHandle: srk.AuthHandle(),
-			InPublic:     tpm2.New2B(akTemplate),
+			InPublic:     tpm2.New2B(attest.AKTemplate()),
 		}.Execute(tpm)
 		if err != nil {
 			return fmt.Errorf("create attestation key: %w", err)
@@ -111,7 +120,7 @@ func createAK(ctx context.Context, t TPM) (*AK, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attest: %w", err)
+		return nil, fmt.Errorf("attesttpm: %w", err)
 	}
 	return ak, nil
 }
@@ -119,16 +128,34 @@ func createAK(ctx context.Context, t TPM) (*AK, error) {
 // newAK checks the parts of an attestation key and assembles it.
 func newAK(srkName, public, private []byte) (*AK, error) {
 	if len(srkName) != nameSize || binary.BigEndian.Uint16(srkName) != uint16(tpm2.TPMAlgSHA256) {
-		return nil, fmt.Errorf("attest: attestation key: SRK name is not a SHA-256 TPM name")
+		return nil, fmt.Errorf("attesttpm: attestation key: SRK name is not a SHA-256 TPM name")
 	}
-	key, name, err := parseAKPublic(public)
+	key, name, err := attest.ParseAKPublic(public)
 	if err != nil {
-		return nil, fmt.Errorf("attest: attestation key: %w", err)
+		return nil, fmt.Errorf("attesttpm: attestation key: %w", err)
 	}
 	if len(private) < 3 || len(private) > maxTPM2BPriv || int(binary.BigEndian.Uint16(private)) != len(private)-2 {
-		return nil, fmt.Errorf("attest: attestation key: private area is not a TPM2B_PRIVATE")
+		return nil, fmt.Errorf("attesttpm: attestation key: private area is not a TPM2B_PRIVATE")
 	}
 	return &AK{srkName: srkName, public: public, private: private, name: name, key: key}, nil
+}
+
+// readString reads an SSH string (uint32 length, then the bytes) of at
+// most max bytes into out, as a copy.
+func readString(s *cryptobyte.String, out *[]byte, max int) bool {
+	var n uint32
+	var b []byte
+	if !s.ReadUint32(&n) || n > uint32(max) || !s.ReadBytes(&b, int(n)) {
+		return false
+	}
+	*out = bytes.Clone(b)
+	return true
+}
+
+// appendString appends b as an SSH string.
+func appendString(w, b []byte) []byte {
+	w = binary.BigEndian.AppendUint32(w, uint32(len(b)))
+	return append(w, b...)
 }
 
 func (a *AK) marshalFile() []byte {
@@ -151,7 +178,7 @@ func (a *AK) marshalFile() []byte {
 func readAKFile(path string) (*AK, error) {
 	data, err := safefile.ReadWith(path, maxAKFile, safefile.Options{NoFollow: true})
 	if err != nil {
-		return nil, fmt.Errorf("attest: read attestation key: %w", err)
+		return nil, fmt.Errorf("attesttpm: read attestation key: %w", err)
 	}
 	ak, err := parseAKFile(data)
 	if err != nil {
@@ -162,42 +189,41 @@ func readAKFile(path string) (*AK, error) {
 
 func parseAKFile(data []byte) (*AK, error) {
 	if len(data) > maxAKFile {
-		return nil, fmt.Errorf("attest: attestation key file is larger than %d bytes", maxAKFile)
+		return nil, fmt.Errorf("attesttpm: attestation key file is larger than %d bytes", maxAKFile)
 	}
 	block, rest := pem.Decode(data)
 	if block == nil || block.Type != akPEMType || len(block.Headers) != 0 || len(bytes.TrimSpace(rest)) != 0 {
-		return nil, fmt.Errorf("attest: not an attestation key file (want one PEM block %q)", akPEMType)
+		return nil, fmt.Errorf("attesttpm: not an attestation key file (want one PEM block %q)", akPEMType)
 	}
-	r := reader{buf: block.Bytes}
-	bad := func(err error) error { return fmt.Errorf("attest: malformed attestation key file: %v", err) }
-	magic, err := r.string("magic", 64)
-	if err != nil {
-		return nil, bad(err)
+	r := cryptobyte.String(block.Bytes)
+	bad := func(field string) error {
+		return fmt.Errorf("attesttpm: malformed attestation key file: %s: truncated or too long", field)
+	}
+	var magic, srkName, public, private []byte
+	var v uint32
+	if !readString(&r, &magic, 64) {
+		return nil, bad("magic")
 	}
 	if string(magic) != akMagic {
-		return nil, fmt.Errorf("attest: not an attestation key file")
+		return nil, fmt.Errorf("attesttpm: not an attestation key file")
 	}
-	v, err := r.uint32("version")
-	if err != nil {
-		return nil, bad(err)
+	if !r.ReadUint32(&v) {
+		return nil, bad("version")
 	}
 	if v != akFileVersion {
-		return nil, fmt.Errorf("attest: attestation key file version %d, this icn-agent reads %d", v, akFileVersion)
+		return nil, fmt.Errorf("attesttpm: attestation key file version %d, this icn-agent reads %d", v, akFileVersion)
 	}
-	srkName, err := r.string("srk name", maxName)
-	if err != nil {
-		return nil, bad(err)
+	if !readString(&r, &srkName, maxName) {
+		return nil, bad("srk name")
 	}
-	public, err := r.string("public", maxTPM2BPublic)
-	if err != nil {
-		return nil, bad(err)
+	if !readString(&r, &public, maxTPM2BPub) {
+		return nil, bad("public")
 	}
-	private, err := r.string("private", maxTPM2BPriv)
-	if err != nil {
-		return nil, bad(err)
+	if !readString(&r, &private, maxTPM2BPriv) {
+		return nil, bad("private")
 	}
-	if len(r.buf) != 0 {
-		return nil, bad(fmt.Errorf("%d trailing bytes", len(r.buf)))
+	if !r.Empty() {
+		return nil, fmt.Errorf("attesttpm: malformed attestation key file: %d trailing bytes", len(r))
 	}
 	return newAK(srkName, public, private)
 }
@@ -209,30 +235,30 @@ func parseAKFile(data []byte) (*AK, error) {
 func writeNewFile(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("attest: write attestation key: %w", err)
+		return fmt.Errorf("attesttpm: write attestation key: %w", err)
 	}
 	tmp, err := os.CreateTemp(dir, ".ak-*.tmp")
 	if err != nil {
-		return fmt.Errorf("attest: write attestation key: %w", err)
+		return fmt.Errorf("attesttpm: write attestation key: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return fmt.Errorf("attest: write attestation key: %w", err)
+		return fmt.Errorf("attesttpm: write attestation key: %w", err)
 	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("attest: write attestation key: %w", err)
+		return fmt.Errorf("attesttpm: write attestation key: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("attest: write attestation key: %w", err)
+		return fmt.Errorf("attesttpm: write attestation key: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("attest: write attestation key: %w", err)
+		return fmt.Errorf("attesttpm: write attestation key: %w", err)
 	}
 	if err := os.Link(tmp.Name(), path); err != nil {
-		return fmt.Errorf("attest: write attestation key: %w", err)
+		return fmt.Errorf("attesttpm: write attestation key: %w", err)
 	}
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
@@ -246,7 +272,7 @@ func (a *AK) Public() crypto.PublicKey { return a.key }
 
 // Name returns the attestation key's TPM Name (the contents of its
 // TPM2B_NAME: TPM_ALG_SHA256 followed by the SHA-256 of its public area),
-// 34 bytes. It identifies the key; VerifyOptions.TrustedAKName pins it.
+// 34 bytes. It identifies the key; attest.VerifyOptions.TrustedAKName pins it.
 func (a *AK) Name() []byte { return bytes.Clone(a.name) }
 
 // PublicPEM returns the attestation key's public key as a PKIX "PUBLIC KEY"
@@ -254,7 +280,7 @@ func (a *AK) Name() []byte { return bytes.Clone(a.name) }
 func (a *AK) PublicPEM() ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(a.key)
 	if err != nil {
-		return nil, fmt.Errorf("attest: %w", err)
+		return nil, fmt.Errorf("attesttpm: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
@@ -279,7 +305,7 @@ func (a *AK) Unload(ctx context.Context, t TPM) error {
 			return nil
 		}
 		if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(tpm); err != nil {
-			return fmt.Errorf("attest: unload attestation key: %v", err)
+			return fmt.Errorf("attesttpm: unload attestation key: %v", err)
 		}
 		return nil
 	})

@@ -1,4 +1,4 @@
-package attest
+package attesttpm
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"testing"
+
+	"github.com/icn/icn-agent/attest"
 )
 
 func TestStamp(t *testing.T) {
@@ -18,7 +20,7 @@ func TestStamp(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			info, err := VerifyStamp(s, d[:], ak.Name())
+			info, err := attest.VerifyStamp(s, d[:], ak.Name())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -29,21 +31,21 @@ func TestStamp(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			info2, _ := VerifyStamp(s2, d[:], nil)
+			info2, _ := attest.VerifyStamp(s2, d[:], nil)
 			if info2 == nil || info2.Clock < info.Clock {
 				t.Errorf("the TPM clock went back: %+v then %+v", info, info2)
 			}
 			other := sha256.Sum256([]byte("another head"))
-			if _, err := VerifyStamp(s, other[:], nil); !errors.Is(err, ErrBadStamp) {
+			if _, err := attest.VerifyStamp(s, other[:], nil); !errors.Is(err, attest.ErrBadStamp) {
 				t.Errorf("stamp of another digest: %v", err)
 			}
-			if _, err := VerifyStamp(s, d[:], make([]byte, 34)); !errors.Is(err, ErrUntrustedAK) {
+			if _, err := attest.VerifyStamp(s, d[:], make([]byte, 34)); !errors.Is(err, attest.ErrUntrustedAK) {
 				t.Errorf("stamp with another pinned AK: %v", err)
 			}
 			bad := *s
 			bad.Attest = bytes.Clone(s.Attest)
 			bad.Attest[len(bad.Attest)-1] ^= 1
-			if _, err := VerifyStamp(&bad, d[:], nil); !errors.Is(err, ErrBadStamp) {
+			if _, err := attest.VerifyStamp(&bad, d[:], nil); !errors.Is(err, attest.ErrBadStamp) {
 				t.Errorf("tampered stamp: %v", err)
 			}
 		})

@@ -1,14 +1,20 @@
-package attest
+package attesttpm
 
 import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/attest"
 )
 
 // TestTPM2ToolsCheckquote has tpm2-tools' tpm2_checkquote, an independent
@@ -18,12 +24,12 @@ func TestTPM2ToolsCheckquote(t *testing.T) {
 	if _, err := exec.LookPath("tpm2_checkquote"); err != nil {
 		t.Fatalf("tpm2_checkquote not installed: apt-get install tpm2-tools (%v)", err)
 	}
-	g := loadGolden(t)
+	golden, nonce := goldenEvidence(t)
 	cases := []struct {
 		name  string
-		e     *Evidence
+		e     *attest.Evidence
 		nonce []byte
-	}{{"golden", g.e, g.nonce}}
+	}{{"golden", golden, nonce}}
 
 	f := newFixture(t, "sim")
 	id := f.seal("work", []int{0, 7})
@@ -37,7 +43,7 @@ func TestTPM2ToolsCheckquote(t *testing.T) {
 		}
 		cases = append(cases, struct {
 			name  string
-			e     *Evidence
+			e     *attest.Evidence
 			nonce []byte
 		}{name: fmt.Sprintf("%d-pcrs", len(e.PCRs)), e: e, nonce: nonce})
 	}
@@ -48,35 +54,35 @@ func TestTPM2ToolsCheckquote(t *testing.T) {
 			if err := tc.e.WriteTPM2Tools(dir); err != nil {
 				t.Fatal(err)
 			}
-			key, _, err := parseIdentityKey(tc.e.IdentityKey)
+			key, err := ssh.ParsePublicKey(tc.e.IdentityKey)
 			if err != nil {
 				t.Fatal(err)
 			}
-			binding := Binding(tc.nonce, key)
+			binding := attest.Binding(tc.nonce, key)
 			checkquote := func(qualification []byte, pcrsFile string) ([]byte, error) {
 				cmd := exec.Command("tpm2_checkquote",
-					"-u", filepath.Join(dir, TPM2ToolsAKPEM),
-					"-m", filepath.Join(dir, TPM2ToolsMessage),
-					"-s", filepath.Join(dir, TPM2ToolsSignature),
+					"-u", filepath.Join(dir, attest.TPM2ToolsAKPEM),
+					"-m", filepath.Join(dir, attest.TPM2ToolsMessage),
+					"-s", filepath.Join(dir, attest.TPM2ToolsSignature),
 					"-f", pcrsFile,
 					"-g", "sha256",
 					"-q", hex.EncodeToString(qualification))
 				return cmd.CombinedOutput()
 			}
-			pcrs := filepath.Join(dir, TPM2ToolsPCRs)
+			pcrs := filepath.Join(dir, attest.TPM2ToolsPCRs)
 			if out, err := checkquote(binding, pcrs); err != nil {
 				t.Fatalf("tpm2_checkquote refused the quote: %v\n%s", err, out)
 			}
 			// The command TPM2ToolsCommand prints, with the -q value
 			// WriteTPM2ToolsQualification writes, run as a user would.
-			q, err := WriteTPM2ToolsQualification(dir, tc.nonce, key)
+			q, err := attest.WriteTPM2ToolsQualification(dir, tc.nonce, key)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if data, err := os.ReadFile(filepath.Join(dir, TPM2ToolsQualification)); err != nil || string(data) != q+"\n" {
+			if data, err := os.ReadFile(filepath.Join(dir, attest.TPM2ToolsQualification)); err != nil || string(data) != q+"\n" {
 				t.Fatalf("quote.qualification holds %q, %v; want %q", data, err, q)
 			}
-			if out, err := exec.Command("sh", "-c", TPM2ToolsCommand(dir, q)).CombinedOutput(); err != nil {
+			if out, err := exec.Command("sh", "-c", attest.TPM2ToolsCommand(dir, q)).CombinedOutput(); err != nil {
 				t.Fatalf("the printed tpm2_checkquote command failed: %v\n%s", err, out)
 			}
 			// The raw nonce is not the qualification: Binding is.
@@ -103,4 +109,26 @@ func TestTPM2ToolsCheckquote(t *testing.T) {
 			}
 		})
 	}
+}
+
+// goldenEvidence returns attest's version 1 golden evidence and its nonce.
+func goldenEvidence(t testing.TB) (*attest.Evidence, []byte) {
+	t.Helper()
+	js, err := os.ReadFile("../../attest/testdata/evidence-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := new(attest.Evidence)
+	if err := json.Unmarshal(js, e); err != nil {
+		t.Fatal(err)
+	}
+	h, err := os.ReadFile("../../attest/testdata/evidence-v1.nonce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce, err := hex.DecodeString(strings.TrimSpace(string(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, nonce
 }

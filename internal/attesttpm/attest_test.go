@@ -1,4 +1,4 @@
-package attest
+package attesttpm
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/icn/icn-agent/attest"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -234,7 +236,7 @@ func TestQuoteRoundTrip(t *testing.T) {
 				t.Errorf("sealed PCRs %v, want [0 7]", e.SealedPCRs)
 			}
 			current := f.readPCRs([]int{0, 1, 7, 10})
-			res, err := Verify(e, VerifyOptions{
+			res, err := attest.Verify(e, attest.VerifyOptions{
 				Nonce:         nonce,
 				IdentityKey:   id.blob.PublicKey,
 				ExpectedPCRs:  current,
@@ -254,7 +256,7 @@ func TestQuoteRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(res.SealedName, objectName(wantSealed.Bytes())) {
+			if !bytes.Equal(res.SealedName, objectName(t, wantSealed)) {
 				t.Errorf("sealed name %x is not the blob's object", res.SealedName)
 			}
 			if !bytes.Equal(e.SealedPublic, id.blob.Public) {
@@ -265,7 +267,7 @@ func TestQuoteRoundTrip(t *testing.T) {
 			}
 
 			// Encodings round trip to identical evidence.
-			fromSSH, err := ParseSSH(e.MarshalSSH())
+			fromSSH, err := attest.ParseSSH(e.MarshalSSH())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -276,7 +278,7 @@ func TestQuoteRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var fromJSON Evidence
+			var fromJSON attest.Evidence
 			if err := json.Unmarshal(js, &fromJSON); err != nil {
 				t.Fatal(err)
 			}
@@ -391,14 +393,14 @@ func TestPCRExtendedAfterSealing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			opts := VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name(), ExpectedPCRs: sealingTime}
-			_, err = Verify(e, opts)
-			var pe *UnexpectedPCRError
-			if !errors.Is(err, ErrUnexpectedPCR) || !errors.As(err, &pe) || !slices.Equal(pe.PCRs, []int{7}) {
+			opts := attest.VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name(), ExpectedPCRs: sealingTime}
+			_, err = attest.Verify(e, opts)
+			var pe *attest.UnexpectedPCRError
+			if !errors.Is(err, attest.ErrUnexpectedPCR) || !errors.As(err, &pe) || !slices.Equal(pe.PCRs, []int{7}) {
 				t.Fatalf("Verify with sealing-time PCRs = %v; want ErrUnexpectedPCR naming PCR 7", err)
 			}
 			opts.ExpectedPCRs = current
-			res, err := Verify(e, opts)
+			res, err := attest.Verify(e, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -454,7 +456,7 @@ func TestAKPersisted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := Verify(e, VerifyOptions{Nonce: nonce, TrustedAK: ak1.Public()}); err != nil {
+			if _, err := attest.Verify(e, attest.VerifyOptions{Nonce: nonce, TrustedAK: ak1.Public()}); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -503,7 +505,7 @@ func TestAKConcurrentQuotes(t *testing.T) {
 			rand.Read(nonce)
 			e, err := ak.Quote(context.Background(), f.tpm, id.subject(), QuoteRequest{Nonce: nonce, Sign: unsealingSigner(f.tpm, id.blob)})
 			if err == nil {
-				_, err = Verify(e, VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()})
+				_, err = attest.Verify(e, attest.VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()})
 			}
 			errs <- err
 		}()
@@ -533,7 +535,7 @@ func TestQuoteAfterReboot(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := Verify(e, VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()}); err != nil {
+				if _, err := attest.Verify(e, attest.VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -608,7 +610,7 @@ func TestQuoteReloadsStaleAK(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Verify(e, VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()}); err != nil {
+		if _, err := attest.Verify(e, attest.VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -678,12 +680,12 @@ func TestNoCertifyWhenEndorsementHasPassword(t *testing.T) {
 	if len(e.CertifyAttest) != 0 || len(e.CertifySignature) != 0 {
 		t.Fatalf("evidence carries a certification although the TPM refused it")
 	}
-	opts := VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()}
-	if _, err := Verify(e, opts); !errors.Is(err, ErrNoCertify) {
+	opts := attest.VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()}
+	if _, err := attest.Verify(e, opts); !errors.Is(err, attest.ErrNoCertify) {
 		t.Fatalf("Verify = %v; want ErrNoCertify", err)
 	}
 	opts.AllowMissingCertify = true
-	res, err := Verify(e, opts)
+	res, err := attest.Verify(e, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -746,7 +748,7 @@ func TestSealedAttributes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := Verify(e, VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()}); !errors.Is(err, ErrSealedAttributes) {
+			if _, err := attest.Verify(e, attest.VerifyOptions{Nonce: nonce, TrustedAKName: ak.Name()}); !errors.Is(err, attest.ErrSealedAttributes) {
 				t.Fatalf("Verify = %v; want ErrSealedAttributes", err)
 			}
 		})
@@ -845,17 +847,31 @@ func TestBindingAndPossessionMessage(t *testing.T) {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	k, _ := ssh.NewPublicKey(pub)
 	nonce := []byte("12345678")
-	b := Binding(nonce, k)
+	b := attest.Binding(nonce, k)
 	if len(b) != 32 {
 		t.Fatalf("Binding is %d bytes", len(b))
 	}
 	// The length prefixes keep (nonce, key) pairs apart.
-	if bytes.Equal(Binding(append(nonce, 0), k), b) || bytes.Equal(Binding(nonce, nil), b) {
+	if bytes.Equal(attest.Binding(append(nonce, 0), k), b) || bytes.Equal(attest.Binding(nonce, nil), b) {
 		t.Fatal("Binding collides")
 	}
-	m := PossessionMessage(nonce, []byte("quoted"))
+	m := attest.PossessionMessage(nonce, []byte("quoted"))
 	want := append([]byte("icn-agent possession v1\x00\x00\x00\x00\x0812345678\x00\x00\x00\x06"), "quoted"...)
 	if !bytes.Equal(m, want) {
 		t.Fatalf("PossessionMessage = %q, want %q", m, want)
 	}
+}
+
+// objectName is the TPM Name of a marshalled public area.
+func objectName(t testing.TB, pub *tpm2.TPM2BPublic) []byte {
+	t.Helper()
+	contents, err := pub.Contents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := tpm2.ObjectName(contents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name.Buffer
 }

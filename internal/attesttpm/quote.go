@@ -1,9 +1,10 @@
-package attest
+package attesttpm
 
 import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
@@ -34,29 +36,29 @@ type Subject struct {
 	// object's policy covers.
 	PCRs []int
 	// Policy describes the sealed object's policy; the zero value is a
-	// PolicyPCR policy without PIN.
+	// attest.PolicyPCR policy without PIN.
 	Policy SubjectPolicy
 }
 
 // SubjectPolicy describes a sealed object's policy for the evidence (see
-// Evidence.PolicyKind).
+// attest.Evidence.PolicyKind).
 type SubjectPolicy struct {
-	// Kind is PolicyPCR (or zero) or PolicyAuthorizedPCR.
-	Kind PolicyKind
+	// Kind is attest.PolicyPCR (or zero) or attest.PolicyAuthorizedPCR.
+	Kind attest.PolicyKind
 	// PIN is set when the policy ends in TPM2_PolicyAuthValue.
 	PIN bool
 	// Signer is the policy key's marshalled TPM2B_PUBLIC
-	// (PolicyAuthorizedPCR).
+	// (attest.PolicyAuthorizedPCR).
 	Signer []byte
 	// Approvals are the signed policies the agent holds for this key
-	// (PolicyAuthorizedPCR): Quote puts in the evidence the one that
+	// (attest.PolicyAuthorizedPCR): Quote puts in the evidence the one that
 	// approves the quoted values, if any.
 	Approvals []Approval
 }
 
-// Approval is a PolicyPCR digest approved by a policy key.
+// Approval is a attest.PolicyPCR digest approved by a policy key.
 type Approval struct {
-	// Digest is the approved PolicyPCR digest.
+	// Digest is the approved attest.PolicyPCR digest.
 	Digest []byte
 	// Signature is the key's signature over SHA256(Digest), a marshalled
 	// TPMT_SIGNATURE (ECDSA with SHA-256).
@@ -70,7 +72,7 @@ type QuoteRequest struct {
 	// ExtraPCRs are quoted in addition to the sealing PCRs.
 	ExtraPCRs []int
 	// Sign produces the identity's proof of possession: the raw 64-byte
-	// Ed25519 signature over msg, which is PossessionMessage(nonce,
+	// Ed25519 signature over msg, which is attest.PossessionMessage(nonce,
 	// quote). The agent passes a func that unseals the identity if needed
 	// and fails while the agent is locked. It is called after the TPM
 	// work is done and the TPM released, so it may use the TPM itself.
@@ -82,36 +84,36 @@ type QuoteRequest struct {
 //
 //  1. reads the PCRs (the sealing PCRs and req.ExtraPCRs, ascending),
 //     quotes them with the attestation key (TPM2_Quote, qualifyingData =
-//     Binding(nonce, identity key)) and reads them again, starting over
+//     attest.Binding(nonce, identity key)) and reads them again, starting over
 //     (up to 4 times) if a PCR moved meanwhile;
 //  2. loads the sealed object under the SRK and runs TPM2_ReadPublic on it
 //     in a fresh audit session, then has the attestation key sign the
 //     session's audit digest (TPM2_GetSessionAuditDigest, qualifyingData =
-//     Binding(nonce, identity key)). If the TPM refuses because the
+//     attest.Binding(nonce, identity key)). If the TPM refuses because the
 //     endorsement hierarchy has a password or is disabled, the evidence
 //     goes without certification (see ErrNoCertify). The sealed object
 //     and the audit session are flushed on every path;
 //
-// then, with the TPM released, it calls req.Sign(PossessionMessage(nonce,
+// then, with the TPM released, it calls req.Sign(attest.PossessionMessage(nonce,
 // quote)). Before returning, it verifies the evidence as a verifier pinned
 // to this AK would, so it never returns evidence that does not verify.
 //
 // The sealed object is only loaded and read, never unsealed, so Quote
 // works whatever the PCRs hold; whether the identity could still be
 // unsealed is for the verifier to judge (Result.SealedPolicyMatches).
-func (a *AK) Quote(ctx context.Context, t TPM, s Subject, req QuoteRequest) (*Evidence, error) {
-	if n := len(req.Nonce); n < MinNonceSize || n > MaxNonceSize {
-		return nil, fmt.Errorf("attest: quote: nonce is %d bytes, want %d to %d", n, MinNonceSize, MaxNonceSize)
+func (a *AK) Quote(ctx context.Context, t TPM, s Subject, req QuoteRequest) (*attest.Evidence, error) {
+	if n := len(req.Nonce); n < attest.MinNonceSize || n > attest.MaxNonceSize {
+		return nil, fmt.Errorf("attesttpm: quote: nonce is %d bytes, want %d to %d", n, attest.MinNonceSize, attest.MaxNonceSize)
 	}
 	if req.Sign == nil {
-		return nil, errors.New("attest: quote: no Sign function for the proof of possession")
+		return nil, errors.New("attesttpm: quote: no Sign function for the proof of possession")
 	}
 	if s.PublicKey == nil || s.PublicKey.Type() != ssh.KeyAlgoED25519 {
-		return nil, errors.New("attest: quote: subject public key is not ssh-ed25519")
+		return nil, errors.New("attesttpm: quote: subject public key is not ssh-ed25519")
 	}
 	idKey, err := ed25519Key(s.PublicKey)
 	if err != nil {
-		return nil, fmt.Errorf("attest: quote: %w", err)
+		return nil, fmt.Errorf("attesttpm: quote: %w", err)
 	}
 	sealedPCRs, err := pcrSet("sealing PCRs", s.PCRs, false)
 	if err != nil {
@@ -121,27 +123,27 @@ func (a *AK) Quote(ctx context.Context, t TPM, s Subject, req QuoteRequest) (*Ev
 	if err != nil {
 		return nil, err
 	}
-	pcrs := indexesOf(maskOf(sealedPCRs) | maskOf(extra))
+	pcrs := slices.Compact(slices.Sorted(slices.Values(slices.Concat(sealedPCRs, extra))))
 	inPub, err := tpm2.Unmarshal[tpm2.TPM2BPublic](s.SealedPublic)
 	if err != nil || len(s.SealedPublic) < 2 {
-		return nil, errors.New("attest: quote: subject's sealed public area is not a TPM2B_PUBLIC")
+		return nil, errors.New("attesttpm: quote: subject's sealed public area is not a TPM2B_PUBLIC")
 	}
 	inPriv, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](s.SealedPrivate)
 	if err != nil || len(s.SealedPrivate) < 2 {
-		return nil, errors.New("attest: quote: subject's sealed private area is not a TPM2B_PRIVATE")
+		return nil, errors.New("attesttpm: quote: subject's sealed private area is not a TPM2B_PRIVATE")
 	}
-	binding := Binding(req.Nonce, s.PublicKey)
+	binding := attest.Binding(req.Nonce, s.PublicKey)
 	kind := s.Policy.Kind
 	switch kind {
-	case PolicyUnknown:
-		kind = PolicyPCR
-	case PolicyPCR, PolicyAuthorizedPCR:
+	case attest.PolicyUnknown:
+		kind = attest.PolicyPCR
+	case attest.PolicyPCR, attest.PolicyAuthorizedPCR:
 	default:
-		return nil, fmt.Errorf("attest: quote: subject policy kind %d is not a policy kind", uint8(kind))
+		return nil, fmt.Errorf("attesttpm: quote: subject policy kind %d is not a policy kind", uint8(kind))
 	}
 
-	e := &Evidence{
-		Version:     Version,
+	e := &attest.Evidence{
+		Version:     attest.Version,
 		Bank:        tpm2.TPMAlgSHA256,
 		PCRs:        pcrs,
 		AKPublic:    bytes.Clone(a.public),
@@ -150,7 +152,7 @@ func (a *AK) Quote(ctx context.Context, t TPM, s Subject, req QuoteRequest) (*Ev
 		PolicyPIN:   s.Policy.PIN,
 		IdentityKey: s.PublicKey.Marshal(),
 	}
-	if kind == PolicyAuthorizedPCR {
+	if kind == attest.PolicyAuthorizedPCR {
 		e.PolicySigner = bytes.Clone(s.Policy.Signer)
 	}
 	err = t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
@@ -163,35 +165,35 @@ func (a *AK) Quote(ctx context.Context, t TPM, s Subject, req QuoteRequest) (*Ev
 		return a.certifyLocked(tpm, srk, inPub, inPriv, binding, e)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attest: quote: %w", err)
+		return nil, fmt.Errorf("attesttpm: quote: %w", err)
 	}
 
-	if kind == PolicyAuthorizedPCR {
+	if kind == attest.PolicyAuthorizedPCR {
 		e.ApprovedPolicy, e.Approval = approvalFor(e, s.Policy.Approvals)
 	}
 
-	msg := PossessionMessage(req.Nonce, e.Attest)
+	msg := attest.PossessionMessage(req.Nonce, e.Attest)
 	sig, err := req.Sign(msg)
 	if err != nil {
-		return nil, fmt.Errorf("attest: quote: proof of possession: %w", err)
+		return nil, fmt.Errorf("attesttpm: quote: proof of possession: %w", err)
 	}
 	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(idKey, msg, sig) {
-		return nil, errors.New("attest: quote: proof of possession does not verify with the subject's public key")
+		return nil, errors.New("attesttpm: quote: proof of possession does not verify with the subject's public key")
 	}
 	e.Possession = bytes.Clone(sig)
 
-	_, err = Verify(e, VerifyOptions{Nonce: req.Nonce, TrustedAKName: a.name, AllowMissingCertify: true})
-	if err != nil && !errors.Is(err, ErrSealedAttributes) {
+	_, err = attest.Verify(e, attest.VerifyOptions{Nonce: req.Nonce, TrustedAKName: a.name, AllowMissingCertify: true})
+	if err != nil && !errors.Is(err, attest.ErrSealedAttributes) {
 		// A sealed object with weak attributes is the verifier's call;
 		// anything else is a bug here or a misbehaving TPM.
-		return nil, fmt.Errorf("attest: quote: evidence does not verify: %w", err)
+		return nil, fmt.Errorf("attesttpm: quote: evidence does not verify: %w", err)
 	}
 	return e, nil
 }
 
-// approvalFor returns the approval among approvals of the PolicyPCR digest
+// approvalFor returns the approval among approvals of the attest.PolicyPCR digest
 // over the quoted values of e.SealedPCRs, or nils.
-func approvalFor(e *Evidence, approvals []Approval) (digest, sig []byte) {
+func approvalFor(e *attest.Evidence, approvals []Approval) (digest, sig []byte) {
 	values := make([][]byte, len(e.SealedPCRs))
 	for i, p := range e.SealedPCRs {
 		if j := slices.Index(e.PCRs, p); j >= 0 {
@@ -213,7 +215,7 @@ func approvalFor(e *Evidence, approvals []Approval) (digest, sig []byte) {
 // quoteLocked quotes e.PCRs with the attestation key and fills in e.Attest,
 // e.Signature and e.PCRValues, starting over if the PCRs moved between the
 // reads around the quote.
-func (a *AK) quoteLocked(tpm transport.TPM, srk *tpmdev.SRK, binding []byte, e *Evidence) error {
+func (a *AK) quoteLocked(tpm transport.TPM, srk *tpmdev.SRK, binding []byte, e *attest.Evidence) error {
 	for attempt := 1; ; attempt++ {
 		signer, err := a.loadedLocked(tpm, srk)
 		if err != nil {
@@ -227,7 +229,7 @@ func (a *AK) quoteLocked(tpm transport.TPM, srk *tpmdev.SRK, binding []byte, e *
 			SignHandle:     signer,
 			QualifyingData: tpm2.TPM2BData{Buffer: binding},
 			InScheme:       tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
-			PCRSelect:      selection(e.Bank, e.PCRs),
+			PCRSelect:      tpmdev.Selection(e.Bank, e.PCRs),
 		}.Execute(tpm)
 		if err != nil {
 			if tpmdev.IsStaleHandle(err) && attempt < maxQuoteAttempts {
@@ -240,7 +242,7 @@ func (a *AK) quoteLocked(tpm transport.TPM, srk *tpmdev.SRK, binding []byte, e *
 			return err
 		}
 		attest := bytes.Clone(rsp.Quoted.Bytes())
-		if after == counter && quotedDigestIs(attest, pcrDigest(before)) {
+		if after == counter && quotedDigestIs(rsp.Quoted, before) {
 			e.Attest = attest
 			e.Signature = tpm2.Marshal(rsp.Signature)
 			e.PCRValues = before
@@ -253,17 +255,21 @@ func (a *AK) quoteLocked(tpm transport.TPM, srk *tpmdev.SRK, binding []byte, e *
 }
 
 // quotedDigestIs reports whether attest is a quote whose PCR digest is
-// digest.
-func quotedDigestIs(attest, digest []byte) bool {
-	if attestHeader(attest, stAttestQuote) != nil {
-		return false
-	}
-	a, err := parseAttest(attest)
-	if err != nil {
+// the SHA-256 of values' concatenation, as TPM2_Quote computes it.
+func quotedDigestIs(quoted tpm2.TPM2BAttest, values [][]byte) bool {
+	a, err := quoted.Contents()
+	if err != nil || a.Magic != tpm2.TPMGeneratedValue || a.Type != tpm2.TPMSTAttestQuote {
 		return false
 	}
 	q, err := a.Attested.Quote()
-	return err == nil && bytes.Equal(q.PCRDigest.Buffer, digest)
+	if err != nil {
+		return false
+	}
+	h := sha256.New()
+	for _, v := range values {
+		h.Write(v)
+	}
+	return bytes.Equal(q.PCRDigest.Buffer, h.Sum(nil))
 }
 
 // certifyLocked has the attestation key certify that the sealed object is
@@ -271,7 +277,7 @@ func quotedDigestIs(attest, digest []byte) bool {
 // an audit session and gets the session's audit digest signed. It fills in
 // e.SealedPublic and, unless the endorsement hierarchy refuses,
 // e.CertifyAttest and e.CertifySignature.
-func (a *AK) certifyLocked(tpm transport.TPM, srk *tpmdev.SRK, pub *tpm2.TPM2BPublic, priv *tpm2.TPM2BPrivate, binding []byte, e *Evidence) error {
+func (a *AK) certifyLocked(tpm transport.TPM, srk *tpmdev.SRK, pub *tpm2.TPM2BPublic, priv *tpm2.TPM2BPrivate, binding []byte, e *attest.Evidence) error {
 	load, err := tpm2.Load{ParentHandle: srk.AuthHandle(), InPrivate: *priv, InPublic: *pub}.Execute(tpm)
 	if err != nil {
 		return fmt.Errorf("load sealed object: %w", err)
@@ -329,11 +335,11 @@ func (a *AK) certifyLocked(tpm transport.TPM, srk *tpmdev.SRK, pub *tpm2.TPM2BPu
 // duplicates.
 func pcrSet(what string, pcrs []int, mayBeEmpty bool) ([]int, error) {
 	if len(pcrs) == 0 && !mayBeEmpty {
-		return nil, fmt.Errorf("attest: quote: no %s", what)
+		return nil, fmt.Errorf("attesttpm: quote: no %s", what)
 	}
 	for _, p := range pcrs {
-		if p < 0 || p >= numPCRs {
-			return nil, fmt.Errorf("attest: quote: %s: PCR %d out of range 0 to %d", what, p, numPCRs-1)
+		if p < 0 || p >= tpmdev.NumPCRs {
+			return nil, fmt.Errorf("attesttpm: quote: %s: PCR %d out of range 0 to %d", what, p, tpmdev.NumPCRs-1)
 		}
 	}
 	out := slices.Compact(slices.Sorted(slices.Values(pcrs)))

@@ -1,11 +1,10 @@
-package agentsrv
+package client
 
 import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/icn/icn-agent/internal/didkey"
 	"math"
 	"net"
 	"os"
@@ -13,12 +12,27 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/icn/icn-agent/internal/didkey"
 )
 
-// Backends reported in ClientIdentity.Backend.
+// Backends reported in Identity.Backend.
 const (
 	BackendTPM      = "tpm"
 	BackendSoftware = "software"
+)
+
+// Errors the client returns, testable with errors.Is.
+var (
+	// ErrLocked means the agent is locked (ssh-add -x).
+	ErrLocked = errors.New("client: agent is locked")
+	// ErrNotFound means the agent serves no identity of that name.
+	ErrNotFound = errors.New("client: the agent has no such identity")
+	// ErrNoSocket means no socket was given and SSH_AUTH_SOCK is not set.
+	ErrNoSocket = errors.New("client: no agent socket: SSH_AUTH_SOCK is not set")
+	// ErrNotICNAgent means the agent does not know the icn-agent
+	// extension a method needs.
+	ErrNotICNAgent = errors.New("client: the agent does not support sealed identities (not an icn-agent?)")
 )
 
 // Client talks to a running agent (icn-agent or any ssh-agent) over its
@@ -34,9 +48,9 @@ type Client struct {
 // type has no method for (such as attest.RequestEvidence).
 func (c *Client) Agent() agent.ExtendedAgent { return c.agent }
 
-// ClientIdentity is a key the agent lists, with what the client could
-// learn about it.
-type ClientIdentity struct {
+// Identity is a key the agent lists, with what the client could learn
+// about it.
+type Identity struct {
 	// Key is the listed key: a public key or a certificate.
 	Key ssh.PublicKey
 	// Comment is the comment the agent lists the key with.
@@ -60,12 +74,12 @@ func Dial(path string) (*Client, error) {
 	if path == "" {
 		path = os.Getenv("SSH_AUTH_SOCK")
 		if path == "" {
-			return nil, errors.New("agentsrv: no agent socket: SSH_AUTH_SOCK is not set")
+			return nil, ErrNoSocket
 		}
 	}
 	c, err := net.Dial("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("agentsrv: connect to agent: %w", err)
+		return nil, fmt.Errorf("client: connect to agent: %w", err)
 	}
 	return &Client{conn: c, agent: agent.NewClient(c)}, nil
 }
@@ -75,10 +89,10 @@ func (c *Client) Close() error { return c.conn.Close() }
 
 // List returns the keys the agent lists, in its order, each marked with
 // its backend as reported by the status@icn-agent extension.
-func (c *Client) List() ([]ClientIdentity, error) {
+func (c *Client) List() ([]Identity, error) {
 	keys, err := c.agent.List()
 	if err != nil {
-		return nil, fmt.Errorf("agentsrv: list keys: %w", err)
+		return nil, fmt.Errorf("client: list keys: %w", err)
 	}
 	st, err := c.Status()
 	switch {
@@ -91,17 +105,17 @@ func (c *Client) List() ([]ClientIdentity, error) {
 	for _, is := range st.Identities {
 		sealedByKey[string(is.PublicKey.Marshal())] = is.Name
 	}
-	out := make([]ClientIdentity, 0, len(keys))
+	out := make([]Identity, 0, len(keys))
 	for _, k := range keys {
 		pub, err := ssh.ParsePublicKey(k.Blob)
 		if err != nil {
-			return nil, fmt.Errorf("agentsrv: agent listed a malformed key: %w", err)
+			return nil, fmt.Errorf("client: agent listed a malformed key: %w", err)
 		}
 		base := pub
 		if cert, ok := pub.(*ssh.Certificate); ok {
 			base = cert.Key
 		}
-		id := ClientIdentity{Key: pub, Comment: k.Comment, Backend: BackendSoftware}
+		id := Identity{Key: pub, Comment: k.Comment, Backend: BackendSoftware}
 		if name, ok := sealedByKey[string(base.Marshal())]; ok {
 			id.Name, id.HardwareBacked, id.Backend = name, true, BackendTPM
 		}
@@ -119,7 +133,7 @@ func (c *Client) List() ([]ClientIdentity, error) {
 func (c *Client) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 	sig, err := c.agent.Sign(key, data)
 	if err != nil {
-		return nil, fmt.Errorf("agentsrv: sign: %w", err)
+		return nil, fmt.Errorf("client: sign: %w", err)
 	}
 	return sig, nil
 }
@@ -127,26 +141,30 @@ func (c *Client) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 // Add has the agent unseal identity name now, list it again if it was
 // removed with ssh-add -d, and keep its seed for lifetime (0 for the
 // agent's default). Lifetimes are rounded up to whole seconds.
+//
+// The agent protocol carries no error text: on failure Add asks the
+// agent's status why, and returns an error wrapping ErrLocked or
+// ErrNotFound, or carrying the agent's last unseal error for the
+// identity. Against an agent without the extension it returns
+// ErrNotICNAgent.
 func (c *Client) Add(name string, lifetime time.Duration) error {
 	if lifetime < 0 {
-		return fmt.Errorf("agentsrv: negative lifetime %v", lifetime)
+		return fmt.Errorf("client: negative lifetime %v", lifetime)
 	}
 	secs := (lifetime + time.Second - 1) / time.Second
 	if secs > math.MaxUint32 {
-		return fmt.Errorf("agentsrv: lifetime %v too long", lifetime)
+		return fmt.Errorf("client: lifetime %v too long", lifetime)
 	}
 	req := ssh.Marshal(&unsealRequest{Name: name, LifetimeSecs: uint32(secs)})
 	reply, err := c.agent.Extension(ExtUnseal, req)
 	if errors.Is(err, agent.ErrExtensionUnsupported) {
-		return errors.New("agentsrv: the agent does not support sealed identities (not an icn-agent?)")
+		return ErrNotICNAgent
 	}
 	if err != nil {
-		// The protocol carries no error text: ask the agent what went
-		// wrong with this identity.
 		return c.explainAddFailure(name, err)
 	}
 	if len(reply) == 0 || reply[0] != msgSuccess {
-		return errors.New("agentsrv: unexpected reply to unseal request")
+		return errors.New("client: unexpected reply to unseal request")
 	}
 	return nil
 }
@@ -158,19 +176,19 @@ func (c *Client) explainAddFailure(name string, err error) error {
 	switch {
 	case serr != nil:
 	case st.Locked:
-		return fmt.Errorf("agentsrv: unseal %s: %w", name, ErrLocked)
+		return fmt.Errorf("client: unseal %s: %w", name, ErrLocked)
 	default:
 		for _, is := range st.Identities {
 			if is.Name == name {
 				if is.LastError != "" {
-					return fmt.Errorf("agentsrv: unseal %s: %s", name, is.LastError)
+					return fmt.Errorf("client: unseal %s: %s", name, is.LastError)
 				}
-				return fmt.Errorf("agentsrv: unseal %s: %w", name, err)
+				return fmt.Errorf("client: unseal %s: %w", name, err)
 			}
 		}
-		return fmt.Errorf("%w: the agent has no identity named %q", ErrNotFound, name)
+		return fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
-	return fmt.Errorf("agentsrv: unseal %s: %w", name, err)
+	return fmt.Errorf("client: unseal %s: %w", name, err)
 }
 
 // Metrics returns the agent's counters, as reported by the
@@ -179,14 +197,14 @@ func (c *Client) explainAddFailure(name string, err error) error {
 func (c *Client) Metrics() (json.RawMessage, error) {
 	reply, err := c.agent.Extension(ExtMetrics, nil)
 	if err != nil {
-		return nil, fmt.Errorf("agentsrv: metrics: %w", err)
+		return nil, fmt.Errorf("client: metrics: %w", err)
 	}
 	var r metricsReply
 	if err := ssh.Unmarshal(reply, &r); err != nil {
-		return nil, fmt.Errorf("agentsrv: malformed metrics reply: %w", err)
+		return nil, fmt.Errorf("client: malformed metrics reply: %w", err)
 	}
 	if !json.Valid([]byte(r.JSON)) {
-		return nil, errors.New("agentsrv: malformed metrics reply: not JSON")
+		return nil, errors.New("client: malformed metrics reply: not JSON")
 	}
 	return json.RawMessage(r.JSON), nil
 }
@@ -196,7 +214,18 @@ func (c *Client) Metrics() (json.RawMessage, error) {
 func (c *Client) Status() (*Status, error) {
 	reply, err := c.agent.Extension(ExtStatus, nil)
 	if err != nil {
-		return nil, fmt.Errorf("agentsrv: status: %w", err)
+		return nil, fmt.Errorf("client: status: %w", err)
 	}
-	return parseStatus(reply)
+	return ParseStatus(reply)
+}
+
+// Extensions returns the names of the extensions the agent supports (its
+// answer to the standard query extension). Against an agent without
+// query the error wraps agent.ErrExtensionUnsupported.
+func (c *Client) Extensions() ([]string, error) {
+	reply, err := c.agent.Extension(ExtQuery, nil)
+	if err != nil {
+		return nil, fmt.Errorf("client: query: %w", err)
+	}
+	return parseQuery(reply)
 }

@@ -1,9 +1,10 @@
-package attest
+package attesttpm
 
 import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/tpmdev"
 )
 
@@ -36,13 +38,13 @@ const maxEKCert = 4096
 // MAX_NV_BUFFER_SIZE on every TPM.
 const nvChunk = 512
 
-// EKInfo reads the TPM's EK certificate (RSA-2048 first, then ECC NIST
+// attest.EKInfo reads the TPM's EK certificate (RSA-2048 first, then ECC NIST
 // P-256) and the EK it certifies, for a verifier (VerifyEK), with this
 // attestation key's public area. A TPM with no EK certificate gives
-// EKInfo with Certificate empty and EKPublic that of the RSA EK, so that
+// attest.EKInfo with Certificate empty and EKPublic that of the RSA EK, so that
 // the verifier can say so.
-func (a *AK) EKInfo(ctx context.Context, t TPM) (*EKInfo, error) {
-	info := &EKInfo{AKPublic: bytes.Clone(a.public)}
+func (a *AK) EKInfo(ctx context.Context, t TPM) (*attest.EKInfo, error) {
+	info := &attest.EKInfo{AKPublic: bytes.Clone(a.public)}
 	err := t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
 		for _, k := range ekKinds {
 			cert, err := readEKCert(tpm, k.certIndex)
@@ -67,7 +69,7 @@ func (a *AK) EKInfo(ctx context.Context, t TPM) (*EKInfo, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attest: endorsement key: %w", err)
+		return nil, fmt.Errorf("attesttpm: endorsement key: %w", err)
 	}
 	return info, nil
 }
@@ -106,15 +108,15 @@ func (a *AK) Activate(ctx context.Context, t TPM, blob, secret []byte) ([]byte, 
 				Secret:         tpm2.TPM2BEncryptedSecret{Buffer: secret},
 			}.Execute(tpm)
 			if err != nil {
-				return fmt.Errorf("%w: %w", ErrActivationFailed, err)
+				return fmt.Errorf("%w: %w", attest.ErrActivationFailed, err)
 			}
 			out = rsp.CertInfo.Buffer
 			return nil
 		}
-		return ErrNoEKCertificate
+		return attest.ErrNoEKCertificate
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attest: activate credential: %w", err)
+		return nil, fmt.Errorf("attesttpm: activate credential: %w", err)
 	}
 	return out, nil
 }
@@ -181,7 +183,7 @@ func ekHandle(tpm transport.TPM, persistent tpm2.TPMHandle, template tpm2.TPMTPu
 	}
 	if rp, err := (tpm2.ReadPublic{ObjectHandle: persistent}).Execute(tpm); err == nil {
 		if pub, err := rp.OutPublic.Contents(); err == nil {
-			if k, err := publicKeyOf(pub); err == nil && want.Equal(k) {
+			if k, err := attest.TPMPublicKey(pub); err == nil && want.Equal(k) {
 				return tpm2.AuthHandle{Handle: persistent, Name: rp.Name}, func() {}, nil
 			}
 		}
@@ -196,7 +198,7 @@ func ekHandle(tpm transport.TPM, persistent tpm2.TPMHandle, template tpm2.TPMTPu
 		flush()
 		return tpm2.AuthHandle{}, nil, err
 	}
-	if k, err := publicKeyOf(pub); err != nil || !want.Equal(k) {
+	if k, err := attest.TPMPublicKey(pub); err != nil || !want.Equal(k) {
 		flush()
 		return tpm2.AuthHandle{}, nil, errors.New("neither the persistent key nor the template's is the certified key")
 	}
@@ -205,7 +207,7 @@ func ekHandle(tpm transport.TPM, persistent tpm2.TPMHandle, template tpm2.TPMTPu
 
 // certKey returns the public key of a DER certificate.
 func certKey(der []byte) (interface{ Equal(crypto.PublicKey) bool }, error) {
-	cert, err := parseCertLenient(der)
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, err
 	}

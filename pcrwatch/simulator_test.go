@@ -1,0 +1,4 @@
+package pcrwatch
+
+// The tests that open tpmdev.KindSim run on the reference simulator.
+import _ "github.com/icn/icn-agent/internal/tpmsim"

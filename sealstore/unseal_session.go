@@ -1,0 +1,470 @@
+package sealstore
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime"
+	"unsafe"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/icn/icn-agent/internal/edlocked"
+	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/internal/tpmdev"
+)
+
+// The unseal session, by hand.
+//
+// go-tpm's sessions and its command execution work on ordinary heap
+// buffers: the decrypted TPM2_Unseal response (the seed) passes through
+// three of them, and the HMAC and parameter-encryption keys, which hold the
+// PIN's authValue, through several more (hmacKey and sessionValue are built
+// with append), none of which a caller can reach to wipe. So UnsealWith runs
+// its policy session itself, using go-tpm only for commands that carry no
+// secret (Load, StartAuthSession, the policy commands, FlushContext):
+//
+//   - The session is salted to the SRK (the salt is encrypted to it) and
+//     asks for AES-128-CFB encryption of the response's first parameter,
+//     so the seed crosses the bus encrypted, as before.
+//   - Its session key, the PIN's authValue, every HMAC and KDFa input and
+//     output, the CFB key, IV and key stream live in one locked page
+//     (secmem) that is wiped when the session ends. HMAC-SHA256 is computed
+//     as two sha256.Sum256 calls over that page, so no hash state holding
+//     key material is left on the heap (Sum256 keeps its state on the
+//     stack, which edlocked.Scrub clears).
+//   - The TPM2_Unseal command is marshalled here; its response is checked
+//     (header, size, response HMAC) and its encrypted outData is copied to
+//     the caller's locked dst, decrypted in place there, and the response
+//     buffer is wiped. The plaintext seed is never in Go heap memory.
+//   - The AES key schedule that crypto/aes puts on the heap is zeroed after
+//     use (see wipeBlock).
+//
+// What remains on the heap: what go-tpm's Encapsulate computes for the
+// salt of StartAuthSession (the ephemeral ECDH key, the shared secret, the
+// salt itself before sealstore wipes the copy it is handed). These are
+// session secrets: together with a recording of this session's bus
+// traffic they would decrypt this one response; without one they reveal
+// nothing. And the nonces, which are public. See docs/security.md.
+
+// sessionNonceSize is the size of the caller's nonces.
+const sessionNonceSize = 16
+
+// attrEncrypt is TPMA_SESSION encrypt: the TPM encrypts the first
+// response parameter. continueSession is clear: the TPM flushes the
+// session once it has authorized a command.
+const attrEncrypt = 1 << 6
+
+// Layout of the locked page a session keeps its secrets in.
+const (
+	offSessionKey = 0   // 32 bytes: KDFa(salt, "ATH", nonceTPM, nonceCaller)
+	offAuthValue  = 32  // 32 bytes: the PIN's authValue (PIN blobs only)
+	offCFB        = 64  // 32 bytes: AES-128 key || IV for the response
+	offBlock      = 96  // 32 bytes: CFB feedback and key stream blocks
+	offInner      = 128 // 32 bytes: inner HMAC digest
+	offScratch    = 256 // HMAC input: a key pad block and the message
+	sessionPage   = 4096
+)
+
+// errResponseHMAC means the response to TPM2_Unseal did not carry the HMAC
+// the session key gives: it did not come from the TPM the session was
+// started with, or it was altered on the way.
+var errResponseHMAC = errors.New("the TPM's response failed its HMAC check")
+
+// unsealSession is a salted policy session started by startUnsealSession.
+type unsealSession struct {
+	handle      tpm2.TPMHandle
+	nonceCaller [sessionNonceSize]byte
+	nonceTPM    []byte
+	sec         *secmem.Buffer // see the layout above
+	hmacKeyLen  int            // 32, or 64 with the PIN's authValue
+	flushed     bool           // the TPM has flushed the session
+}
+
+// startUnsealSession starts a policy session salted to the SRK with
+// AES-128-CFB response encryption. For a PIN blob, pin is the PIN (nil
+// otherwise): its authValue (PINAuthValue) is computed straight into the
+// session's locked page. The caller runs the policy commands in s.handle
+// and then s.unseal, and calls s.close on every path.
+func startUnsealSession(tpm transport.TPM, srk *tpmdev.SRK, pin []byte) (_ *unsealSession, err error) {
+	sec, err := secmem.New(sessionPage)
+	if err != nil {
+		return nil, err
+	}
+	s := &unsealSession{sec: sec, hmacKeyLen: sha256.Size}
+	defer func() {
+		if err != nil {
+			s.close(tpm)
+		}
+	}()
+	if len(pin) > 0 {
+		s.hmacKeyLen += sha256.Size
+		edlocked.Deep(func() {
+			pinAuthValue((*[sha256.Size]byte)(sec.Bytes()[offAuthValue:offAuthValue+sha256.Size]), pin)
+		})
+	}
+	if _, err := rand.Read(s.nonceCaller[:]); err != nil {
+		return nil, fmt.Errorf("session nonce: %w", err)
+	}
+
+	key, err := tpm2.ImportEncapsulationKey(&srk.Public)
+	if err != nil {
+		return nil, fmt.Errorf("salt key: %w", err)
+	}
+	salt, encSalt, err := tpm2.CreateEncryptedSalt(rand.Reader, key)
+	if err != nil {
+		return nil, fmt.Errorf("session salt: %w", err)
+	}
+	defer secmem.Wipe(salt)
+	rsp, err := tpm2.StartAuthSession{
+		TPMKey:        srk.Handle,
+		Bind:          tpm2.TPMRHNull,
+		NonceCaller:   tpm2.TPM2BNonce{Buffer: s.nonceCaller[:]},
+		EncryptedSalt: tpm2.TPM2BEncryptedSecret{Buffer: encSalt},
+		SessionType:   tpm2.TPMSEPolicy,
+		Symmetric: tpm2.TPMTSymDef{
+			Algorithm: tpm2.TPMAlgAES,
+			KeyBits:   tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)),
+			Mode:      tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB),
+		},
+		AuthHash: tpm2.TPMAlgSHA256,
+	}.Execute(tpm)
+	if err != nil {
+		s.flushed = true // there is no session to flush
+		return nil, fmt.Errorf("start policy session: %w", err)
+	}
+	s.handle = tpm2.TPMHandle(rsp.SessionHandle)
+	s.nonceTPM = bytes.Clone(rsp.NonceTPM.Buffer)
+	// The reference implementation makes nonceTPM the size of nonceCaller;
+	// a nonce is at least 16 bytes and at most a digest (Part 1, 19.6.2).
+	if len(s.nonceTPM) < 16 || len(s.nonceTPM) > 64 {
+		return nil, fmt.Errorf("the TPM's session nonce is %d bytes", len(s.nonceTPM))
+	}
+	// Part 1, 19.6.8: sessionKey = KDFa(authHash, bind authValue || salt,
+	// "ATH", nonceTPM, nonceCaller, digest size). The session is unbound.
+	edlocked.Deep(func() {
+		s.kdfa(s.sec.Bytes()[offSessionKey:offSessionKey+sha256.Size], salt, "ATH", s.nonceTPM, s.nonceCaller[:])
+	})
+	return s, nil
+}
+
+// key returns the HMAC key of the session's commands and responses:
+// sessionKey, followed by the PIN's authValue for a PIN blob (the policy
+// ran TPM2_PolicyAuthValue, so the TPM includes the object's authValue).
+// It is also the session value the parameter encryption key is derived
+// from (Part 1, 21.2).
+func (s *unsealSession) key() []byte {
+	return s.sec.Bytes()[offSessionKey : offSessionKey+s.hmacKeyLen]
+}
+
+// close flushes the session unless the TPM has, and wipes its secrets.
+func (s *unsealSession) close(tpm transport.TPM) {
+	if !s.flushed {
+		// The error is not reported: the TPM may have flushed the
+		// session already (a command that failed after the TPM had
+		// authorized it), and tpmdev flushes leftovers after a lost
+		// response.
+		tpm2.FlushContext{FlushHandle: s.handle}.Execute(tpm)
+		s.flushed = true
+	}
+	s.sec.Destroy()
+}
+
+// unseal runs TPM2_Unseal on the loaded sealed object (handle, name) in
+// the session, whose policy the caller has run, and writes the seed to dst
+// (SeedSize bytes of locked memory). On failure dst is zeroed. A TPM error
+// is returned as the tpm2.TPMRC go-tpm would return, so errors.Is with
+// tpm2.TPMRCPolicyFail and the like works as with go-tpm's Unseal.
+func (s *unsealSession) unseal(tpm transport.TPM, handle tpm2.TPMHandle, name tpm2.TPM2BName, dst []byte) (err error) {
+	if len(dst) != SeedSize {
+		return fmt.Errorf("unseal buffer is %d bytes, want %d", len(dst), SeedSize)
+	}
+	defer func() {
+		if err != nil {
+			secmem.Wipe(dst)
+		}
+	}()
+	cmd, err := s.unsealCommand(handle, name)
+	if err != nil {
+		return err
+	}
+	rsp, err := tpm.Send(cmd)
+	// The response's outData is the seed, encrypted; once it is copied
+	// into dst and decrypted there, nothing of it is left elsewhere.
+	defer secmem.Wipe(rsp)
+	if err != nil {
+		return err
+	}
+	var runErr error
+	edlocked.Deep(func() { runErr = s.finishUnseal(rsp, name, dst) })
+	return runErr
+}
+
+// unsealCommand marshals TPM2_Unseal (Part 3, 12.7) with one authorization:
+// this session, its HMAC over cpHash = SHA-256(commandCode || name).
+func (s *unsealSession) unsealCommand(handle tpm2.TPMHandle, name tpm2.TPM2BName) ([]byte, error) {
+	var cc [4]byte
+	binary.BigEndian.PutUint32(cc[:], uint32(tpm2.TPMCCUnseal))
+	h := sha256.New()
+	h.Write(cc[:])
+	h.Write(name.Buffer)
+	cpHash := h.Sum(nil)
+
+	var mac [sha256.Size]byte
+	var hmacErr error
+	edlocked.Deep(func() {
+		// HMAC(key, cpHash || nonceCaller || nonceTPM || attributes),
+		// Part 1, 19.6.5.
+		hmacErr = s.hmac(mac[:], cpHash, s.nonceCaller[:], s.nonceTPM, []byte{attrEncrypt})
+	})
+	if hmacErr != nil {
+		return nil, hmacErr
+	}
+
+	// Header (tag, size, code), handle, then the authorization area: its
+	// size and one TPMS_AUTH_COMMAND. TPM2_Unseal has no parameters.
+	var auth []byte
+	auth = binary.BigEndian.AppendUint32(auth, uint32(s.handle))
+	auth = binary.BigEndian.AppendUint16(auth, sessionNonceSize)
+	auth = append(auth, s.nonceCaller[:]...)
+	auth = append(auth, attrEncrypt)
+	auth = binary.BigEndian.AppendUint16(auth, sha256.Size)
+	auth = append(auth, mac[:]...)
+	cmd := binary.BigEndian.AppendUint16(nil, uint16(tpm2.TPMSTSessions))
+	cmd = binary.BigEndian.AppendUint32(cmd, uint32(10+4+4+len(auth)))
+	cmd = append(cmd, cc[:]...)
+	cmd = binary.BigEndian.AppendUint32(cmd, uint32(handle))
+	cmd = binary.BigEndian.AppendUint32(cmd, uint32(len(auth)))
+	cmd = append(cmd, auth...)
+	return cmd, nil
+}
+
+// finishUnseal parses the response to TPM2_Unseal, checks its HMAC, and
+// decrypts its outData into dst. It runs inside edlocked.Deep: the HMAC and
+// AES work leave key material in stack frames that are scrubbed.
+func (s *unsealSession) finishUnseal(rsp []byte, name tpm2.TPM2BName, dst []byte) error {
+	if len(rsp) < 10 {
+		return fmt.Errorf("%w: response to TPM2_Unseal is %d bytes", tpmdev.ErrMalformedResponse, len(rsp))
+	}
+	tag := tpm2.TPMST(binary.BigEndian.Uint16(rsp[0:]))
+	size := binary.BigEndian.Uint32(rsp[2:])
+	rc := tpm2.TPMRC(binary.BigEndian.Uint32(rsp[6:]))
+	if uint64(size) != uint64(len(rsp)) {
+		return fmt.Errorf("%w: response to TPM2_Unseal is %d bytes, its header says %d", tpmdev.ErrMalformedResponse, len(rsp), size)
+	}
+	if rc != tpm2.TPMRCSuccess {
+		// The TPM refused (a PCR or PIN mismatch, a lockout...): the
+		// session was not used and is still loaded; the caller's close
+		// flushes it. The code is the error, as go-tpm returns it.
+		return rc
+	}
+	// The TPM authorized the command, so it has flushed the session
+	// (continueSession is clear), whatever the rest of the response says.
+	s.flushed = true
+	if tag != tpm2.TPMSTSessions {
+		return fmt.Errorf("%w: response to TPM2_Unseal has tag %#x, want TPM_ST_SESSIONS", tpmdev.ErrMalformedResponse, uint16(tag))
+	}
+
+	// parameterSize, then the parameters: outData, a TPM2B whose buffer
+	// is encrypted. Then the authorization area: one TPMS_AUTH_RESPONSE
+	// (nonceTPM, attributes, HMAC).
+	r := rsp[10:]
+	if len(r) < 4 {
+		return fmt.Errorf("%w: no parameter size", tpmdev.ErrMalformedResponse)
+	}
+	paramSize := binary.BigEndian.Uint32(r)
+	r = r[4:]
+	if uint64(paramSize) > uint64(len(r)) || paramSize < 2 {
+		return fmt.Errorf("%w: parameter size %d", tpmdev.ErrMalformedResponse, paramSize)
+	}
+	params, r := r[:paramSize], r[paramSize:]
+	if n := int(binary.BigEndian.Uint16(params)); n+2 != len(params) {
+		return fmt.Errorf("%w: outData of %d bytes in %d bytes of parameters", tpmdev.ErrMalformedResponse, n, len(params))
+	}
+	outData := params[2:]
+	nonce, r, ok := cutTPM2B(r)
+	if !ok || len(r) < 1 {
+		return fmt.Errorf("%w: no response nonce", tpmdev.ErrMalformedResponse)
+	}
+	attrs := r[0]
+	mac, r, ok := cutTPM2B(r[1:])
+	if !ok || len(r) != 0 {
+		return fmt.Errorf("%w: authorization area", tpmdev.ErrMalformedResponse)
+	}
+
+	// rpHash = SHA-256(responseCode || commandCode || parameters), the
+	// parameters as sent, encrypted; the HMAC is keyed as the command's
+	// with the nonces in the other order (Part 1, 19.6.5).
+	var hdr [8]byte
+	binary.BigEndian.PutUint32(hdr[0:], uint32(tpm2.TPMRCSuccess))
+	binary.BigEndian.PutUint32(hdr[4:], uint32(tpm2.TPMCCUnseal))
+	rpHash := sha256.New()
+	rpHash.Write(hdr[:])
+	rpHash.Write(params)
+	var want [sha256.Size]byte
+	if err := s.hmac(want[:], rpHash.Sum(nil), nonce, s.nonceCaller[:], []byte{attrs}); err != nil {
+		return err
+	}
+	if !hmac.Equal(want[:], mac) {
+		return errResponseHMAC
+	}
+	if len(outData) != SeedSize {
+		return fmt.Errorf("sealed object holds %d bytes, want %d", len(outData), SeedSize)
+	}
+	if attrs&attrEncrypt == 0 {
+		return errors.New("the TPM did not encrypt the response")
+	}
+
+	// Decrypt in place, in dst: AES-128-CFB with key || IV = KDFa(key,
+	// "CFB", nonceTPM (the response's), nonceCaller, 256) (Part 1, 21.2).
+	copy(dst, outData)
+	cfb := s.sec.Bytes()[offCFB : offCFB+32]
+	s.kdfa(cfb, s.key(), "CFB", nonce, s.nonceCaller[:])
+	return s.cfbDecrypt(dst, cfb[:16], cfb[16:])
+}
+
+// cutTPM2B splits a TPM2B off the front of b.
+func cutTPM2B(b []byte) (buf, rest []byte, ok bool) {
+	if len(b) < 2 {
+		return nil, nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if len(b) < 2+n {
+		return nil, nil, false
+	}
+	return b[2 : 2+n], b[2+n:], true
+}
+
+// cfbDecrypt decrypts data in place with AES-CFB (full-block feedback),
+// keeping the feedback and key stream in the session's locked page: a
+// cipher.Stream from crypto/cipher would keep the last ciphertext block and
+// its key stream, which XOR to the last plaintext block, on the heap.
+func (s *unsealSession) cfbDecrypt(data, key, iv []byte) error {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return fmt.Errorf("response decryption: %w", err)
+	}
+	defer wipeBlock(block)
+	fb := s.sec.Bytes()[offBlock : offBlock+aes.BlockSize]                 // feedback: IV, then ciphertext
+	ks := s.sec.Bytes()[offBlock+aes.BlockSize : offBlock+2*aes.BlockSize] // key stream
+	copy(fb, iv)
+	for len(data) > 0 {
+		block.Encrypt(ks, fb)
+		n := min(len(data), aes.BlockSize)
+		copy(fb, data[:n]) // the next feedback is this ciphertext block
+		for i := range n {
+			data[i] ^= ks[i]
+		}
+		data = data[n:]
+	}
+	clear(fb)
+	clear(ks)
+	return nil
+}
+
+// hmac writes HMAC-SHA256(s.key(), msg...) to out (RFC 2104), computing it
+// in the session's locked page: the key, XORed into a block-sized pad, and
+// the message are laid out there and hashed with sha256.Sum256, whose state
+// stays on the stack. (crypto/hmac would copy the key's pads into heap
+// memory it never clears.)
+func (s *unsealSession) hmac(out []byte, msg ...[]byte) error {
+	return hmacLocked(out, s.key(), s.sec.Bytes()[offScratch:], s.sec.Bytes()[offInner:offInner+sha256.Size], msg...)
+}
+
+// hmacLocked writes HMAC-SHA256(key, msg...) to out, with key at most one
+// block, using scratch for the pads and message and inner for the inner
+// digest (both locked memory), which it clears.
+func hmacLocked(out, key, scratch, inner []byte, msg ...[]byte) error {
+	n := 0
+	for _, m := range msg {
+		n += len(m)
+	}
+	if len(key) > sha256.BlockSize || n > len(scratch)-sha256.BlockSize {
+		return fmt.Errorf("internal error: HMAC of %d bytes with a %d-byte key", n, len(key))
+	}
+	defer clear(scratch[:sha256.BlockSize+max(n, sha256.Size)])
+	defer clear(inner)
+	pad := scratch[:sha256.BlockSize]
+	clear(pad)
+	copy(pad, key)
+	for i := range pad {
+		pad[i] ^= 0x36
+	}
+	off := sha256.BlockSize
+	for _, m := range msg {
+		off += copy(scratch[off:], m)
+	}
+	sum := sha256.Sum256(scratch[:off])
+	copy(inner, sum[:])
+	clear(pad)
+	copy(pad, key)
+	for i := range pad {
+		pad[i] ^= 0x5c
+	}
+	copy(scratch[sha256.BlockSize:], inner)
+	sum = sha256.Sum256(scratch[:sha256.BlockSize+sha256.Size])
+	copy(out, sum[:])
+	clear(sum[:])
+	runtime.KeepAlive(&sum)
+	return nil
+}
+
+// kdfa writes KDFa(SHA-256, key, label, contextU, contextV, 8*len(out))
+// to out (Part 1, 11.4.10.2), for len(out) of at most one digest: one HMAC
+// over counter 1 || label || 0 || contextU || contextV || bits.
+func (s *unsealSession) kdfa(out, key []byte, label string, contextU, contextV []byte) {
+	var counter, bits [4]byte
+	binary.BigEndian.PutUint32(counter[:], 1)
+	binary.BigEndian.PutUint32(bits[:], uint32(8*len(out)))
+	var full [sha256.Size]byte
+	// The inputs are bounded by the callers (32-byte keys, 16-byte nonces).
+	_ = hmacLocked(full[:], key, s.sec.Bytes()[offScratch:], s.sec.Bytes()[offInner:offInner+sha256.Size],
+		counter[:], []byte(label), []byte{0}, contextU, contextV, bits[:])
+	copy(out, full[:])
+	clear(full[:])
+	runtime.KeepAlive(&full)
+}
+
+// wipeBlock zeroes the memory of an AES cipher.Block: crypto/aes keeps the
+// expanded key schedule in a heap object it never clears, and the schedule
+// gives the key back. The object is a pointer to a struct of integers
+// (crypto/internal/fips140/aes.Block); wipeBlock checks that through
+// reflection and zeroes exactly that struct, and does nothing for any other
+// shape (which TestWipeBlock would report after a Go upgrade).
+func wipeBlock(b cipher.Block) bool {
+	v := reflect.ValueOf(b)
+	if v.Kind() != reflect.Pointer || v.IsNil() || !pointerFree(v.Type().Elem()) {
+		return false
+	}
+	clear(unsafe.Slice((*byte)(v.UnsafePointer()), v.Type().Elem().Size()))
+	return true
+}
+
+// pointerFree reports whether values of t hold no pointers, so that
+// overwriting them with zeroes cannot confuse the garbage collector.
+func pointerFree(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return true
+	case reflect.Array:
+		return pointerFree(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !pointerFree(t.Field(i).Type) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
