@@ -48,7 +48,7 @@ for t in "${scripts[@]}"; do
 	# agent-subprocess.sh passes even if the agent never starts: check
 	# that COMMAND reaches the agent and that the agent ends with it.
 	if [ "$t" = agent-subprocess ] && [ "$result" = pass ]; then
-		out=$("$agent" sh -c 'ssh-add -l >/dev/null 2>&1; echo "$? $SSH_AGENT_PID"')
+		out=$("$agent" sh -c 'ssh-add -l >/dev/null 2>&1; echo "$? $SSH_AGENT_PID"' 2>>"$work/log$i")
 		rc=${out%% *}
 		pid=${out##* }
 		n=50
