@@ -222,7 +222,7 @@ func TestUpstreamForeignKeys(t *testing.T) {
 			return append(append(out, sshString(skBlob)...), sshString([]byte("fido"))...)
 		case msgSignRequest:
 			return sigReply
-		case msgAddIdentity:
+		case msgAddIdentity, msgAddIDConstrained:
 			return []byte{msgSuccess}
 		}
 		return []byte{msgFailure}
@@ -250,6 +250,20 @@ func TestUpstreamForeignKeys(t *testing.T) {
 	if got := upRoundTrip(t, ts.path, add); !bytes.Equal(got, []byte{msgSuccess}) {
 		t.Errorf("add of ssh-dss = %x, want success", got)
 	}
+	// An Ed25519 key the server could hold, but with the confirm
+	// constraint and no askpass program to honour it: the upstream takes
+	// it.
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if err := ts.dial(t).Add(agent.AddedKey{PrivateKey: priv, ConfirmBeforeUse: true}); err != nil {
+		t.Errorf("add with confirm: %v", err)
+	}
+	ts.mu.RLock()
+	n := len(ts.soft)
+	ts.mu.RUnlock()
+	if n != 0 {
+		t.Errorf("the server holds %d software keys, want the confirm key upstream", n)
+	}
+
 	reqs := u.requests()
 	var forwarded [][]byte
 	for _, r := range reqs {
@@ -257,7 +271,7 @@ func TestUpstreamForeignKeys(t *testing.T) {
 			forwarded = append(forwarded, r)
 		}
 	}
-	if len(forwarded) != 2 || !bytes.Equal(forwarded[0], sign) || !bytes.Equal(forwarded[1], add) {
+	if len(forwarded) != 3 || !bytes.Equal(forwarded[0], sign) || !bytes.Equal(forwarded[1], add) || forwarded[2][0] != msgAddIDConstrained {
 		t.Errorf("upstream received %x, want the sign and add requests unchanged", forwarded)
 	}
 }
