@@ -210,6 +210,13 @@ func (c *conn) forwardAll(body []byte) {
 	}
 }
 
+// PKCS#11 requests (ssh-add -s, -e), which only an upstream can answer.
+const (
+	msgAddSmartcardKey            = 20
+	msgRemoveSmartcardKey         = 21
+	msgAddSmartcardKeyConstrained = 26
+)
+
 // holdableKeyTypes are the key types an add request may carry for the
 // server to hold the key itself; see parseAdd.
 var holdableKeyTypes = map[string]bool{
@@ -235,6 +242,17 @@ func (c *conn) routeUpstream(out, body []byte, req *request, parseErr error) ([]
 			return out, false
 		}
 		return c.forwardFirst(out, body, upstreamRequest), true
+	case msgAddSmartcardKey, msgRemoveSmartcardKey, msgAddSmartcardKeyConstrained:
+		if s.isLocked() {
+			return out, false
+		}
+		u := s.upstreams[0]
+		reply, err := u.roundTrip(c.ctx, body, upstreamSign)
+		if err != nil || len(reply) == 0 {
+			return append(out, msgFailure), true
+		}
+		c.debug("agentsrv: PKCS#11 request forwarded", slog.Int("type", int(body[0])), slog.String("upstream", u.path))
+		return append(out, reply...), true
 	case msgAddIdentity, msgAddIDConstrained:
 		if s.isLocked() {
 			return out, false
@@ -251,14 +269,12 @@ func (c *conn) routeUpstream(out, body []byte, req *request, parseErr error) ([]
 		if !foreign {
 			return out, false
 		}
-		if s.upstreams[0] != nil {
-			reply, err := s.upstreams[0].roundTrip(c.ctx, body, upstreamRequest)
-			if err == nil && len(reply) > 0 {
-				c.debug("agentsrv: add forwarded", slog.String("key_type", string(typ)), slog.String("upstream", s.upstreams[0].path))
-				return append(out, reply...), true
-			}
+		reply, err := s.upstreams[0].roundTrip(c.ctx, body, upstreamRequest)
+		if err != nil || len(reply) == 0 {
+			return append(out, msgFailure), true
 		}
-		return append(out, msgFailure), true
+		c.debug("agentsrv: add forwarded", slog.String("key_type", string(typ)), slog.String("upstream", s.upstreams[0].path))
+		return append(out, reply...), true
 	}
 	return out, false
 }

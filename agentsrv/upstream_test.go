@@ -222,7 +222,7 @@ func TestUpstreamForeignKeys(t *testing.T) {
 			return append(append(out, sshString(skBlob)...), sshString([]byte("fido"))...)
 		case msgSignRequest:
 			return sigReply
-		case msgAddIdentity, msgAddIDConstrained:
+		case msgAddIdentity, msgAddIDConstrained, msgAddSmartcardKey:
 			return []byte{msgSuccess}
 		}
 		return []byte{msgFailure}
@@ -264,6 +264,13 @@ func TestUpstreamForeignKeys(t *testing.T) {
 		t.Errorf("the server holds %d software keys, want the confirm key upstream", n)
 	}
 
+	// ssh-add -s: PKCS#11 is the upstream's business.
+	pkcs11 := append([]byte{msgAddSmartcardKey}, sshString([]byte("/usr/lib/opensc-pkcs11.so"))...)
+	pkcs11 = append(pkcs11, sshString([]byte("1234"))...)
+	if got := upRoundTrip(t, ts.path, pkcs11); !bytes.Equal(got, []byte{msgSuccess}) {
+		t.Errorf("ssh-add -s = %x, want success", got)
+	}
+
 	reqs := u.requests()
 	var forwarded [][]byte
 	for _, r := range reqs {
@@ -271,7 +278,7 @@ func TestUpstreamForeignKeys(t *testing.T) {
 			forwarded = append(forwarded, r)
 		}
 	}
-	if len(forwarded) != 3 || !bytes.Equal(forwarded[0], sign) || !bytes.Equal(forwarded[1], add) || forwarded[2][0] != msgAddIDConstrained {
+	if len(forwarded) != 4 || !bytes.Equal(forwarded[0], sign) || !bytes.Equal(forwarded[1], add) || forwarded[2][0] != msgAddIDConstrained || !bytes.Equal(forwarded[3], pkcs11) {
 		t.Errorf("upstream received %x, want the sign and add requests unchanged", forwarded)
 	}
 }
