@@ -4,7 +4,8 @@
 # openssh-tests package (.ci/run installs it).
 #
 # usage: scripts/regress.sh [SCRIPT...]
-# (default: agent agent-timeout agent-subprocess sshsig hostkey-agent)
+# (default: agent agent-timeout agent-subprocess sshsig hostkey-agent
+# agent-pkcs11; agent-pkcs11 skips itself without softhsm2)
 #
 # Prints each script's result and duration, then "N passed, N failed";
 # exits non-zero if any failed.
@@ -18,7 +19,7 @@ if [ ! -x "$runner" ]; then
 fi
 scripts=("$@")
 if [ ${#scripts[@]} -eq 0 ]; then
-	scripts=(agent agent-timeout agent-subprocess sshsig hostkey-agent)
+	scripts=(agent agent-timeout agent-subprocess sshsig hostkey-agent agent-pkcs11)
 fi
 
 # hostkey-agent.sh fails if its directory's path contains "hostkey": keep

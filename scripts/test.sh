@@ -26,11 +26,12 @@ fi
 
 go test -race -count=1 -timeout 30m ./...
 # OpenSSH's regress scripts with icn-agent as ssh-agent (openssh-tests).
-# The four below take about a minute; sshsig (30 s alone, 90 s on a
-# loaded machine) is left out to keep CI under ten minutes on two cores.
-# ICN_REGRESS=all runs it too, ICN_REGRESS=none skips them all.
+# The five below take about a minute (agent-pkcs11 needs softhsm2);
+# sshsig (30 s alone, 90 s on a loaded machine) is left out to keep CI
+# under ten minutes on two cores. ICN_REGRESS=all runs it too,
+# ICN_REGRESS=none skips them all.
 case "${ICN_REGRESS:-ci}" in
 none) ;;
 all) ./scripts/regress.sh ;;
-*) ./scripts/regress.sh agent agent-subprocess agent-timeout hostkey-agent ;;
+*) ./scripts/regress.sh agent agent-subprocess agent-timeout hostkey-agent agent-pkcs11 ;;
 esac
