@@ -12,6 +12,9 @@ import (
 const (
 	KindSealed   = "sealed"
 	KindSoftware = "software"
+	// KindUpstream is a key an upstream agent holds (Config.Upstreams):
+	// the request was forwarded.
+	KindUpstream = "upstream"
 )
 
 // Outcome of a SignEvent that signed.

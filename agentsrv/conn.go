@@ -242,13 +242,23 @@ func (c *conn) resize(size int) error {
 // the reply to out.
 func (c *conn) handle(out, body []byte) []byte {
 	req, err := parseRequest(body)
+	if c.s.hasUpstreams() {
+		if out, ok := c.routeUpstream(out, body, &req, err); ok {
+			return out
+		}
+	}
 	if err != nil {
 		c.debug("agentsrv: request refused", slog.Int("type", int(body[0])), slog.Any("err", err))
 		return append(out, msgFailure)
 	}
 	switch req.typ {
 	case msgRequestIdentities:
-		return c.appendList(out)
+		countAt := len(out) + 1
+		out = c.appendList(out)
+		if c.s.hasUpstreams() {
+			out = c.appendUpstreamList(out, countAt)
+		}
+		return out
 	case msgSignRequest:
 		var ok bool
 		if out, ok = c.appendSign(out, req.key, req.data, agent.SignatureFlags(req.flags)); ok {
@@ -256,6 +266,9 @@ func (c *conn) handle(out, body []byte) []byte {
 		}
 		return append(out, msgFailure)
 	case msgAddIdentity, msgAddIDConstrained:
+		if req.add.lifetime == 0 {
+			req.add.lifetime = c.s.defaultLifetime
+		}
 		err = c.s.addParsed(&req.add)
 		// Building an RSA or ECDSA key computes with its private
 		// values in stack frames: clear them.
@@ -266,11 +279,17 @@ func (c *conn) handle(out, body []byte) []byte {
 	case msgRemoveIdentity:
 		err = c.remove(req.key)
 	case msgRemoveAll:
-		err = c.RemoveAll()
+		if err = c.RemoveAll(); err == nil && c.s.hasUpstreams() {
+			c.forwardAll(body)
+		}
 	case msgLock:
-		err = c.s.lock(req.pass)
+		if err = c.s.lock(req.pass); err == nil && c.s.hasUpstreams() {
+			c.forwardAll(body)
+		}
 	case msgUnlock:
-		err = c.s.unlock(c.ctx, req.pass)
+		if err = c.s.unlock(c.ctx, req.pass); err == nil && c.s.hasUpstreams() {
+			c.forwardAll(body)
+		}
 	case msgExtension:
 		reply, err := c.Extension(string(req.extName), req.extContents)
 		switch {

@@ -118,6 +118,14 @@ type Config struct {
 	// the client. It returns "" for an unknown key. Nil names none; the
 	// daemon uses KnownHostsLookup.
 	KnownHost func(key ssh.PublicKey, p Peer) string
+	// DefaultLifetime, if positive, is the lifetime of a key added
+	// without one (ssh-agent -t).
+	DefaultLifetime time.Duration
+	// Upstreams are the sockets of other agents whose keys are listed
+	// after the server's own and to which requests for those keys, and
+	// adds of key types the server cannot hold, are forwarded; see
+	// upstream.go.
+	Upstreams []string
 }
 
 // Metrics receives the server's events so that they can be counted. The
@@ -178,6 +186,9 @@ type Server struct {
 	auditor    Auditor
 	notifier   Notifier
 	knownHost  func(ssh.PublicKey, Peer) string
+	// defaultLifetime is Config.DefaultLifetime in seconds.
+	defaultLifetime uint32
+	upstreams       []*upstream
 
 	maxConns       int
 	requestTimeout time.Duration // <= 0: none
@@ -244,6 +255,10 @@ func New(cfg Config) *Server {
 		s.log = slog.Default()
 	}
 	s.SetAutoLockTimeout(cfg.AutoLockTimeout)
+	if cfg.DefaultLifetime > 0 {
+		s.defaultLifetime = uint32(min(max(cfg.DefaultLifetime/time.Second, 1), 1<<32-1))
+	}
+	s.upstreams = newUpstreams(cfg.Upstreams, s.log)
 	s.maxMessage = DefaultMaxMessage
 	if cfg.MaxMessage > 0 {
 		// A request must fit in one locked buffer with its length.

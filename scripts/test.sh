@@ -25,3 +25,13 @@ if bad=$(go list -f '{{.ImportPath}} {{join .Deps " "}}' $libs | grep -E ' (gith
 fi
 
 go test -race -count=1 -timeout 30m ./...
+# OpenSSH's regress scripts with icn-agent as ssh-agent (openssh-tests).
+# The five below take about a minute (agent-pkcs11 needs softhsm2);
+# sshsig (30 s alone, 90 s on a loaded machine) is left out to keep CI
+# under ten minutes on two cores. ICN_REGRESS=all runs it too,
+# ICN_REGRESS=none skips them all.
+case "${ICN_REGRESS:-ci}" in
+none) ;;
+all) ./scripts/regress.sh ;;
+*) ./scripts/regress.sh agent agent-subprocess agent-timeout hostkey-agent agent-pkcs11 ;;
+esac

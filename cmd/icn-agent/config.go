@@ -80,6 +80,10 @@ type Config struct {
 	} `toml:"identity"`
 	// Identities holds per-identity settings, by identity name.
 	Identities map[string]IdentityConfig `toml:"identities"`
+	// Upstream lists the sockets of other agents (OpenSSH's ssh-agent
+	// holding FIDO or PKCS#11 keys, a hardware token's agent) whose keys
+	// icn-agent lists after its own and forwards requests to.
+	Upstream []string `toml:"upstream"`
 }
 
 // IdentityConfig is an [identities.NAME] table.

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 //
 // Besides testscript's own commands, scripts can use those in scriptCmds
 // (waitsock, waitport, waitfor, sigterm, freeport, sleep, envsubst,
-// bigmsg): see each function's comment.
+// bigmsg, evalenv, pidgone): see each function's comment.
 func TestScript(t *testing.T) {
 	for _, tool := range []string{"ssh-keygen", "ssh-add", "ssh", "sshd", "git", "setpriv", "swtpm"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -74,6 +74,9 @@ func TestScript(t *testing.T) {
 					switch cond {
 					case "sim", "swtpm":
 						return cond == backend, nil
+					case "sk-dummy":
+						_, err := os.Stat(skDummy)
+						return err == nil, nil
 					}
 					return false, nil
 				},
@@ -106,6 +109,8 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 	"sleep":    cmdSleep,
 	"envsubst": cmdEnvsubst,
 	"bigmsg":   cmdBigMsg,
+	"evalenv":  cmdEvalEnv,
+	"pidgone":  cmdPidGone,
 }
 
 // waitTimeout bounds waitsock and waitport.

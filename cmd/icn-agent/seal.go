@@ -26,7 +26,7 @@ import (
 func init() {
 	register(&command{
 		name:    "keygen",
-		args:    "NAME [--pcrs 0,7] [--signed-policy KEY.pub] [--pin [--pin-file F]] [--comment TEXT] [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
+		args:    "NAME [--host] [--pcrs 0,7] [--signed-policy KEY.pub] [--pin [--pin-file F]] [--comment TEXT] [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
 		summary: "Generate a new Ed25519 identity sealed to this TPM and print its public key; --backup also writes an encrypted backup.",
 		run:     runKeygen,
 	})
@@ -137,6 +137,7 @@ func runKeygen(e *env, args []string) error {
 	var bf backupFlags
 	fs := f.register(c)
 	bf.register(fs)
+	host := fs.Bool("host", false, "a host key for sshd (HostKeyAgent): seal into the system instance's store ("+hostStore+") unless --store, and print the sshd_config lines")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -144,13 +145,22 @@ func runKeygen(e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one NAME")
 	}
+	if *host {
+		hostKeyDefaults(&f)
+	}
 	if err := bf.check(); err != nil {
 		return err
 	}
 	if err := f.policy.check(); err != nil {
 		return err
 	}
-	return sealIdentity(e, &f, &bf, pos[0], nil)
+	if err := sealIdentity(e, &f, &bf, pos[0], nil); err != nil {
+		return err
+	}
+	if *host {
+		printHostKeyConfig(e, &f, pos[0])
+	}
+	return nil
 }
 
 func runImport(e *env, args []string) error {

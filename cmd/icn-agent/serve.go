@@ -32,7 +32,7 @@ import (
 func init() {
 	register(&command{
 		name:    "serve",
-		args:    "[-a SOCKET] [-c] [--pcr-poll DURATION] [--metrics-listen HOST:PORT]",
+		args:    "[-a SOCKET] [-c] [--upstream SOCKET]... [--pcr-poll DURATION] [--metrics-listen HOST:PORT]",
 		summary: "Run the agent in the foreground, serving every sealed identity on SSH_AUTH_SOCK.",
 		run:     runServe,
 	})
@@ -66,6 +66,8 @@ func runServe(e *env, args []string) error {
 	pcrPoll := fs.Duration("pcr-poll", 0, "how often to read the PCRs identities are bound to (default from config, else 30s)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, ADDR a loopback HOST:PORT such as 127.0.0.1:9477 (default: no metrics endpoint)")
 	metricsAny := fs.Bool("metrics-listen-any", false, "allow --metrics-listen on a non-loopback address (the endpoint has no authentication)")
+	var upstreams stringList
+	fs.Var(&upstreams, "upstream", "socket of another agent whose keys are listed after icn-agent's own and used through it (repeatable; default from config)")
 	pos, err := parseFlags(e, c, fs, args)
 	if err != nil {
 		return err
@@ -113,6 +115,7 @@ func runServe(e *env, args []string) error {
 
 		metricsAddr: *metricsListen,
 		metricsAny:  *metricsAny,
+		upstreams:   upstreams.or(f.cfg.Upstream),
 	}
 	return d.run()
 }
@@ -137,6 +140,16 @@ type daemon struct {
 	// metricsAny allows a non-loopback address.
 	metricsAddr string
 	metricsAny  bool
+	// Set by ssh-agent (sshagent.go): the sockets to serve, whether the
+	// agent serves added keys when no TPM is reachable, when to stop,
+	// the default lifetime of added keys, upstream agents, and whether
+	// to print no environment.
+	listeners   []net.Listener
+	tpmOptional bool
+	stop        <-chan struct{}
+	lifetime    time.Duration
+	upstreams   []string
+	quiet       bool
 
 	log   *slog.Logger
 	store *sealstore.Store
@@ -167,6 +180,9 @@ func (d *daemon) run() error {
 		defer metricsL.Close()
 	}
 	tpm, err := d.openTPM(ctx, m)
+	if err != nil && d.tpmOptional {
+		return d.runWithoutTPM(ctx, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -201,6 +217,8 @@ func (d *daemon) run() error {
 		Audit:           ctl.auditor,
 		Notify:          ctl.notifier,
 		KnownHost:       ctl.knownHost,
+		DefaultLifetime: d.lifetime,
+		Upstreams:       d.upstreams,
 	})
 	defer d.srv.Close()
 
@@ -280,6 +298,9 @@ loop:
 		case err := <-errs:
 			runErr = err
 			break loop
+		case <-d.stop:
+			d.log.Info("shutting down")
+			break loop
 		}
 	}
 	cancel()
@@ -306,6 +327,9 @@ func (d *daemon) openTPM(ctx context.Context, m *metrics.Metrics) (*tpmdev.TPM, 
 // listen returns the sockets to serve: systemd's if the agent was socket
 // activated, else a fresh private socket.
 func (d *daemon) listen() ([]net.Listener, error) {
+	if d.listeners != nil {
+		return d.listeners, nil
+	}
 	ls, err := agentsrv.ListenersFromSystemd()
 	if err != nil {
 		return nil, err
@@ -343,6 +367,9 @@ func (d *daemon) socketDesc(ls []net.Listener) string {
 // printEnv prints the line a shell evaluates to use the agent, as
 // ssh-agent does.
 func (d *daemon) printEnv(ls []net.Listener) {
+	if d.quiet {
+		return
+	}
 	path := ls[0].Addr().String()
 	if d.csh {
 		fmt.Fprintf(d.e.stdout, "setenv SSH_AUTH_SOCK %s;\n", path)

@@ -56,7 +56,8 @@ const MaxSize = 1 << 20
 // race with code using the slice returned by [Buffer.Bytes], and the caller
 // owns that synchronisation.
 type Buffer struct {
-	mem    []byte // the whole mapping, a multiple of the page size
+	mem    []byte // the usable mapping, a multiple of the page size
+	region []byte // mem with a guard page on each side
 	n      int    // bytes exposed by Bytes
 	locked bool
 }
@@ -73,9 +74,18 @@ func New(n int) (*Buffer, error) {
 	}
 	page := os.Getpagesize()
 	size := (n + page - 1) / page * page
-	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	// An inaccessible guard page on each side: an overrun faults instead
+	// of reaching a neighbour, and two buffers never share one mapping
+	// (the kernel merges adjacent mappings of the same kind), so each
+	// buffer stays a mapping of its own, locked and unmapped as a whole.
+	region, err := unix.Mmap(-1, 0, size+2*page, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
-		return nil, fmt.Errorf("secmem: mmap %d bytes: %w", size, err)
+		return nil, fmt.Errorf("secmem: mmap %d bytes: %w", size+2*page, err)
+	}
+	mem := region[page : page+size : page+size]
+	if err := unix.Mprotect(mem, unix.PROT_READ|unix.PROT_WRITE); err != nil {
+		_ = unix.Munmap(region)
+		return nil, fmt.Errorf("secmem: mprotect %d bytes: %w", size, err)
 	}
 	// Advise before anything is written so that no secret byte ever lives
 	// in memory that could be dumped or inherited.
@@ -87,11 +97,11 @@ func New(n int) (*Buffer, error) {
 		{unix.MADV_WIPEONFORK, "MADV_WIPEONFORK"},
 	} {
 		if err := unix.Madvise(mem, a.advice); err != nil {
-			_ = unix.Munmap(mem)
+			_ = unix.Munmap(region)
 			return nil, fmt.Errorf("secmem: madvise(%s): %w", a.name, err)
 		}
 	}
-	b := &Buffer{mem: mem, n: n}
+	b := &Buffer{mem: mem, region: region, n: n}
 	// EPERM or ENOMEM here means RLIMIT_MEMLOCK; the buffer stays usable.
 	b.locked = unix.Mlock(mem) == nil
 	return b, nil
@@ -130,8 +140,8 @@ func (b *Buffer) Destroy() {
 	if b == nil || b.mem == nil {
 		return
 	}
-	mem := b.mem
-	b.mem = nil
+	mem, region := b.mem, b.region
+	b.mem, b.region = nil, nil
 	b.n = 0
 	Wipe(mem)
 	if b.locked {
@@ -140,7 +150,7 @@ func (b *Buffer) Destroy() {
 	}
 	// Munmap only fails for arguments that cannot occur here (an unaligned
 	// or foreign range); the bytes are already zero either way.
-	_ = unix.Munmap(mem)
+	_ = unix.Munmap(region)
 }
 
 // Wipe zeroes b in a way the compiler will not elide: the clear is followed
