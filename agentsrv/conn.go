@@ -2,26 +2,56 @@ package agentsrv
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/sys/unix"
+
+	"github.com/icn/icn-agent/internal/edlocked"
+	"github.com/icn/icn-agent/internal/secmem"
 )
 
-// conn is the agent one client connection talks to. Server-wide state
-// lives in the Server; what is private to the connection (session
-// bindings) lives here.
+// conn is one client connection: its request loop, its buffers, and what
+// is private to it (session bindings). Server-wide state lives in the
+// Server.
+//
+// Requests are read into buf, a locked secmem buffer the connection owns
+// and reuses, and parsed in place (see parseRequest): a lock passphrase,
+// an unlock guess, an added private key or an extension's PIN never
+// reaches the Go heap on its way in. The bytes of each request are wiped
+// as soon as it has been answered, and the buffer is destroyed (wiped and
+// unmapped) when it is replaced by a larger one and when the connection
+// ends.
 type conn struct {
 	s   *Server
 	ctx context.Context
 	log *slog.Logger
+	nc  net.Conn
+
+	buf      *secmem.Buffer // request bytes; nil until the first read
+	n        int            // bytes of buf holding data not yet answered
+	deadline bool           // a read deadline is set (a request is half read)
+	out      []byte         // the reply frame; replies carry no secrets
+	sig      [ed25519.SignatureSize]byte
+
+	// State for the connection table (see Server.admit). idle is set
+	// while the loop waits for the first byte of a request; an evictor
+	// takes the connection by swapping it to false first, so that a
+	// connection that has started a request is never evicted.
+	idle     atomic.Bool
+	evicted  atomic.Bool
+	lastUsed atomic.Int64 // Server.mono() at the last request (or accept)
 
 	mu       sync.Mutex
 	bindings []sessionBinding
@@ -29,11 +59,32 @@ type conn struct {
 
 var _ agent.ExtendedAgent = (*conn)(nil)
 
-// errTooLarge closes a connection that sent an oversized request.
-var errTooLarge = errors.New("agentsrv: request too large")
+// Errors that end a connection.
+var (
+	// errTooLarge closes a connection that sent an oversized request.
+	errTooLarge = errors.New("agentsrv: request too large")
+	// errEmptyRequest closes a connection that sent a zero-length
+	// request, as x/crypto's agent does.
+	errEmptyRequest = errors.New("agentsrv: empty request")
+	// errEvicted ends a connection closed to make room for another.
+	errEvicted = errors.New("agentsrv: idle connection closed to make room")
+)
 
-// serveConn checks the peer, then serves c until it ends.
-func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+// reqBufSize is the initial size of a connection's request buffer, one
+// page, like OpenSSH's AGENT_RBUF_LEN: every request but large adds and
+// signatures of large data fits.
+const reqBufSize = 4096
+
+// serveConn checks the peer, then serves c until it ends. It runs inside
+// edlocked.Deep, so that the runtime never shrinks (copies, then frees
+// unwiped) the goroutine's stack while a request's secrets are on it.
+func (s *Server) serveConn(ctx context.Context, pc *conn) {
+	edlocked.Deep(func() { s.serveConnDeep(ctx, pc) })
+}
+
+func (s *Server) serveConnDeep(ctx context.Context, pc *conn) {
+	c := pc.nc
+	defer s.release(pc)
 	defer c.Close()
 	log := s.log
 	if uc, ok := c.(*net.UnixConn); ok {
@@ -52,20 +103,185 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer stop()
 
 	log.Debug("agentsrv: connection opened")
-	pc := &conn{s: s, ctx: ctx, log: log}
-	rw := struct {
-		io.Reader
-		io.Writer
-	}{&frameLimiter{r: c, max: s.maxMessage}, c}
-	err := agent.ServeAgent(pc, rw)
+	pc.ctx, pc.log = ctx, log
+	err := pc.serve()
+	pc.buf.Destroy()
+	pc.buf, pc.n = nil, 0
 	switch {
 	case errors.Is(err, errTooLarge):
 		log.Warn("agentsrv: closing connection after an oversized request", "err", err, "max", s.maxMessage)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		log.Info("agentsrv: closing connection that left a request unfinished", "timeout", s.requestTimeout)
+	case pc.evicted.Load():
+		log.Debug("agentsrv: idle connection closed to make room")
 	case err == nil, errors.Is(err, io.EOF), ctx.Err() != nil, errors.Is(err, net.ErrClosed):
 		log.Debug("agentsrv: connection closed")
 	default:
 		log.Debug("agentsrv: connection ended", "err", err)
 	}
+}
+
+// serve reads, answers and wipes requests until the connection fails.
+func (c *conn) serve() error {
+	for {
+		if err := c.fill(4); err != nil {
+			return err
+		}
+		size := binary.BigEndian.Uint32(c.buf.Bytes())
+		switch {
+		case size == 0:
+			return errEmptyRequest
+		case size > c.s.maxMessage:
+			return fmt.Errorf("%w: %d bytes, limit %d", errTooLarge, size, c.s.maxMessage)
+		}
+		frame := 4 + int(size)
+		if err := c.fill(frame); err != nil {
+			return err
+		}
+		if c.deadline {
+			c.nc.SetReadDeadline(time.Time{})
+			c.deadline = false
+		}
+		c.lastUsed.Store(c.s.mono())
+
+		c.out = append(c.out[:0], 0, 0, 0, 0)
+		c.out = c.handle(c.out, c.buf.Bytes()[4:frame])
+		binary.BigEndian.PutUint32(c.out, uint32(len(c.out)-4))
+
+		// Wipe the request, keep what follows it (a client may send its
+		// next request before reading this reply), and go back to the
+		// small buffer after a large request.
+		b := c.buf.Bytes()
+		copy(b, b[frame:c.n])
+		c.n -= frame
+		secmem.Wipe(b[c.n:min(c.n+frame, len(b))])
+		if len(b) > reqBufSize && c.n <= reqBufSize {
+			if err := c.resize(reqBufSize); err != nil {
+				return err
+			}
+		}
+		// Idle from here if nothing of the next request is in: a
+		// connection is evictable as soon as its request is answered.
+		if c.n == 0 {
+			c.idle.Store(true)
+		}
+		if _, err := c.nc.Write(c.out); err != nil {
+			return err
+		}
+	}
+}
+
+// fill reads until buf holds at least n bytes, growing it if needed.
+// While nothing of a request has arrived the connection is idle (it may
+// be evicted); once part of one has, the rest must follow within
+// Config.RequestTimeout.
+func (c *conn) fill(n int) error {
+	if c.buf.Len() < n {
+		size := max(reqBufSize, (n+reqBufSize-1)/reqBufSize*reqBufSize)
+		if err := c.resize(size); err != nil {
+			return err
+		}
+	}
+	b := c.buf.Bytes()
+	for c.n < n {
+		if c.n == 0 {
+			// Already idle, or evicted and out of the table; either way
+			// the connection belongs to whoever holds idle.
+			c.idle.Store(true)
+		} else if !c.deadline && c.s.requestTimeout > 0 {
+			c.nc.SetReadDeadline(time.Now().Add(c.s.requestTimeout))
+			c.deadline = true
+		}
+		m, err := c.nc.Read(b[c.n:])
+		if c.n == 0 && !c.idle.CompareAndSwap(true, false) {
+			// An evictor took the connection while it was idle.
+			return errEvicted
+		}
+		c.n += m
+		if err != nil {
+			if c.n > 0 && errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// resize replaces buf with a locked buffer of size bytes, moving the
+// unanswered bytes over, and destroys the old one.
+func (c *conn) resize(size int) error {
+	nb, err := secmem.New(size)
+	if err != nil {
+		return fmt.Errorf("agentsrv: request buffer: %w", err)
+	}
+	if !nb.Locked() {
+		c.s.warnUnlocked.Do(func() {
+			c.s.log.Warn("agentsrv: request buffers are not locked in memory (RLIMIT_MEMLOCK); secrets in requests may be swapped out")
+		})
+	}
+	if c.buf != nil {
+		copy(nb.Bytes(), c.buf.Bytes()[:c.n])
+		c.buf.Destroy()
+	}
+	c.buf = nb
+	return nil
+}
+
+// handle answers one request (body: type byte and content), appending
+// the reply to out.
+func (c *conn) handle(out, body []byte) []byte {
+	req, err := parseRequest(body)
+	if err != nil {
+		c.debug("agentsrv: request refused", slog.Int("type", int(body[0])), slog.Any("err", err))
+		return append(out, msgFailure)
+	}
+	switch req.typ {
+	case msgRequestIdentities:
+		return c.appendList(out)
+	case msgSignRequest:
+		var ok bool
+		if out, ok = c.appendSign(out, req.key, req.data, agent.SignatureFlags(req.flags)); ok {
+			return out
+		}
+		return append(out, msgFailure)
+	case msgAddIdentity, msgAddIDConstrained:
+		err = c.s.addParsed(&req.add)
+		// Building an RSA or ECDSA key computes with its private
+		// values in stack frames: clear them.
+		edlocked.Scrub()
+		if err != nil {
+			c.log.Info("agentsrv: add refused", "err", err)
+		}
+	case msgRemoveIdentity:
+		err = c.remove(req.key)
+	case msgRemoveAll:
+		err = c.RemoveAll()
+	case msgLock:
+		err = c.s.lock(req.pass)
+	case msgUnlock:
+		err = c.s.unlock(c.ctx, req.pass)
+	case msgExtension:
+		reply, err := c.Extension(string(req.extName), req.extContents)
+		switch {
+		case errors.Is(err, agent.ErrExtensionUnsupported):
+			return append(out, msgFailure)
+		case err != nil:
+			c.debug("agentsrv: extension failed", slog.String("type", string(req.extName)), slog.Any("err", err))
+			return append(out, msgExtensionFailure)
+		case len(reply) == 0:
+			return append(out, msgSuccess)
+		}
+		return append(out, reply...)
+	default:
+		c.debug("agentsrv: unsupported request", slog.Int("type", int(req.typ)))
+		return append(out, msgFailure)
+	}
+	if err != nil {
+		c.debug("agentsrv: request failed", slog.Int("type", int(req.typ)), slog.Any("err", err))
+		return append(out, msgFailure)
+	}
+	return append(out, msgSuccess)
 }
 
 // peerCred returns the credentials of the process at the other end of a
@@ -88,55 +304,6 @@ func peerCred(uc *net.UnixConn) (*unix.Ucred, error) {
 	return cred, nil
 }
 
-// frameLimiter passes through a stream of agent requests (uint32 length,
-// then that many bytes) and fails, before the body is read, at the first
-// request longer than max. The error is sticky.
-type frameLimiter struct {
-	r    io.Reader
-	max  uint32
-	hdr  [4]byte
-	hdrN int    // header bytes seen of the current request
-	body uint32 // body bytes still to come of the current request
-	err  error
-}
-
-func (f *frameLimiter) Read(p []byte) (int, error) {
-	if f.err != nil {
-		return 0, f.err
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if f.body > 0 {
-		if uint64(len(p)) > uint64(f.body) {
-			p = p[:f.body]
-		}
-		n, err := f.r.Read(p)
-		f.body -= uint32(n)
-		return n, err
-	}
-	// Between requests: read no further than the end of the header.
-	if len(p) > 4-f.hdrN {
-		p = p[:4-f.hdrN]
-	}
-	n, err := f.r.Read(p)
-	copy(f.hdr[f.hdrN:], p[:n])
-	f.hdrN += n
-	if f.hdrN < 4 {
-		return n, err
-	}
-	f.hdrN = 0
-	size := binary.BigEndian.Uint32(f.hdr[:])
-	if size > f.max {
-		// Withhold the last header bytes so that the reader sees the
-		// error rather than a length it would allocate for.
-		f.err = fmt.Errorf("%w: %d bytes, limit %d", errTooLarge, size, f.max)
-		return 0, f.err
-	}
-	f.body = size
-	return n, err
-}
-
 // debug logs a request at Debug level.
 func (c *conn) debug(msg string, attrs ...slog.Attr) {
 	c.log.LogAttrs(c.ctx, slog.LevelDebug, msg, attrs...)
@@ -146,9 +313,54 @@ func (c *conn) debug(msg string, attrs ...slog.Attr) {
 // attributes of a disabled log would cost an allocation.
 func (c *conn) debugEnabled() bool { return c.log.Enabled(c.ctx, slog.LevelDebug) }
 
-// List returns the sealed identities (each followed by its certificate,
-// if it has one) that ssh-add -d has not hidden, then the software keys.
-// It is empty while the agent is locked.
+// listedLocked calls f for each listed key, in List order: the sealed
+// identities ssh-add -d has not hidden (each followed by its certificate,
+// if it has one), then the software keys. s.mu must be held.
+func (s *Server) listedLocked(f func(blob []byte, comment string)) {
+	for _, e := range s.sealed {
+		if e.hidden {
+			continue
+		}
+		f(e.pubWire, e.comment)
+		if e.cert != nil {
+			f(e.certWire, e.comment)
+		}
+	}
+	for _, k := range s.soft {
+		f(k.wire, k.comment)
+	}
+}
+
+// appendList appends SSH_AGENT_IDENTITIES_ANSWER: nothing while the agent
+// is locked.
+func (c *conn) appendList(out []byte) []byte {
+	s := c.s
+	s.mu.Lock()
+	s.expireSoftLocked(s.wallNow())
+	s.mu.Unlock()
+
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out = append(out, msgIdentitiesAnswer)
+	if s.locked {
+		c.debug("agentsrv: list while locked")
+		return appendUint32(out, 0)
+	}
+	countAt := len(out)
+	out = appendUint32(out, 0)
+	n := 0
+	s.listedLocked(func(blob []byte, comment string) {
+		out = appendString(out, blob)
+		out = appendUint32(out, uint32(len(comment)))
+		out = append(out, comment...)
+		n++
+	})
+	binary.BigEndian.PutUint32(out[countAt:], uint32(n))
+	c.debug("agentsrv: list", slog.Int("keys", n))
+	return out
+}
+
+// List returns the keys appendList lists.
 func (c *conn) List() ([]*agent.Key, error) {
 	s := c.s
 	s.mu.Lock()
@@ -158,24 +370,36 @@ func (c *conn) List() ([]*agent.Key, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.locked {
-		c.debug("agentsrv: list while locked")
 		return nil, nil
 	}
-	keys := make([]*agent.Key, 0, 2*len(s.sealed)+len(s.soft))
-	for _, e := range s.sealed {
-		if e.hidden {
-			continue
+	var keys []*agent.Key
+	s.listedLocked(func(blob []byte, comment string) {
+		var k struct {
+			Format string
+			Rest   []byte `ssh:"rest"`
 		}
-		keys = append(keys, &agent.Key{Format: ssh.KeyAlgoED25519, Blob: e.pubWire, Comment: e.comment})
-		if e.cert != nil {
-			keys = append(keys, &agent.Key{Format: e.cert.Type(), Blob: e.certWire, Comment: e.comment})
-		}
-	}
-	for _, k := range s.soft {
-		keys = append(keys, &agent.Key{Format: k.signer.PublicKey().Type(), Blob: k.wire, Comment: k.comment})
-	}
-	c.debug("agentsrv: list", slog.Int("keys", len(keys)))
+		ssh.Unmarshal(blob, &k)
+		keys = append(keys, &agent.Key{Format: k.Format, Blob: blob, Comment: comment})
+	})
 	return keys, nil
+}
+
+// appendSign appends SSH_AGENT_SIGN_RESPONSE with the signature of data
+// by the key whose wire blob is key, and reports whether it signed. A
+// warm signature with a sealed identity allocates nothing: it is written
+// to c.sig, then into out.
+func (c *conn) appendSign(out, key, data []byte, flags agent.SignatureFlags) ([]byte, bool) {
+	sig, sealed, err := c.sign(key, data, flags, &c.sig)
+	if err != nil {
+		c.s.metrics.SignFailed(sealed, err)
+		c.debug("agentsrv: sign failed", slog.Any("err", err))
+		return out, false
+	}
+	c.s.metrics.Signed(sealed)
+	if sig == nil {
+		return appendSignResponse(out, ssh.KeyAlgoED25519, c.sig[:], nil), true
+	}
+	return appendSignResponse(out, sig.Format, sig.Blob, sig.Rest), true
 }
 
 // Sign signs data with key.
@@ -183,25 +407,31 @@ func (c *conn) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 	return c.SignWithFlags(key, data, 0)
 }
 
-// SignWithFlags signs data with key: a sealed identity (unsealed first if
-// its seed is not cached), its certificate, or a software key. Flags
-// select RSA SHA-2 signatures for software RSA keys and are ignored for
-// Ed25519.
+// SignWithFlags is the request path of appendSign, for callers in the
+// process (the quote extension, tests).
 func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
-	sig, sealed, err := c.signWithFlags(key, data, flags)
+	b := new(sigBox)
+	sig, sealed, err := c.sign(key.Marshal(), data, flags, &b.blob)
 	if err != nil {
 		c.s.metrics.SignFailed(sealed, err)
-	} else {
-		c.s.metrics.Signed(sealed)
+		return nil, err
 	}
-	return sig, err
+	c.s.metrics.Signed(sealed)
+	if sig == nil {
+		b.sig = ssh.Signature{Format: ssh.KeyAlgoED25519, Blob: b.blob[:]}
+		sig = &b.sig
+	}
+	return sig, nil
 }
 
-// signWithFlags is SignWithFlags; it also reports whether key is a
-// sealed identity's.
-func (c *conn) signWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (_ *ssh.Signature, sealed bool, _ error) {
+// sign signs data with the key whose wire blob is wire: a sealed
+// identity (unsealed first if its seed is not cached), its certificate,
+// or a software key. A sealed identity's signature is written to dst and
+// sig is nil; a software key's is returned. Flags select RSA SHA-2
+// signatures for software RSA keys and are ignored for Ed25519. It also
+// reports whether wire is a sealed identity's.
+func (c *conn) sign(wire, data []byte, flags agent.SignatureFlags, dst *[ed25519.SignatureSize]byte) (sig *ssh.Signature, sealed bool, _ error) {
 	s := c.s
-	wire := key.Marshal()
 	var acceptGen uint64
 	for attempt := 0; ; attempt++ {
 		s.mu.RLock()
@@ -223,16 +453,19 @@ func (c *conn) signWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 			}
 			c.debug("agentsrv: sign", slog.String("fingerprint", k.fp), slog.String("backend", "software"))
 			sig, err := s.signSoft(c.ctx, k, data, flags)
+			// RSA and ECDSA signing leave private intermediates (CRT
+			// values, the nonce) in the frames below: clear them.
+			edlocked.Scrub()
 			return sig, false, err
 		}
 		e := ref.sealed
-		sig, ok := e.trySign(s.wallNow(), data, acceptGen)
+		ok = e.trySignInto(s.wallNow(), data, acceptGen, dst)
 		s.mu.RUnlock()
 		if ok {
 			if c.debugEnabled() {
 				c.log.LogAttrs(c.ctx, slog.LevelDebug, "agentsrv: sign", slog.String("name", e.name), slog.String("fingerprint", e.fp))
 			}
-			return sig, true, nil
+			return nil, true, nil
 		}
 		if attempt >= 3 {
 			return nil, true, fmt.Errorf("agentsrv: identity %s: seed dropped before it could be used", e.name)
@@ -259,9 +492,11 @@ func (c *conn) Add(key agent.AddedKey) error {
 
 // Remove deletes a software key, or hides a sealed identity (zeroizing
 // its cached seed) until Restore, the unseal extension or a new blob.
-func (c *conn) Remove(key ssh.PublicKey) error {
+func (c *conn) Remove(key ssh.PublicKey) error { return c.remove(key.Marshal()) }
+
+// remove is Remove, by the key's wire blob.
+func (c *conn) remove(wire []byte) error {
 	s := c.s
-	wire := key.Marshal()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.locked {
@@ -294,7 +529,7 @@ func (c *conn) RemoveAll() error {
 		return ErrLocked
 	}
 	for _, k := range s.soft {
-		k.stopTimer()
+		k.destroy()
 	}
 	n := len(s.soft)
 	s.soft = nil

@@ -26,10 +26,11 @@
 //   - when SetIdentities removes the identity or brings a different blob
 //     for it.
 //
-// Signatures are computed in software by this package (see ed25519.go)
-// rather than by crypto/ed25519, which aborts the process when handed a
-// key stored outside the Go heap, and which would otherwise keep a
-// derived copy of the key in a heap cache.
+// Signatures are computed in software by internal/edlocked rather than
+// by crypto/ed25519, which aborts the process when handed a key stored
+// outside the Go heap, and which would otherwise keep a derived copy of
+// the key in a heap cache. Unseal goroutines run inside edlocked.Deep,
+// so that the runtime never moves their stacks while a seed is on them.
 //
 // # Protocol behaviour
 //
@@ -38,20 +39,26 @@
 // name when the comment is empty), then the software keys in the order
 // they were added.
 //
-// Add accepts any key type golang.org/x/crypto/ssh supports, with a
+// Add accepts ssh-ed25519, ssh-rsa and ecdsa-sha2-nistp256/384/521 keys
+// and their OpenSSH certificates, as x/crypto's agent does, with a
 // lifetime (the key is deleted when it ends) and, if Config.AskPass is
 // set, the confirm constraint (the program is run before each signature
 // and must exit 0). Constraint extensions, such as OpenSSH's destination
 // restrictions, are refused because they cannot be honoured; so is a key
-// equal to a sealed identity's.
+// equal to a sealed identity's, and an Ed25519 key whose public half is
+// not the public key of its seed ([ErrKeyMismatch]). An added Ed25519 key
+// is copied from the request straight into a locked buffer and signs
+// with internal/edlocked, like a sealed seed; RSA and ECDSA keys are held
+// by x/crypto signers in the Go heap (see Secrets in memory).
 //
 // Remove and RemoveAll delete software keys. For sealed identities they
 // zeroize the seed and hide the identity from List and Sign until
 // [Server.Restore], the unseal@icn-agent extension, a changed blob, or a
 // restart. Nothing on disk is touched.
 //
-// Lock keeps only a salted Argon2id hash of the passphrase and zeroizes
-// every cached seed. While locked, List is empty and everything else
+// Lock keeps only a salted Argon2id hash of the passphrase, in locked
+// memory, and zeroizes every cached seed; software keys stay, as in
+// OpenSSH. While locked, List is empty and everything else
 // fails except Unlock and the query and status@icn-agent extensions. A
 // wrong Unlock passphrase costs 100 ms per consecutive failure (at most
 // 10 s) before the error, as in OpenSSH.
@@ -59,12 +66,78 @@
 // If Config.Metrics is set, every unseal, signature (made or failed) and
 // PCR change is reported to it; the daemon exports them to Prometheus.
 //
-// Each connection is served by agent.ServeAgent from
-// golang.org/x/crypto/ssh/agent, behind two checks: on a unix socket, the
-// peer's uid (SO_PEERCRED) must be allowed by Config.AllowUID (by default
-// the agent's own uid and root), and a request longer than
-// Config.MaxMessage (256 KiB by default, where ServeAgent alone allows
-// 16 MiB) closes that connection before its body is read.
+// # Connections
+//
+// Each connection is served by this package's request loop (conn.go), on
+// its own goroutine, run inside edlocked.Deep. On a unix socket, the
+// peer's uid (SO_PEERCRED) must first be allowed by Config.AllowUID (by
+// default the agent's own uid and root). A request longer than
+// Config.MaxMessage (256 KiB by default, at most 1 MiB) closes that
+// connection before its body is read; so does a zero-length one.
+// Requests are answered in order, and a client may send several before
+// reading the replies. Replies are those of OpenSSH's agent: unknown
+// requests, including the SSH protocol 1 ones, get SSH_AGENT_FAILURE.
+//
+// Config.MaxConns caps the connections held at once (256 by default,
+// lowered to leave 32 descriptors of RLIMIT_NOFILE to the rest of the
+// daemon). A new connection over the cap closes the one idle the longest
+// (waiting between requests); connections in the middle of a request are
+// never closed for room, and if all are, the new one is refused. A
+// connection that starts a request must complete it within
+// Config.RequestTimeout (10 s by default). If Accept runs out of
+// descriptors anyway, the longest idle connection is closed, or if none
+// is idle the pending connection is refused with a spare descriptor kept
+// for the purpose. A flood of idle connections therefore cannot lock the
+// owner out. Closed and refused connections are logged once per burst.
+// Each connection holds a 4 KiB locked request buffer and, because its
+// goroutine runs inside edlocked.Deep, a 128 KiB stack that is never
+// shrunk: 33 MiB at the default cap.
+//
+// # Secrets in memory
+//
+// Each connection reads its requests into a buffer of locked memory
+// (internal/secmem: mlock'ed, left out of core dumps and forks) that it
+// owns and reuses, and parses them in place: a lock passphrase, an
+// unlock guess, an added private key or an extension's contents are not
+// copied into the Go heap on their way in. Each request is wiped once
+// answered; a buffer grown for a large request is destroyed (wiped and
+// unmapped) when the request is done, and the buffer when the connection
+// ends. If RLIMIT_MEMLOCK refuses the lock, the buffers work unlocked and
+// the server warns once.
+//
+// The lock passphrase is copied from the request into a second locked
+// buffer laid out so that BLAKE2b, in Argon2's first hash, compresses the
+// passphrase in place and never copies it into its heap block buffer (see
+// lock.go); the stack is scrubbed afterwards. The lock hash is kept in
+// locked memory and destroyed on unlock; every guess and its hash are
+// wiped.
+//
+// What cannot be wiped, because the Go standard library or x/crypto
+// keeps it in heap memory this package cannot reach (the garbage
+// collector frees it without clearing it; the memory is reused, at some
+// later time, by other allocations):
+//
+//   - Software RSA keys: the big.Int words of D, the primes and the CRT
+//     values are wiped when the key is removed, but crypto/rsa's
+//     Precompute also builds an unexported FIPS key (bigmod copies of d,
+//     p, q, dP, dQ and qInv), and each signature leaves bigmod
+//     intermediates of the CRT exponentiation in the heap.
+//   - Software ECDSA keys: D's words are wiped on removal, but
+//     crypto/ecdsa caches a FIPS copy of the private scalar per key (a
+//     cache keyed by a weak pointer, dropped unwiped when the key is
+//     collected), and each signature leaves its HMAC-DRBG state, seeded
+//     with the scalar, and its nonce, from which the scalar follows, in
+//     the heap.
+//   - The lock passphrase: Argon2's 19 MiB work area and BLAKE2b's
+//     chaining state after the passphrase blocks are derived from the
+//     passphrase. They do not contain it, but someone who reads them can
+//     test guesses at the cost of a BLAKE2b hash rather than of Argon2id.
+//     Argon2's worker goroutines' stacks hold work-area blocks likewise.
+//   - Anything in transit in the kernel: socket buffers, and the
+//     registers the kernel saves when a signal interrupts the work.
+//
+// Sealed seeds are covered in docs/security.md (the TPM library's unseal
+// path leaves copies of its own).
 //
 // # Extensions
 //

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 )
@@ -27,9 +28,9 @@ const (
 // writes and reads.
 const StatusVersion = 2
 
-// msgSuccess is SSH_AGENT_SUCCESS. agent.ServeAgent sends the bytes an
-// extension returns as the whole reply, so a reply with content starts
-// with it.
+// msgSuccess is SSH_AGENT_SUCCESS. The request loop sends the bytes an
+// extension returns as the whole reply (as x/crypto's agent.ServeAgent
+// does), so a reply with content starts with it.
 const msgSuccess = 6
 
 // supportedExtensions is the reply to query, in this order; ExtMetrics
@@ -352,7 +353,7 @@ func parseQuery(reply []byte) ([]string, error) {
 
 // Extension handles the agent protocol extensions; see the package
 // documentation for their formats. Unknown extensions get
-// agent.ErrExtensionUnsupported, which ServeAgent turns into
+// agent.ErrExtensionUnsupported, which the request loop turns into
 // SSH_AGENT_FAILURE; other errors become SSH_AGENT_EXTENSION_FAILURE.
 func (c *conn) Extension(extensionType string, contents []byte) ([]byte, error) {
 	s := c.s
@@ -388,10 +389,17 @@ func (c *conn) Extension(extensionType string, contents []byte) ([]byte, error) 
 // extUnseal unseals an identity now, un-hides it and sets its expiry.
 func (c *conn) extUnseal(contents []byte) ([]byte, error) {
 	s := c.s
+	// contents is a slice of the connection's locked request buffer,
+	// wiped after the reply. It is parsed in place: a field carrying a
+	// secret (a PIN) must be handed on as a slice of it, never copied
+	// into a string or a fresh slice.
 	var req unsealRequest
-	if err := ssh.Unmarshal(contents, &req); err != nil {
-		return nil, fmt.Errorf("agentsrv: malformed %s request: %w", ExtUnseal, err)
+	var name []byte
+	in := cryptobyte.String(contents)
+	if !readString(&in, &name) || !in.ReadUint32(&req.LifetimeSecs) || !in.Empty() {
+		return nil, fmt.Errorf("%w: %s", errMalformed, ExtUnseal)
 	}
+	req.Name = string(name)
 	life := s.autoLock()
 	if req.LifetimeSecs > 0 {
 		life = time.Duration(req.LifetimeSecs) * time.Second
@@ -467,7 +475,9 @@ func (c *conn) extSessionBind(contents []byte) ([]byte, error) {
 	if len(req.SessionID) == 0 || len(req.SessionID) > maxSessionIDLen {
 		return nil, fmt.Errorf("agentsrv: session-bind: session identifier of %d bytes", len(req.SessionID))
 	}
-	hostKey, err := ssh.ParsePublicKey(req.HostKey)
+	// The parsed key aliases its input, and the request buffer is wiped
+	// and reused after the reply: the binding keeps a copy.
+	hostKey, err := ssh.ParsePublicKey(bytes.Clone(req.HostKey))
 	if err != nil {
 		return nil, fmt.Errorf("agentsrv: session-bind: host key: %w", err)
 	}

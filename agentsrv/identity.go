@@ -95,18 +95,27 @@ type sigBox struct {
 // unseal, so that a very short lifetime cannot starve it). It reports
 // whether it signed. It does not allocate beyond the signature.
 func (e *sealed) trySign(now time.Time, data []byte, acceptGen uint64) (*ssh.Signature, bool) {
+	b := new(sigBox)
+	if !e.trySignInto(now, data, acceptGen, &b.blob) {
+		return nil, false
+	}
+	b.sig = ssh.Signature{Format: ssh.KeyAlgoED25519, Blob: b.blob[:]}
+	return &b.sig, true
+}
+
+// trySignInto is trySign, writing the signature to sig. It does not
+// allocate.
+func (e *sealed) trySignInto(now time.Time, data []byte, acceptGen uint64, sig *[ed25519.SignatureSize]byte) bool {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.key == nil {
-		return nil, false
+		return false
 	}
 	if !e.expiry.IsZero() && !now.Before(e.expiry) && e.gen != acceptGen {
-		return nil, false
+		return false
 	}
-	b := new(sigBox)
-	edlocked.Sign(&b.blob, e.key.Bytes(), data)
-	b.sig = ssh.Signature{Format: ssh.KeyAlgoED25519, Blob: b.blob[:]}
-	return &b.sig, true
+	edlocked.Sign(sig, e.key.Bytes(), data)
+	return true
 }
 
 // dropLocked zeroizes the cached seed, if any, and starts a new
@@ -222,7 +231,8 @@ func (s *Server) unseal(ctx context.Context, e *sealed, life time.Duration, refr
 			f = &flight{done: make(chan struct{})}
 			e.flight = f
 			s.wg.Add(1)
-			go s.runUnseal(e, f, e.blob, e.gen, life)
+			blob, gen := e.blob, e.gen
+			go edlocked.Deep(func() { s.runUnseal(e, f, blob, gen, life) })
 		}
 		e.mu.Unlock()
 		s.mu.RUnlock()
@@ -425,7 +435,7 @@ func (s *Server) SetIdentities(ids []Identity) error {
 	// A software key equal to a sealed identity gives way to it.
 	s.soft = slices.DeleteFunc(s.soft, func(k *softKey) bool {
 		if _, clash := keys[string(k.baseWire)]; clash {
-			k.stopTimer()
+			k.destroy()
 			s.log.Warn("agentsrv: software key replaced by sealed identity", "fingerprint", k.fp, "name", keys[string(k.baseWire)])
 			return true
 		}

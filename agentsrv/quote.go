@@ -15,7 +15,9 @@ import (
 // quote bound to nonce and the identity's key, over the identity's sealing
 // PCRs and extraPCRs, with the identity's proof of possession made by
 // sign (a raw Ed25519 signature of msg). The daemon implements it with
-// attest and its TPM.
+// attest and its TPM. nonce points into the connection's request buffer,
+// which is wiped and reused once the request is answered: Quote must not
+// keep it past its return.
 type Attester interface {
 	Quote(ctx context.Context, b *sealstore.Blob, nonce []byte, extraPCRs []int, sign func(msg []byte) ([]byte, error)) (*attest.Evidence, error)
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -28,6 +29,22 @@ type Unsealer interface {
 
 // DefaultMaxMessage is the default cap on the size of one agent request.
 const DefaultMaxMessage = 256 << 10
+
+// Defaults for the connection limits; see Config.MaxConns and
+// Config.RequestTimeout.
+const (
+	DefaultMaxConns       = 256
+	DefaultRequestTimeout = 10 * time.Second
+)
+
+// fdReserve is how many file descriptors the default connection cap
+// leaves to the rest of the daemon (the TPM, the store, logs, a spare).
+const fdReserve = 32
+
+// burstInterval is how often a burst of refused or evicted connections is
+// logged: once when it starts, then at most once per interval, with a
+// count.
+const burstInterval = 10 * time.Second
 
 // sweepInterval is how often Serve looks for cached seeds past their
 // expiry. Timers do the precise work; the sweep catches the case timers
@@ -53,7 +70,8 @@ type Config struct {
 	// from the unseal. Zero keeps it until lock, removal or DropAll.
 	AutoLockTimeout time.Duration
 	// MaxMessage caps the size of one request; a client sending a larger
-	// one is disconnected. Zero means DefaultMaxMessage.
+	// one is disconnected. Zero means DefaultMaxMessage; at most 1 MiB
+	// less 4 bytes (a request must fit in one locked buffer).
 	MaxMessage int
 	// AskPass is the path of an SSH_ASKPASS-style program used to confirm
 	// each use of a key added with the confirm constraint (ssh-add -c). It
@@ -70,6 +88,19 @@ type Config struct {
 	// Sleep waits d or until ctx is done; it is how failed unlocks are
 	// slowed down. Nil means a timer.
 	Sleep func(ctx context.Context, d time.Duration)
+	// MaxConns caps the connections served at once. When a new
+	// connection would exceed it, the connection idle (between requests)
+	// the longest is closed to make room; if none is idle, the new one is
+	// refused. OpenSSH's agent serves as many as its file descriptor limit
+	// allows; zero means DefaultMaxConns, lowered to leave 32 descriptors
+	// of RLIMIT_NOFILE to the rest of the process.
+	MaxConns int
+	// RequestTimeout is how long a client may take to send the rest of a
+	// request it has started; a connection still holding a partial
+	// request then is closed. A connection idle between requests is kept,
+	// as OpenSSH's agent keeps it (subject to MaxConns). Zero means
+	// DefaultRequestTimeout; negative means no limit.
+	RequestTimeout time.Duration
 	// Metrics, if set, is told of every unseal, signature and PCR
 	// change. If it also implements MetricsReporter, the server answers
 	// the metrics@icn-agent extension with its report. Nil means none.
@@ -111,8 +142,14 @@ func (noMetrics) PCRsChanged([]int)             {}
 
 // Server is the agent: it holds the sealed identities, the seeds it has
 // unsealed, the software keys added with ssh-add and the lock state, and
-// serves them to any number of connections. Its methods are safe for
-// concurrent use.
+// serves them to up to Config.MaxConns connections. Its methods are safe
+// for concurrent use.
+//
+// Lock order: lockMu, then mu, then a sealed identity's mu (or a software
+// Ed25519 key's edSigner.mu), then conn.mu. cmu, which guards the
+// connection table, is a leaf: nothing else is taken while it is held,
+// and it is never taken with mu held. Functions named ...Locked expect
+// the lock named in their comment to be held.
 type Server struct {
 	unsealer   Unsealer
 	attester   Attester
@@ -125,6 +162,17 @@ type Server struct {
 	allowUID   func(uid uint32) bool
 	sleep      func(ctx context.Context, d time.Duration)
 	metrics    Metrics
+
+	maxConns       int
+	requestTimeout time.Duration // <= 0: none
+	epoch          time.Time     // origin of mono
+	warnUnlocked   sync.Once     // the RLIMIT_MEMLOCK warning for request buffers
+
+	// cmu guards the connection table; see the lock order above.
+	cmu      sync.Mutex
+	conns    map[*conn]struct{}
+	evictLog burstLog // idle connections closed to make room
+	refuse   burstLog // connections refused: cap reached, none idle
 
 	// base is cancelled by Close; every connection and unseal derives
 	// from it.
@@ -141,7 +189,7 @@ type Server struct {
 	byKey    map[string]keyRef  // SSH wire key or certificate -> key
 	soft     []*softKey         // in order of addition
 	pcrs     map[int][]byte     // last known PCR values (SHA-256), from UpdatePCRs
-	lockHash []byte             // argon2id of the lock passphrase, while locked
+	lockHash *secmem.Buffer     // argon2id of the lock passphrase, while locked
 	lockSalt []byte
 
 	// lockMu serializes Lock and Unlock, including the delay after a
@@ -178,9 +226,20 @@ func New(cfg Config) *Server {
 	}
 	s.SetAutoLockTimeout(cfg.AutoLockTimeout)
 	s.maxMessage = DefaultMaxMessage
-	if cfg.MaxMessage > 0 && uint64(cfg.MaxMessage) < 1<<32 {
-		s.maxMessage = uint32(cfg.MaxMessage)
+	if cfg.MaxMessage > 0 {
+		// A request must fit in one locked buffer with its length.
+		s.maxMessage = uint32(min(cfg.MaxMessage, secmem.MaxSize-4))
 	}
+	s.maxConns = cfg.MaxConns
+	if s.maxConns <= 0 {
+		s.maxConns = defaultMaxConns()
+	}
+	s.requestTimeout = cfg.RequestTimeout
+	if s.requestTimeout == 0 {
+		s.requestTimeout = DefaultRequestTimeout
+	}
+	s.epoch = time.Now()
+	s.conns = map[*conn]struct{}{}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -232,6 +291,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	conns.Go(func() { s.sweep(ctx) })
 	s.log.Info("agentsrv: serving", "addr", l.Addr().String())
 
+	spare := openSpare()
+	defer func() { spare.Close() }()
+
 	var acceptErr error
 	var backoff time.Duration
 	for {
@@ -239,6 +301,19 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				break
+			}
+			if isFDExhaustion(err) {
+				// Out of file descriptors, likely a flood of idle
+				// connections: close the longest idle one and retry at
+				// once. With none idle, take the pending connection on
+				// the spare descriptor and refuse it, so that the queue
+				// moves and clients see EOF instead of hanging.
+				if s.evictForFD() {
+					backoff = 0
+					sleepContext(ctx, time.Millisecond) // the evicted descriptor closes asynchronously
+					continue
+				}
+				spare = s.refuseWithSpare(l, spare)
 			}
 			if isTemporary(err) {
 				// Out of file descriptors and the like: wait, as
@@ -252,7 +327,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			break
 		}
 		backoff = 0
-		conns.Go(func() { s.serveConn(ctx, c) })
+		if spare == nil {
+			spare = openSpare()
+		}
+		pc := s.admit(c)
+		if pc == nil {
+			continue
+		}
+		conns.Go(func() { s.serveConn(ctx, pc) })
 	}
 	cancel()
 	l.Close()
@@ -284,7 +366,11 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer s.wg.Done()
 	ctx, cancel := mergeCancel(ctx, s.base)
 	defer cancel()
-	s.serveConn(ctx, c)
+	pc := s.admit(c)
+	if pc == nil {
+		return
+	}
+	s.serveConn(ctx, pc)
 }
 
 // enter registers a running Serve or ServeConn, unless the server is
@@ -338,13 +424,17 @@ func (s *Server) Close() error {
 	s.shutdown()
 	s.wg.Wait()
 
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.lockHash.Destroy()
+	s.lockHash = nil
 	for _, e := range s.sealed {
 		e.retire()
 	}
 	for _, k := range s.soft {
-		k.stopTimer()
+		k.destroy()
 	}
 	s.sealed, s.soft = nil, nil
 	clear(s.byName)

@@ -1,7 +1,9 @@
 package agentsrv
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -14,10 +16,14 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 )
 
-// softKey is a key added with ssh-add, held in ordinary memory as
-// OpenSSH's agent holds it. All fields are guarded by Server.mu.
+// softKey is a key added with ssh-add. An Ed25519 key lives in locked
+// memory (see edSigner); RSA and ECDSA keys live in the Go heap, as
+// x/crypto's signers need them, and their big.Int words are wiped when the
+// key goes (see wipeKey for what cannot be). All fields are guarded by
+// Server.mu.
 type softKey struct {
 	signer   ssh.Signer
+	typ      string // the listed key's type
 	wire     []byte // the listed key: the certificate if there is one
 	baseWire []byte // the plain public key
 	comment  string
@@ -25,6 +31,7 @@ type softKey struct {
 	expire   time.Time // wall clock, zero for none
 	timer    *time.Timer
 	confirm  bool
+	wipe     func() // wipes the private key; nil once done
 }
 
 func (k *softKey) stopTimer() {
@@ -34,11 +41,59 @@ func (k *softKey) stopTimer() {
 	}
 }
 
+// destroy stops k's timer and wipes its private key. Signatures in
+// progress finish first (edSigner.destroy waits for them).
+func (k *softKey) destroy() {
+	k.stopTimer()
+	if k.wipe != nil {
+		k.wipe()
+		k.wipe = nil
+	}
+}
+
 // askPassTimeout bounds how long a confirmation prompt may wait for the
 // user.
 const askPassTimeout = 2 * time.Minute
 
-// addSoft adds or replaces a software key.
+// ErrKeyMismatch is returned (wrapped) for an added Ed25519 key whose
+// public half is not the one its seed gives.
+var ErrKeyMismatch = errors.New("agentsrv: private key does not match its public key")
+
+// addParsed adds the key of a parsed add request. Its byte slices point
+// into the connection's request buffer, which is wiped after the reply:
+// an Ed25519 seed goes from there straight into locked memory; RSA and
+// ECDSA values are copied into big.Ints, which are wiped when the key is
+// removed.
+func (s *Server) addParsed(a *addRequest) error {
+	if a.unsupported != "" {
+		return fmt.Errorf("agentsrv: unsupported key constraint %q", a.unsupported)
+	}
+	if a.confirm && s.askPass == "" {
+		return errors.New("agentsrv: the confirm constraint (ssh-add -c) needs an askpass program, and none is configured")
+	}
+	var cert *ssh.Certificate
+	if a.cert != nil {
+		// A copy: the parsed certificate aliases its input, which is
+		// the connection's request buffer.
+		pub, err := ssh.ParsePublicKey(bytes.Clone(a.cert))
+		if err != nil {
+			return fmt.Errorf("agentsrv: add key: certificate: %w", err)
+		}
+		var ok bool
+		if cert, ok = pub.(*ssh.Certificate); !ok {
+			return fmt.Errorf("agentsrv: add key: %s is not a certificate", pub.Type())
+		}
+	}
+	signer, wipe, err := newSoftSigner(a, cert)
+	if err != nil {
+		return fmt.Errorf("agentsrv: add key: %w", err)
+	}
+	return s.addSigner(signer, wipe, cert, string(a.comment), a.lifetime, a.confirm)
+}
+
+// addSoft adds the key of an x/crypto AddedKey, for callers in the
+// process. Its private key is in the heap already: a software Ed25519 key
+// is still copied into locked memory, like one added over the protocol.
 func (s *Server) addSoft(key agent.AddedKey) error {
 	if len(key.ConstraintExtensions) > 0 {
 		return fmt.Errorf("agentsrv: unsupported key constraint %q", key.ConstraintExtensions[0].ExtensionName)
@@ -46,23 +101,49 @@ func (s *Server) addSoft(key agent.AddedKey) error {
 	if key.ConfirmBeforeUse && s.askPass == "" {
 		return errors.New("agentsrv: the confirm constraint (ssh-add -c) needs an askpass program, and none is configured")
 	}
-	signer, err := ssh.NewSignerFromKey(key.PrivateKey)
+	var priv ed25519.PrivateKey
+	switch k := key.PrivateKey.(type) {
+	case ed25519.PrivateKey:
+		priv = k
+	case *ed25519.PrivateKey:
+		priv = *k
+	}
+	var signer ssh.Signer
+	var wipe func()
+	var err error
+	if priv != nil {
+		signer, wipe, err = newEdSigner(priv[ed25519.SeedSize:], priv)
+	} else {
+		signer, err = ssh.NewSignerFromKey(key.PrivateKey)
+	}
 	if err != nil {
 		return fmt.Errorf("agentsrv: add key: %w", err)
 	}
+	return s.addSigner(signer, wipe, key.Certificate, key.Comment, key.LifetimeSecs, key.ConfirmBeforeUse)
+}
+
+// addSigner adds or replaces a software key. On failure it calls wipe.
+func (s *Server) addSigner(signer ssh.Signer, wipe func(), cert *ssh.Certificate, comment string, lifetime uint32, confirm bool) (err error) {
+	defer func() {
+		if err != nil && wipe != nil {
+			wipe()
+		}
+	}()
 	baseWire := signer.PublicKey().Marshal()
-	if key.Certificate != nil {
-		if signer, err = ssh.NewCertSigner(key.Certificate, signer); err != nil {
+	if cert != nil {
+		if signer, err = ssh.NewCertSigner(cert, signer); err != nil {
 			return fmt.Errorf("agentsrv: add key: %w", err)
 		}
 	}
 	k := &softKey{
 		signer:   signer,
+		typ:      signer.PublicKey().Type(),
 		wire:     signer.PublicKey().Marshal(),
 		baseWire: baseWire,
-		comment:  key.Comment,
+		comment:  comment,
 		fp:       ssh.FingerprintSHA256(signer.PublicKey()),
-		confirm:  key.ConfirmBeforeUse,
+		confirm:  confirm,
+		wipe:     wipe,
 	}
 
 	s.mu.Lock()
@@ -75,20 +156,20 @@ func (s *Server) addSoft(key agent.AddedKey) error {
 			return fmt.Errorf("agentsrv: refusing to add a copy of sealed identity %q: it is served from the TPM", e.name)
 		}
 	}
-	if key.LifetimeSecs > 0 {
-		life := time.Duration(key.LifetimeSecs) * time.Second
+	if lifetime > 0 {
+		life := time.Duration(lifetime) * time.Second
 		k.expire = s.wallNow().Add(life)
 		k.timer = time.AfterFunc(life, func() { s.removeSoftKey(k, "lifetime expired") })
 	}
 	if i := slices.IndexFunc(s.soft, func(o *softKey) bool { return string(o.wire) == string(k.wire) }); i >= 0 {
-		s.soft[i].stopTimer()
+		s.soft[i].destroy()
 		s.soft[i] = k
 	} else {
 		s.soft = append(s.soft, k)
 	}
 	s.byKey[string(k.wire)] = keyRef{soft: k}
-	s.log.Info("agentsrv: software key added", "fingerprint", k.fp, "type", signer.PublicKey().Type(),
-		"lifetime", time.Duration(key.LifetimeSecs)*time.Second, "confirm", k.confirm)
+	s.log.Info("agentsrv: software key added", "fingerprint", k.fp, "type", k.typ,
+		"lifetime", time.Duration(lifetime)*time.Second, "confirm", k.confirm)
 	return nil
 }
 
@@ -104,7 +185,7 @@ func (s *Server) removeSoftLocked(k *softKey, why string) {
 	if i < 0 {
 		return
 	}
-	k.stopTimer()
+	k.destroy()
 	s.soft = slices.Delete(s.soft, i, i+1)
 	if ref := s.byKey[string(k.wire)]; ref.soft == k {
 		delete(s.byKey, string(k.wire))
