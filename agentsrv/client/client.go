@@ -181,7 +181,9 @@ func (c *Client) explainAddFailure(name string, err error) error {
 		for _, is := range st.Identities {
 			if is.Name == name {
 				if is.LastError != "" {
-					return fmt.Errorf("client: unseal %s: %s", name, is.LastError)
+					// The agent's own words, which name the identity
+					// and the step that failed already.
+					return errors.New(is.LastError)
 				}
 				return fmt.Errorf("client: unseal %s: %w", name, err)
 			}

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
-	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/internal/memscan"
 	"github.com/icn/icn-agent/internal/swtpmtest"
 	"github.com/icn/icn-agent/sealstore"
@@ -214,7 +214,7 @@ type secretKind struct {
 type memoryRun struct {
 	t       *testing.T
 	p       *agentProc
-	c       *agentsrv.Client
+	c       *client.Client
 	ag      agent.ExtendedAgent
 	expired softKey
 	cached  uint64         // where the cached seed was, for the log
