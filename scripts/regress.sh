@@ -5,7 +5,7 @@
 #
 # usage: scripts/regress.sh [SCRIPT...]
 # (default: agent agent-timeout agent-subprocess sshsig hostkey-agent
-# agent-pkcs11; agent-pkcs11 skips itself without softhsm2)
+# agent-pkcs11 agent-restrict; agent-pkcs11 skips itself without softhsm2)
 #
 # Prints each script's result and duration, then "N passed, N failed";
 # exits non-zero if any failed.
@@ -19,7 +19,7 @@ if [ ! -x "$runner" ]; then
 fi
 scripts=("$@")
 if [ ${#scripts[@]} -eq 0 ]; then
-	scripts=(agent agent-timeout agent-subprocess sshsig hostkey-agent agent-pkcs11)
+	scripts=(agent agent-timeout agent-subprocess sshsig hostkey-agent agent-pkcs11 agent-restrict)
 fi
 
 # hostkey-agent.sh fails if its directory's path contains "hostkey": keep
