@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/attesttpm"
 	"github.com/icn/icn-agent/internal/safefile"
@@ -165,21 +166,9 @@ func runQuote(e *env, args []string) error {
 		return err
 	}
 	defer cl.Close()
-	st, err := cl.Status()
+	key, err := servedIdentity(cl, pos[0])
 	if err != nil {
 		return err
-	}
-	if st.Locked {
-		return errors.New("the agent is locked; unlock it with ssh-add -X")
-	}
-	var key ssh.PublicKey
-	for _, is := range st.Identities {
-		if is.Name == pos[0] {
-			key = is.PublicKey
-		}
-	}
-	if key == nil {
-		return fmt.Errorf("the agent serves no identity %q; see icn-agent status", pos[0])
 	}
 	ev, err := attest.RequestEvidence(cl.Agent(), key, nonce, extra.pcrs)
 	if err != nil {
@@ -209,6 +198,24 @@ func runQuote(e *env, args []string) error {
 		return err
 	}
 	return writeNewFile(*out, data)
+}
+
+// servedIdentity returns the public key of the identity name the agent
+// serves, for requests about it.
+func servedIdentity(cl *client.Client, name string) (ssh.PublicKey, error) {
+	st, err := cl.Status()
+	if err != nil {
+		return nil, err
+	}
+	if st.Locked {
+		return nil, errors.New("the agent is locked; unlock it with ssh-add -X")
+	}
+	for _, is := range st.Identities {
+		if is.Name == name {
+			return is.PublicKey, nil
+		}
+	}
+	return nil, fmt.Errorf("the agent serves no identity %q; see icn-agent status", name)
 }
 
 // writeNewFile writes data to a file that must not exist yet.

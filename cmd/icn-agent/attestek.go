@@ -144,18 +144,9 @@ func runAttest(e *env, args []string) error {
 		return err
 	}
 	defer cl.Close()
-	st, err := cl.Status()
+	key, err := servedIdentity(cl, pos[0])
 	if err != nil {
 		return err
-	}
-	var key ssh.PublicKey
-	for _, is := range st.Identities {
-		if is.Name == pos[0] {
-			key = is.PublicKey
-		}
-	}
-	if key == nil {
-		return fmt.Errorf("the agent serves no identity %q; see icn-agent status", pos[0])
 	}
 	v, err := attest.AttestAgent(cl.Agent(), key, trust, attest.VerifyOptions{})
 	ok := err == nil && v.Result.Certified && v.Result.SealedPolicyMatches

@@ -6,26 +6,22 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 // NumPCRs is the number of PCRs a PC client TPM has in each bank.
-const NumPCRs = 24
+const NumPCRs = tpmpolicy.NumPCRs
 
 // Selection returns the TPML_PCR_SELECTION selecting the given PCR indexes
 // of one bank: a single TPMS_PCR_SELECTION with a 3-byte (sizeofSelect = 3)
 // bitmap, bit i%8 of byte i/8 set for PCR i. This is the encoding a PC
-// Client TPM expects and the one policy digests are computed over, so the
-// same selection must be used for TPM2_PolicyPCR and TPM2_PCR_Read. Indexes
-// outside 0..23 cannot be expressed and are ignored; duplicates select the
-// PCR once.
+// Client TPM expects and the one policy digests are computed over (it is
+// tpmpolicy.Selection), so the same selection must be used for
+// TPM2_PolicyPCR and TPM2_PCR_Read. Indexes outside 0..23 cannot be
+// expressed and are ignored; duplicates select the PCR once.
 func Selection(bank tpm2.TPMIAlgHash, indexes []int) tpm2.TPMLPCRSelection {
-	bitmap := make([]byte, 3)
-	for _, i := range indexes {
-		if i >= 0 && i < NumPCRs {
-			bitmap[i/8] |= 1 << (i % 8)
-		}
-	}
-	return tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: bank, PCRSelect: bitmap}}}
+	return tpmpolicy.Selection(bank, indexes)
 }
 
 // ReadPCRs reads the given PCRs of one bank and returns their values in the
