@@ -258,12 +258,13 @@ func (l *Log) appendLocked(records ...Record) error {
 			r.Time = l.opts.Now().UTC()
 		}
 		r.Prev = hex.EncodeToString(head[:])
-		line, err := json.Marshal(r)
-		if err != nil {
+		n := len(l.buf)
+		var err error
+		if l.buf, err = appendRecord(l.buf, &r); err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}
-		head = sha256.Sum256(line)
-		l.buf = append(append(l.buf, line...), '\n')
+		head = sha256.Sum256(l.buf[n:])
+		l.buf = append(l.buf, '\n')
 	}
 	if _, err := l.f.Write(l.buf); err != nil {
 		l.fail(err)
