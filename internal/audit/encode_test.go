@@ -19,7 +19,7 @@ func TestAppendRecordIsJSONMarshal(t *testing.T) {
 		uid := rng.IntN(70000) - 5
 		r := Record{
 			Seq: rng.Uint64(), Time: time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).UTC(), Event: pick(),
-			Key: pick(), Name: pick(), Backend: pick(), PeerPID: rng.IntN(3) * rng.IntN(1 << 22), PeerExe: pick(),
+			Key: pick(), Name: pick(), Backend: pick(), PeerPID: rng.IntN(3) * rng.IntN(1<<22), PeerExe: pick(),
 			Dest: pick(), DataSHA256: pick(), Outcome: pick(), Covers: uint64(rng.IntN(2)) * rng.Uint64(), Head: pick(), Prev: pick(),
 		}
 		if i%2 == 0 {
