@@ -368,9 +368,7 @@ func (s *Server) listedLocked(permit func([]destConstraint) bool, f func(blob []
 func (c *conn) appendList(out []byte) []byte {
 	s := c.s
 	permit := c.listPermitter()
-	s.mu.Lock()
-	s.expireSoftLocked(s.wallNow())
-	s.mu.Unlock()
+	s.expireSoftIfDue()
 
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -397,9 +395,7 @@ func (c *conn) appendList(out []byte) []byte {
 func (c *conn) List() ([]*agent.Key, error) {
 	s := c.s
 	permit := c.listPermitter()
-	s.mu.Lock()
-	s.expireSoftLocked(s.wallNow())
-	s.mu.Unlock()
+	s.expireSoftIfDue()
 
 	s.mu.RLock()
 	defer s.mu.RUnlock()

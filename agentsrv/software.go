@@ -205,6 +205,22 @@ func (s *Server) removeSoftLocked(k *softKey, why string) {
 	s.log.Info("agentsrv: software key removed", "fingerprint", k.fp, "reason", why)
 }
 
+// expireSoftIfDue removes the software keys whose lifetime has passed,
+// taking Server.mu for writing only when there is one: listing, the most
+// frequent request, then runs under the read lock alone, in parallel with
+// signatures.
+func (s *Server) expireSoftIfDue() {
+	now := s.wallNow()
+	s.mu.RLock()
+	due := slices.ContainsFunc(s.soft, func(k *softKey) bool { return !k.expire.IsZero() && !now.Before(k.expire) })
+	s.mu.RUnlock()
+	if due {
+		s.mu.Lock()
+		s.expireSoftLocked(now)
+		s.mu.Unlock()
+	}
+}
+
 // expireSoftLocked removes the software keys whose lifetime has passed by
 // the wall clock. s.mu must be held for writing.
 func (s *Server) expireSoftLocked(now time.Time) {
