@@ -114,6 +114,13 @@ func (d *daemonEnv) writeConfig(t *testing.T, autoLockSecs int) {
 // knows the seed the agent will hold. The file is removed afterwards.
 func (d *daemonEnv) importKey(t *testing.T, name string) (seed []byte, pub ssh.PublicKey) {
 	t.Helper()
+	return d.importKeyArgs(t, name)
+}
+
+// importKeyArgs is importKey with more arguments for icn-agent import
+// (--pin --pin-file F, say).
+func (d *daemonEnv) importKeyArgs(t *testing.T, name string, args ...string) (seed []byte, pub ssh.PublicKey) {
+	t.Helper()
 	seed = make([]byte, ed25519.SeedSize)
 	if _, err := rand.Read(seed); err != nil {
 		t.Fatal(err)
@@ -128,7 +135,7 @@ func (d *daemonEnv) importKey(t *testing.T, name string) (seed []byte, pub ssh.P
 		t.Fatal(err)
 	}
 	defer os.Remove(file)
-	d.run(t, "import", name, file)
+	d.run(t, append([]string{"import", name, file}, args...)...)
 	if pub, err = ssh.NewPublicKey(priv.Public()); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -441,29 +440,4 @@ func (d *daemonEnv) askpassScript(t *testing.T, pinFile string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// importKeyArgs is importKey with more arguments for icn-agent import
-// (--pin --pin-file F, say).
-func (d *daemonEnv) importKeyArgs(t *testing.T, name string, args ...string) (seed []byte, pub ssh.PublicKey) {
-	t.Helper()
-	seed = make([]byte, ed25519.SeedSize)
-	if _, err := rand.Read(seed); err != nil {
-		t.Fatal(err)
-	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	block, err := ssh.MarshalPrivateKey(priv, name+"@memtest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(d.dir, name+".key")
-	if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(file)
-	d.run(t, append([]string{"import", name, file}, args...)...)
-	if pub, err = ssh.NewPublicKey(priv.Public()); err != nil {
-		t.Fatal(err)
-	}
-	return seed, pub
 }
