@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -11,8 +10,8 @@ import (
 
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/term"
 
+	"github.com/icn/icn-agent/internal/prompt"
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
@@ -110,33 +109,16 @@ func newPassphrase(backup, passFile string) ([]byte, error) {
 		}
 		return pass, nil
 	}
-	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
-	if err != nil {
+	pass, err := prompt.TerminalTwice(fmt.Sprintf("Passphrase for the backup %s: ", backup), "Same passphrase again: ")
+	switch {
+	case errors.Is(err, prompt.ErrNoTerminal):
 		return nil, fmt.Errorf("no terminal to ask for a passphrase for %s; pass --recipient R (an age or SSH public key) or --backup-passphrase-file FILE", backup)
-	}
-	defer tty.Close()
-	ask := func(prompt string) ([]byte, error) {
-		fmt.Fprint(tty, prompt)
-		p, err := term.ReadPassword(int(tty.Fd()))
-		fmt.Fprintln(tty)
-		return p, err
-	}
-	pass, err := ask(fmt.Sprintf("Passphrase for the backup %s: ", backup))
-	if err != nil {
-		return nil, fmt.Errorf("read passphrase: %w", err)
-	}
-	if len(pass) == 0 {
-		return nil, errors.New("empty passphrase; nothing was written")
-	}
-	again, err := ask("Same passphrase again: ")
-	defer secmem.Wipe(again)
-	if err != nil {
-		secmem.Wipe(pass)
-		return nil, fmt.Errorf("read passphrase: %w", err)
-	}
-	if !bytes.Equal(pass, again) {
-		secmem.Wipe(pass)
+	case errors.Is(err, prompt.ErrMismatch):
 		return nil, errors.New("the passphrases differ; nothing was written")
+	case err != nil:
+		return nil, fmt.Errorf("read passphrase: %w", err)
+	case len(pass) == 0:
+		return nil, errors.New("empty passphrase; nothing was written")
 	}
 	return pass, nil
 }
@@ -163,7 +145,7 @@ func (d *decryptFlags) keys(file string) (*recovery.Keys, error) {
 	k := &recovery.Keys{Passphrase: func() ([]byte, error) { return askPassphrase(file, d.passFile) }}
 	for _, path := range d.identities {
 		// An identity file is a private key: read it as a secret.
-		buf, data, err := readSecretFile(path, maxIdentityFile)
+		buf, data, err := prompt.ReadFile(path, maxIdentityFile)
 		if err != nil {
 			return nil, fmt.Errorf("identity file: %w", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/icn/icn-agent/internal/config"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -24,7 +25,7 @@ type common struct {
 	// daemon logs at info rather than warn by default.
 	daemon bool
 
-	cfg Config
+	cfg config.Config
 	log *slog.Logger
 }
 
@@ -39,9 +40,9 @@ func (c *common) register(fs *flag.FlagSet) {
 func (c *common) setup(e *env) error {
 	path, explicit := c.config, c.config != ""
 	if !explicit {
-		path = DefaultConfigPath()
+		path = config.DefaultPath()
 	}
-	cfg, err := LoadConfig(path, explicit)
+	cfg, err := config.Load(path, explicit)
 	if err != nil {
 		return err
 	}

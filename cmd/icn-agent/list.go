@@ -13,6 +13,7 @@ import (
 
 	"github.com/icn/icn-agent/internal/didkey"
 	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -114,7 +115,7 @@ func runList(e *env, args []string) error {
 		case tpmErr != nil:
 			le.Status, le.Error = "unknown", tpmErr.Error()
 		default:
-			le.Status, le.MismatchedPCRs, le.Error = blobStatus(ctx, tpm, b, signedPolicies(store, b, f.log))
+			le.Status, le.MismatchedPCRs, le.Error = blobStatus(ctx, tpm, b, unlock.SignedPolicies(store, b, f.log))
 		}
 		out = append(out, le)
 	}

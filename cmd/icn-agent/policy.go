@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/icn/icn-agent/internal/prompt"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
@@ -144,7 +145,7 @@ func readPolicyKey(path string) (*sealstore.PolicyKey, error) {
 // readPolicySigningKey reads a policy key's private half: PKCS#8 or SEC 1
 // PEM, ECDSA P-256.
 func readPolicySigningKey(path string) (*ecdsa.PrivateKey, error) {
-	buf, data, err := readSecretFile(path, maxKeyFile)
+	buf, data, err := prompt.ReadFile(path, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/prompt"
 	"github.com/icn/icn-agent/internal/recovery/leaktest"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/swtpmtest"
@@ -199,7 +200,7 @@ func TestReadSecretLine(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	big := write("big", strings.Repeat("x", maxSecretFile+1))
+	big := write("big", strings.Repeat("x", prompt.MaxSecret+1))
 	for path, want := range map[string]error{
 		fifo:        safefile.ErrNotRegular,
 		"/dev/zero": safefile.ErrNotRegular,

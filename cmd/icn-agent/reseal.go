@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -133,7 +134,7 @@ func runReseal(e *env, args []string) error {
 			return err
 		}
 		defer got.Destroy()
-		err = sealstore.UnsealWith(ctx, tpm, staged, got.Bytes(), sealstore.UnsealOptions{PIN: pin, Policies: signedPolicies(store, staged, f.log)})
+		err = sealstore.UnsealWith(ctx, tpm, staged, got.Bytes(), sealstore.UnsealOptions{PIN: pin, Policies: unlock.SignedPolicies(store, staged, f.log)})
 		if err != nil {
 			return fmt.Errorf("the resealed blob does not unseal, so nothing was changed: %w", explainUnseal(ctx, tpm, store, staged, err))
 		}

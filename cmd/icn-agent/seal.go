@@ -15,11 +15,12 @@ import (
 
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/term"
 
+	"github.com/icn/icn-agent/internal/prompt"
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -285,7 +286,7 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 	}
 	if signer != nil {
 		// Sealing needs no signed policy; using the identity does.
-		err := sealstore.CheckPolicy(ctx, tpm, blob, signedPolicies(store, blob, f.log))
+		err := sealstore.CheckPolicy(ctx, tpm, blob, unlock.SignedPolicies(store, blob, f.log))
 		var mp *sealstore.MissingPolicyError
 		if errors.As(err, &mp) {
 			fmt.Fprintf(e.stderr, "icn-agent: %s is sealed to policies signed by key %s, and none approves the current PCR values yet: %v\n", name, signer.ID(), explainUnseal(ctx, tpm, store, blob, err))
@@ -321,7 +322,7 @@ const maxKeyFile = 64 << 10
 // keystore kept them, and returns its seed in locked memory.
 func readEd25519Seed(file string, dec *decryptFlags) (*secmem.Buffer, error) {
 	passFile := dec.passFile
-	keyBuf, data, err := readSecretFile(file, maxKeyFile)
+	keyBuf, data, err := prompt.ReadFile(file, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -388,60 +389,28 @@ func keyKind(key any) string {
 	return s
 }
 
-// readPassphrase reads a key passphrase from passFile, or prompts on the
+// readPassphrase reads a key passphrase from passFile, or asks on the
 // terminal.
 func readPassphrase(keyFile, passFile string) ([]byte, error) {
 	if passFile != "" {
 		return readSecretLine(passFile)
 	}
-	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
-	if err != nil {
+	pass, err := prompt.Terminal(fmt.Sprintf("Enter passphrase for %s: ", keyFile))
+	if errors.Is(err, prompt.ErrNoTerminal) {
 		return nil, fmt.Errorf("%s is encrypted and there is no terminal to ask for its passphrase; pass --passphrase-file FILE", keyFile)
 	}
-	defer tty.Close()
-	fmt.Fprintf(tty, "Enter passphrase for %s: ", keyFile)
-	pass, err := term.ReadPassword(int(tty.Fd()))
-	fmt.Fprintln(tty)
 	if err != nil {
 		return nil, fmt.Errorf("read passphrase: %w", err)
 	}
 	return pass, nil
 }
 
-// maxSecretFile bounds a passphrase file, of which the first line is the
-// passphrase.
-const maxSecretFile = 4096
-
-// readSecretFile reads the whole file at path, at most max bytes, into a
-// new locked buffer, and returns the buffer (for the caller to Destroy)
-// and its bytes read.
-//
-// The file is read straight into the buffer: unlike io.ReadAll, which
-// leaves each outgrown buffer to the garbage collector with the secret in
-// it, this leaves no copy outside the buffer.
-func readSecretFile(path string, max int) (*secmem.Buffer, []byte, error) {
-	buf, err := secmem.New(max)
-	if err != nil {
-		return nil, nil, err
-	}
-	n, err := safefile.ReadInto(path, buf.Bytes(), safefile.Options{})
-	if err != nil {
-		buf.Destroy()
-		return nil, nil, err
-	}
-	return buf, buf.Bytes()[:n], nil
-}
-
-// readSecretLine returns the first line of the passphrase file at path,
-// without its line ending, in a new slice that the caller wipes. The file
-// goes through a locked buffer (readSecretFile) that is wiped before
-// readSecretLine returns, so the returned slice is the only copy.
+// readSecretLine returns the first line of the passphrase file at path
+// (prompt.FileLine); the caller wipes it.
 func readSecretLine(path string) ([]byte, error) {
-	buf, data, err := readSecretFile(path, maxSecretFile)
+	line, err := prompt.FileLine(path)
 	if err != nil {
 		return nil, fmt.Errorf("passphrase file: %w", err)
 	}
-	defer buf.Destroy()
-	line, _, _ := bytes.Cut(data, []byte("\n"))
-	return bytes.Clone(bytes.TrimSuffix(line, []byte("\r"))), nil
+	return line, nil
 }

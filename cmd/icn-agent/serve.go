@@ -21,10 +21,12 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/internal/config"
 	"github.com/icn/icn-agent/internal/metrics"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/pcrwatch"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -155,7 +157,7 @@ type daemon struct {
 	store *sealstore.Store
 	srv   *agentsrv.Server
 	pcrs  *pcrwatch.Watcher
-	da    *daCache
+	da    *unlock.DACache
 }
 
 func (d *daemon) run() error {
@@ -196,7 +198,7 @@ func (d *daemon) run() error {
 	// served from memory.
 	timeout := d.f.cfg.Identity.TPM.TPMTimeout()
 	bounded := boundedTPM{tpm: tpm, timeout: timeout}
-	d.da = &daCache{tpm: bounded, every: daRefresh, log: d.log, poke: make(chan struct{}, 1)}
+	d.da = unlock.NewDACache(bounded, d.log)
 	attester := &tpmAttester{tpm: bounded, path: akPath(store), store: store}
 	ctl, err := d.control(attester)
 	if err != nil {
@@ -205,9 +207,13 @@ func (d *daemon) run() error {
 	defer ctl.close(d.log, timeout) // after the server's Close below
 	d.srv = agentsrv.New(agentsrv.Config{
 		Metrics: agentMetrics,
-		Unsealer: pokingUnsealer{
-			next:  newPINUnsealer(bounded, store, d.e.getenv("SSH_ASKPASS"), d.log),
-			after: d.da.Poke,
+		Unsealer: &unlock.Unsealer{
+			TPM:      bounded,
+			Store:    store,
+			Askpass:  d.e.getenv("SSH_ASKPASS"),
+			Log:      d.log,
+			Advise:   func(b *sealstore.Blob, err error) error { return adviseUnseal(store, b, err) },
+			AfterPIN: d.da.Poke,
 		},
 		Attester:        attester,
 		Lockout:         d.da.Lockout,
@@ -458,9 +464,9 @@ func (d *daemon) pcrChanged(changes []pcrwatch.Change) {
 func (d *daemon) reload() {
 	path, explicit := d.f.config, d.f.config != ""
 	if !explicit {
-		path = DefaultConfigPath()
+		path = config.DefaultPath()
 	}
-	cfg, err := LoadConfig(path, explicit)
+	cfg, err := config.Load(path, explicit)
 	if err != nil {
 		d.log.Warn("config not reloaded; keeping the running one", "err", err)
 		return
@@ -491,94 +497,4 @@ func (b boundedTPM) RunWithSRK(ctx context.Context, fn func(tpm transport.TPM, s
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	return b.tpm.RunWithSRK(ctx, fn)
-}
-
-// pokingUnsealer calls after each unseal of a PIN-protected identity,
-// failed or not: a wrong PIN moves the TPM's dictionary-attack counter.
-type pokingUnsealer struct {
-	next  agentsrv.Unsealer
-	after func()
-}
-
-func (u pokingUnsealer) Unseal(ctx context.Context, b *sealstore.Blob, dst []byte) error {
-	err := u.next.Unseal(ctx, b, dst)
-	if b.Policy.PIN {
-		u.after()
-	}
-	return err
-}
-
-// daRefresh is how often the agent reads the TPM's dictionary-attack
-// state on its own. Only failed authorizations move the counter up (the
-// agent's own PIN unseals trigger a read at once); it goes down by one per
-// recovery interval, minutes on most TPMs.
-const daRefresh = time.Minute
-
-// errDAUnknown means the dictionary-attack state has not been read yet.
-var errDAUnknown = errors.New("dictionary-attack state not read yet")
-
-// daCache keeps the TPM's dictionary-attack state for status and metrics.
-// A status request must answer at once, whatever the TPM is doing: it
-// reads this cache, which Run refreshes in the background, every
-// daRefresh and after each Poke.
-type daCache struct {
-	tpm   sealstore.TPM
-	every time.Duration
-	log   *slog.Logger
-	poke  chan struct{}
-
-	mu      sync.Mutex
-	st      tpmdev.DAState
-	known   bool
-	lastErr string // the refresh error last logged, "" after a success
-}
-
-// Lockout returns the last counter and threshold read; it never touches
-// the TPM. It is agentsrv.Config.Lockout.
-func (c *daCache) Lockout(context.Context) (counter, max uint32, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.known {
-		return 0, 0, errDAUnknown
-	}
-	return c.st.Counter, c.st.MaxTries, nil
-}
-
-// Poke asks Run to read the state now. It does not block.
-func (c *daCache) Poke() {
-	select {
-	case c.poke <- struct{}{}:
-	default:
-	}
-}
-
-// Run reads the state at once, then every c.every and after each Poke,
-// until ctx ends. A failed read keeps the last values and is logged once
-// per distinct error.
-func (c *daCache) Run(ctx context.Context) error {
-	t := time.NewTicker(c.every)
-	defer t.Stop()
-	for {
-		c.refresh(ctx)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-c.poke:
-		}
-	}
-}
-
-func (c *daCache) refresh(ctx context.Context) {
-	st, err := readDA(ctx, c.tpm)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err != nil {
-		if msg := err.Error(); msg != c.lastErr && ctx.Err() == nil {
-			c.lastErr = msg
-			c.log.Warn("cannot read the TPM's dictionary-attack counter; status shows the last value read", "err", err)
-		}
-		return
-	}
-	c.st, c.known, c.lastErr = st, true, ""
 }

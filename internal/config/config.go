@@ -1,25 +1,6 @@
-package main
-
-import (
-	"errors"
-	"fmt"
-	"math"
-	"os"
-	"path/filepath"
-	"regexp"
-	"slices"
-	"strings"
-	"time"
-
-	"github.com/BurntSushi/toml"
-	"github.com/adrg/xdg"
-
-	"github.com/icn/icn-agent/internal/safefile"
-	"github.com/icn/icn-agent/internal/tpmdev"
-	"github.com/icn/icn-agent/sealstore"
-)
-
-// The configuration file is TOML, by default at
+// Package config reads icn-agent's configuration file.
+//
+// The file is TOML, by default at
 // $XDG_CONFIG_HOME/icn-agent/config.toml. Every key is optional; a missing
 // key keeps its default, and so does a missing file at the default path:
 //
@@ -51,6 +32,26 @@ import (
 // maxConfigFile is an error that names it, never a hang (a FIFO blocks its
 // reader until a writer appears) nor an agent out of memory (/dev/zero
 // never ends).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/adrg/xdg"
+
+	"github.com/icn/icn-agent/internal/safefile"
+	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/sealstore"
+)
 
 // maxConfigFile bounds the config file: a few hundred bytes in practice.
 const maxConfigFile = 1 << 20
@@ -69,25 +70,25 @@ type Config struct {
 	Audit bool `toml:"audit"`
 	// NotifyCommand, if set, is run (through /bin/sh -c) for every
 	// signature with an identity whose notify is set, with the details
-	// in ICN_AGENT_* environment variables (see notify.go).
+	// in ICN_AGENT_* environment variables (see internal/notify).
 	NotifyCommand string `toml:"notify_command"`
 	// DesktopNotify announces those signatures as freedesktop
 	// notifications when a D-Bus session bus exists. On by default.
 	DesktopNotify bool `toml:"desktop_notify"`
 	Identity      struct {
 		// TPM configures the TPM-sealed identity store.
-		TPM TPMConfig `toml:"tpm"`
+		TPM TPM `toml:"tpm"`
 	} `toml:"identity"`
 	// Identities holds per-identity settings, by identity name.
-	Identities map[string]IdentityConfig `toml:"identities"`
+	Identities map[string]Identity `toml:"identities"`
 	// Upstream lists the sockets of other agents (OpenSSH's ssh-agent
 	// holding FIDO or PKCS#11 keys, a hardware token's agent) whose keys
 	// icn-agent lists after its own and forwards requests to.
 	Upstream []string `toml:"upstream"`
 }
 
-// IdentityConfig is an [identities.NAME] table.
-type IdentityConfig struct {
+// Identity is an [identities.NAME] table.
+type Identity struct {
 	// Confirm makes every signature with the identity ask the user
 	// through SSH_ASKPASS first (like ssh-add -c); with no SSH_ASKPASS
 	// the signature is refused.
@@ -103,8 +104,8 @@ type IdentityConfig struct {
 	Destinations []string `toml:"destinations"`
 }
 
-// TPMConfig is the [identity.tpm] table.
-type TPMConfig struct {
+// TPM is the [identity.tpm] table.
+type TPM struct {
 	// Enabled must be true; icn-agent serves nothing but TPM-sealed
 	// identities. The key exists so that "enabled = false" fails loudly
 	// instead of being mistaken for a way to run without a TPM.
@@ -115,13 +116,13 @@ type TPMConfig struct {
 	// "swtpm:unix:PATH", "swtpm:tcp:HOST:PORT" or "sim".
 	Device string `toml:"device"`
 	// AutoLockTimeoutSecs is how long an unsealed seed stays cached,
-	// counted from the unseal; see [TPMConfig.AutoLockTimeout].
+	// counted from the unseal; see [TPM.AutoLockTimeout].
 	AutoLockTimeoutSecs int `toml:"auto_lock_timeout_secs"`
 	// PCRPollSecs is how often the agent reads the PCRs its identities
-	// are bound to; see [TPMConfig.PCRPoll].
+	// are bound to; see [TPM.PCRPoll].
 	PCRPollSecs int `toml:"pcr_poll_secs"`
 	// TPMTimeoutSecs bounds each use of the TPM: the wait for it and its
-	// commands; see [TPMConfig.TPMTimeout].
+	// commands; see [TPM.TPMTimeout].
 	TPMTimeoutSecs int `toml:"tpm_timeout_secs"`
 }
 
@@ -129,15 +130,15 @@ type TPMConfig struct {
 // minutes a TPM is not slow but gone.
 const maxTPMTimeoutSecs = 600
 
-// DefaultConfig returns the configuration used when no file exists: TPM
+// Default returns the configuration used when no file exists: TPM
 // enabled, sealed to PCRs 0 (firmware) and 7 (Secure Boot state), device
 // "auto", auto-lock after 300 seconds, PCRs read every 30 seconds, a TPM
 // timeout of 10 seconds.
-func DefaultConfig() Config {
+func Default() Config {
 	var c Config
 	c.Audit = true
 	c.DesktopNotify = true
-	c.Identity.TPM = TPMConfig{
+	c.Identity.TPM = TPM{
 		Enabled:             true,
 		PCRs:                []int{0, 7},
 		Device:              "auto",
@@ -148,30 +149,30 @@ func DefaultConfig() Config {
 	return c
 }
 
-// DefaultConfigPath returns $XDG_CONFIG_HOME/icn-agent/config.toml
+// DefaultPath returns $XDG_CONFIG_HOME/icn-agent/config.toml
 // (~/.config/icn-agent/config.toml when XDG_CONFIG_HOME is unset).
-func DefaultConfigPath() string {
+func DefaultPath() string {
 	return filepath.Join(xdg.ConfigHome, "icn-agent", "config.toml")
 }
 
-// LoadConfig reads and validates the configuration file at path. Keys the
-// file leaves out keep their [DefaultConfig] values.
+// Load reads and validates the configuration file at path. Keys the
+// file leaves out keep their [Default] values.
 //
 // explicit says whether the user named the file (a command-line flag) or
-// path is [DefaultConfigPath]: a missing default file yields DefaultConfig,
+// path is [DefaultPath]: a missing default file yields Default,
 // a missing explicit one is an error wrapping [os.ErrNotExist].
 //
 // Errors name the file; TOML syntax and type errors also give the line.
 // Unknown keys are errors that name them.
-func LoadConfig(path string, explicit bool) (Config, error) {
+func Load(path string, explicit bool) (Config, error) {
 	data, err := safefile.Read(path, maxConfigFile)
 	if err != nil {
 		if !explicit && errors.Is(err, os.ErrNotExist) {
-			return DefaultConfig(), nil
+			return Default(), nil
 		}
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	c := DefaultConfig()
+	c := Default()
 	md, err := toml.Decode(string(data), &c)
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %s: %s", path, tomlErrorText(err))
@@ -233,7 +234,7 @@ func unknownKeys(keys []toml.Key) []string {
 	return names
 }
 
-// Validate checks c the way [LoadConfig] checks a file, for configurations
+// Validate checks c the way [Load] checks a file, for configurations
 // built or modified in code.
 func (c Config) Validate() error {
 	if err := c.validate(); err != nil {
@@ -290,7 +291,7 @@ func (c Config) validate() error {
 }
 
 // PCRPoll returns pcr_poll_secs as a duration.
-func (c TPMConfig) PCRPoll() time.Duration {
+func (c TPM) PCRPoll() time.Duration {
 	return time.Duration(c.PCRPollSecs) * time.Second
 }
 
@@ -298,12 +299,12 @@ func (c TPMConfig) PCRPoll() time.Duration {
 // the TPM may take, the wait for it included. A request that needs the
 // TPM while it does not answer (wedged, or busy with a command that hangs)
 // fails after about that long.
-func (c TPMConfig) TPMTimeout() time.Duration {
+func (c TPM) TPMTimeout() time.Duration {
 	return time.Duration(c.TPMTimeoutSecs) * time.Second
 }
 
 // AutoLockTimeout returns auto_lock_timeout_secs as a duration. Zero means
 // the agent never locks on its own.
-func (c TPMConfig) AutoLockTimeout() time.Duration {
+func (c TPM) AutoLockTimeout() time.Duration {
 	return time.Duration(c.AutoLockTimeoutSecs) * time.Second
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"bytes"
@@ -17,8 +17,8 @@ import (
 )
 
 // tpmConfig builds the expected Config from an identity.tpm table.
-func tpmConfig(t TPMConfig) Config {
-	c := DefaultConfig()
+func tpmConfig(t TPM) Config {
+	c := Default()
 	c.Identity.TPM = t
 	return c
 }
@@ -26,7 +26,7 @@ func tpmConfig(t TPMConfig) Config {
 // controlConfig is the default configuration with per-identity settings
 // and the audit and notify keys changed by f.
 func controlConfig(f func(c *Config)) Config {
-	c := DefaultConfig()
+	c := Default()
 	f(&c)
 	return c
 }
@@ -41,12 +41,12 @@ func TestLoadConfig(t *testing.T) {
 		{
 			name:    "empty file gives defaults",
 			content: "\n",
-			want:    DefaultConfig(),
+			want:    Default(),
 		},
 		{
 			name:    "comments only",
 			content: "# nothing configured\n[identity.tpm]\n",
-			want:    DefaultConfig(),
+			want:    Default(),
 		},
 		{
 			name: "full file",
@@ -58,22 +58,22 @@ auto_lock_timeout_secs = 60
 pcr_poll_secs = 5
 tpm_timeout_secs = 3
 `,
-			want: tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 2, 4, 7, 23}, Device: "swtpm:unix:/run/swtpm/sock", AutoLockTimeoutSecs: 60, PCRPollSecs: 5, TPMTimeoutSecs: 3}),
+			want: tpmConfig(TPM{Enabled: true, PCRs: []int{0, 2, 4, 7, 23}, Device: "swtpm:unix:/run/swtpm/sock", AutoLockTimeoutSecs: 60, PCRPollSecs: 5, TPMTimeoutSecs: 3}),
 		},
 		{
 			name:    "partial file keeps other defaults",
 			content: "[identity.tpm]\npcrs = [7]\n",
-			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30, TPMTimeoutSecs: 10}),
+			want:    tpmConfig(TPM{Enabled: true, PCRs: []int{7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30, TPMTimeoutSecs: 10}),
 		},
 		{
 			name:    "dotted keys",
 			content: "identity.tpm.device = \"/dev/tpmrm0\"\n",
-			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "/dev/tpmrm0", AutoLockTimeoutSecs: 300, PCRPollSecs: 30, TPMTimeoutSecs: 10}),
+			want:    tpmConfig(TPM{Enabled: true, PCRs: []int{0, 7}, Device: "/dev/tpmrm0", AutoLockTimeoutSecs: 300, PCRPollSecs: 30, TPMTimeoutSecs: 10}),
 		},
 		{
 			name:    "zero timeout allowed",
 			content: "[identity.tpm]\nauto_lock_timeout_secs = 0\n",
-			want:    tpmConfig(TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 0, PCRPollSecs: 30, TPMTimeoutSecs: 10}),
+			want:    tpmConfig(TPM{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 0, PCRPollSecs: 30, TPMTimeoutSecs: 10}),
 		},
 		{
 			name:    "unknown top-level key",
@@ -110,7 +110,7 @@ tpm_timeout_secs = 3
 			content: "audit = false\nnotify_command = \"logger -t icn\"\ndesktop_notify = false\n\n[identity.tpm]\npcrs = [0, 7]\n\n[identities.work]\nconfirm = true\nnotify = true\n\n[identities.\"git-sign\"]\nnotify = true\n",
 			want: controlConfig(func(c *Config) {
 				c.Audit, c.NotifyCommand, c.DesktopNotify = false, "logger -t icn", false
-				c.Identities = map[string]IdentityConfig{"work": {Confirm: true, Notify: true}, "git-sign": {Notify: true}}
+				c.Identities = map[string]Identity{"work": {Confirm: true, Notify: true}, "git-sign": {Notify: true}}
 			}),
 		},
 		{
@@ -186,10 +186,10 @@ tpm_timeout_secs = 3
 				t.Fatal(err)
 			}
 			for _, explicit := range []bool{false, true} {
-				got, err := LoadConfig(path, explicit)
+				got, err := Load(path, explicit)
 				if tt.wantErr != nil {
 					if err == nil {
-						t.Fatalf("LoadConfig(explicit=%v) = %+v; want error", explicit, got)
+						t.Fatalf("Load(explicit=%v) = %+v; want error", explicit, got)
 					}
 					msg := err.Error()
 					prefix := "config: " + path + ": "
@@ -204,10 +204,10 @@ tpm_timeout_secs = 3
 					continue
 				}
 				if err != nil {
-					t.Fatalf("LoadConfig(explicit=%v): %v", explicit, err)
+					t.Fatalf("Load(explicit=%v): %v", explicit, err)
 				}
 				if !reflect.DeepEqual(got, tt.want) {
-					t.Errorf("LoadConfig(explicit=%v) = %+v; want %+v", explicit, got, tt.want)
+					t.Errorf("Load(explicit=%v) = %+v; want %+v", explicit, got, tt.want)
 				}
 			}
 		})
@@ -226,18 +226,18 @@ func TestLoadConfigMissingFile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "nope", "config.toml")
-			got, err := LoadConfig(path, tt.explicit)
+			got, err := Load(path, tt.explicit)
 			if !tt.wantErr {
 				if err != nil {
-					t.Fatalf("LoadConfig: %v", err)
+					t.Fatalf("Load: %v", err)
 				}
-				if !reflect.DeepEqual(got, DefaultConfig()) {
-					t.Fatalf("LoadConfig = %+v; want defaults", got)
+				if !reflect.DeepEqual(got, Default()) {
+					t.Fatalf("Load = %+v; want defaults", got)
 				}
 				return
 			}
 			if err == nil {
-				t.Fatalf("LoadConfig = %+v; want error", got)
+				t.Fatalf("Load = %+v; want error", got)
 			}
 			if !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("error %v does not wrap os.ErrNotExist", err)
@@ -253,8 +253,8 @@ func TestLoadConfigUnreadable(t *testing.T) {
 	// A directory where the file should be is an error even at the default
 	// path: only a missing file means "use the defaults".
 	path := t.TempDir()
-	if _, err := LoadConfig(path, false); err == nil {
-		t.Fatal("LoadConfig on a directory succeeded")
+	if _, err := Load(path, false); err == nil {
+		t.Fatal("Load on a directory succeeded")
 	}
 }
 
@@ -286,48 +286,48 @@ func TestLoadConfigNotARegularFile(t *testing.T) {
 		for _, explicit := range []bool{false, true} {
 			done := make(chan error, 1)
 			go func() {
-				_, err := LoadConfig(tt.path, explicit)
+				_, err := Load(tt.path, explicit)
 				done <- err
 			}()
 			select {
 			case err := <-done:
 				if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.path) {
-					t.Errorf("LoadConfig(%s, %v) = %v; want %v naming the path", tt.path, explicit, err, tt.want)
+					t.Errorf("Load(%s, %v) = %v; want %v naming the path", tt.path, explicit, err, tt.want)
 				}
 			case <-time.After(10 * time.Second):
-				t.Fatalf("LoadConfig(%s) still blocked after 10 s", tt.path)
+				t.Fatalf("Load(%s) still blocked after 10 s", tt.path)
 			}
 		}
 	}
 }
 
 func TestTPMTimeout(t *testing.T) {
-	if got := DefaultConfig().Identity.TPM.TPMTimeout(); got != 10*time.Second {
+	if got := Default().Identity.TPM.TPMTimeout(); got != 10*time.Second {
 		t.Errorf("default TPMTimeout = %v; want 10s", got)
 	}
-	if got := (TPMConfig{TPMTimeoutSecs: 3}).TPMTimeout(); got != 3*time.Second {
+	if got := (TPM{TPMTimeoutSecs: 3}).TPMTimeout(); got != 3*time.Second {
 		t.Errorf("TPMTimeout(3 s) = %v", got)
 	}
 }
 
 func TestDefaultConfig(t *testing.T) {
-	c := DefaultConfig()
-	want := TPMConfig{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30, TPMTimeoutSecs: 10}
+	c := Default()
+	want := TPM{Enabled: true, PCRs: []int{0, 7}, Device: "auto", AutoLockTimeoutSecs: 300, PCRPollSecs: 30, TPMTimeoutSecs: 10}
 	if !reflect.DeepEqual(c.Identity.TPM, want) {
-		t.Fatalf("DefaultConfig().Identity.TPM = %+v; want %+v", c.Identity.TPM, want)
+		t.Fatalf("Default().Identity.TPM = %+v; want %+v", c.Identity.TPM, want)
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
 	// Each call returns its own PCR slice.
 	c.Identity.TPM.PCRs[0] = 5
-	if DefaultConfig().Identity.TPM.PCRs[0] != 0 {
-		t.Fatal("DefaultConfig shares its PCR slice between calls")
+	if Default().Identity.TPM.PCRs[0] != 0 {
+		t.Fatal("Default shares its PCR slice between calls")
 	}
 }
 
 func TestValidate(t *testing.T) {
-	c := DefaultConfig()
+	c := Default()
 	c.Identity.TPM.PCRs = []int{7, 7}
 	err := c.Validate()
 	if err == nil || err.Error() != "config: identity.tpm.pcrs: PCR 7 listed twice" {
@@ -340,8 +340,8 @@ func TestDefaultConfigPath(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", dir)
 	xdg.Reload()
-	if got, want := DefaultConfigPath(), filepath.Join(dir, "icn-agent", "config.toml"); got != want {
-		t.Fatalf("DefaultConfigPath() = %q; want %q", got, want)
+	if got, want := DefaultPath(), filepath.Join(dir, "icn-agent", "config.toml"); got != want {
+		t.Fatalf("DefaultPath() = %q; want %q", got, want)
 	}
 }
 
@@ -356,7 +356,7 @@ func TestAutoLockTimeout(t *testing.T) {
 		{86400, 24 * time.Hour},
 	}
 	for _, tt := range tests {
-		if got := (TPMConfig{AutoLockTimeoutSecs: tt.secs}).AutoLockTimeout(); got != tt.want {
+		if got := (TPM{AutoLockTimeoutSecs: tt.secs}).AutoLockTimeout(); got != tt.want {
 			t.Errorf("AutoLockTimeout(%d s) = %v; want %v", tt.secs, got, tt.want)
 		}
 	}
