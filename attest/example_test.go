@@ -17,7 +17,7 @@ import (
 // the attestation key it pinned when it enrolled the machine. It needs no
 // TPM.
 func ExampleVerify() {
-	data, err := os.ReadFile("testdata/evidence-v1.json")
+	data, err := os.ReadFile("../testdata/evidence/v1.json")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -27,9 +27,9 @@ func ExampleVerify() {
 	}
 	// The verifier's own records: the challenge it sent, the AK name it
 	// pinned (icn-agent ak prints it) and the identity it expects.
-	nonce := mustHex("testdata/evidence-v1.nonce")
-	akName := mustHex("testdata/evidence-v1.ak-name")
-	pub, err := os.ReadFile("testdata/evidence-v1.pub")
+	nonce := mustHex("../testdata/evidence/v1.nonce")
+	akName := mustHex("../testdata/evidence/v1.ak-name")
+	pub, err := os.ReadFile("../testdata/evidence/v1.pub")
 	if err != nil {
 		log.Fatal(err)
 	}

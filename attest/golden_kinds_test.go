@@ -11,8 +11,8 @@ import (
 
 // goldenKinds are the version 2 golden vectors: evidence the simulator made
 // about an identity of each policy kind, with the files a verifier needs
-// (testdata/evidence-v2-KIND.{json,nonce,ak-name,pub}). The version 1
-// vector (evidence-v1.*) is kept as it was made, for compatibility.
+// (../testdata/evidence/v2-KIND.{json,nonce,ak-name,pub}). The version 1
+// vector (v1.*) is kept as it was made, for compatibility.
 var goldenKinds = []struct {
 	kind   string
 	policy PolicyKind
@@ -24,7 +24,7 @@ var goldenKinds = []struct {
 	{"signed-pin", PolicyAuthorizedPCR, true},
 }
 
-func goldenKindPath(kind, ext string) string { return "testdata/evidence-v2-" + kind + "." + ext }
+func goldenKindPath(kind, ext string) string { return "../testdata/evidence/v2-" + kind + "." + ext }
 
 // TestGoldenEvidenceKinds verifies the golden evidence of every policy kind
 // offline: it verifies, pinned to its AK, and its policy matches.

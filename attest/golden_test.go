@@ -21,10 +21,10 @@ var update = flag.Bool("update", false, "regenerate the golden evidence in testd
 // identity it expects. This is the version 1 vector; -update leaves it as
 // it is and regenerates the version 2 ones (golden_kinds_test.go).
 const (
-	goldenEvidence = "testdata/evidence-v1.json"
-	goldenNonce    = "testdata/evidence-v1.nonce"
-	goldenAKName   = "testdata/evidence-v1.ak-name"
-	goldenIdentity = "testdata/evidence-v1.pub"
+	goldenEvidence = "../testdata/evidence/v1.json"
+	goldenNonce    = "../testdata/evidence/v1.nonce"
+	goldenAKName   = "../testdata/evidence/v1.ak-name"
+	goldenIdentity = "../testdata/evidence/v1.pub"
 )
 
 type golden struct {

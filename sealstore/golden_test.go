@@ -21,13 +21,13 @@ import (
 	"github.com/icn/icn-agent/sealstore"
 )
 
-var updateGolden = flag.Bool("update-golden", false, "write the golden files of testdata/golden that are missing (delete one to regenerate it), sealing with the committed simulator seed")
+var updateGolden = flag.Bool("update-golden", false, "write the golden files of ../testdata/blobs that are missing (delete one to regenerate it), sealing with the committed simulator seed")
 
-// goldenPIN is the PIN of testdata/golden/pin.sealed.
+// goldenPIN is the PIN of ../testdata/blobs/pin.sealed.
 const goldenPIN = "golden-pin"
 
 // goldenCase is one golden blob: NAME.sealed and NAME.pub in
-// testdata/golden.
+// ../testdata/blobs.
 type goldenCase struct {
 	name    string
 	comment string
@@ -37,7 +37,7 @@ type goldenCase struct {
 }
 
 // The golden blobs were sealed by the simulator whose seed is committed
-// beside them (testdata/golden/sim-seed), to PCRs 0 and 7 at their
+// beside them (../testdata/blobs/sim-seed), to PCRs 0 and 7 at their
 // power-on values. Any simulator started from that seed is the same TPM,
 // so the test proves the on-disk formats and the TPM side together: the
 // committed bytes parse, re-encode to the same bytes, and unseal to a
@@ -92,8 +92,8 @@ func TestGoldenBlob(t *testing.T) {
 	tpm := openGoldenTPM(t)
 	for _, gc := range cases {
 		t.Run(gc.name, func(t *testing.T) {
-			sealedPath := filepath.Join("testdata/golden", gc.name+".sealed")
-			pubPath := filepath.Join("testdata/golden", gc.name+".pub")
+			sealedPath := filepath.Join("../testdata/blobs", gc.name+".sealed")
+			pubPath := filepath.Join("../testdata/blobs", gc.name+".pub")
 			if _, err := os.Stat(sealedPath); *updateGolden && errors.Is(err, os.ErrNotExist) {
 				opts := gc.opts(t)
 				opts.Name, opts.Comment = gc.name, gc.comment
@@ -132,7 +132,7 @@ func TestGoldenBlob(t *testing.T) {
 				// Without the signed policy it names what to sign: the
 				// PolicyPCR digest of PCRs 0 and 7 all-zero.
 				err := sealstore.UnsealWith(context.Background(), tpm, b, got, sealstore.UnsealOptions{})
-				zero := strings.TrimSpace(string(readFile(t, "testdata/policy-pcr-0-7-zero.hex")))
+				zero := strings.TrimSpace(string(readFile(t, "../testdata/policy/pcr-0-7-zero.hex")))
 				if !errors.Is(err, sealstore.ErrNoSignedPolicy) || !strings.Contains(err.Error(), zero) {
 					t.Errorf("unseal without the signed policy = %v, want ErrNoSignedPolicy naming digest %s", err, zero)
 				}
@@ -149,12 +149,12 @@ func TestGoldenBlob(t *testing.T) {
 
 // TestGoldenSignedPolicy checks the committed signed policy file: it
 // parses, re-encodes to the same bytes, approves PCRs 0 and 7 all-zero
-// (the digest committed in testdata/policy-pcr-0-7-zero.hex), is signed by
+// (the digest committed in testdata/policy/pcr-0-7-zero.hex), is signed by
 // the committed key, and signing again gives the same file (RFC 6979).
 func TestGoldenSignedPolicy(t *testing.T) {
 	key := goldenPolicyKey(t)
 	p := goldenSignedPolicy(t, key)
-	path := filepath.Join("testdata/golden/policies", p.FileName())
+	path := filepath.Join("../testdata/blobs/policies", p.FileName())
 	data := readFile(t, path)
 	again, err := p.Marshal()
 	if err != nil || !bytes.Equal(again, data) {
@@ -164,14 +164,14 @@ func TestGoldenSignedPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	zero, err := hex.DecodeString(strings.TrimSpace(string(readFile(t, "testdata/policy-pcr-0-7-zero.hex"))))
+	zero, err := hex.DecodeString(strings.TrimSpace(string(readFile(t, "../testdata/policy/pcr-0-7-zero.hex"))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(parsed.Digest, zero) || !slices.Equal(parsed.Indexes(), []int{0, 7}) || parsed.Comment != "golden power-on values" {
 		t.Errorf("golden policy: digest %x pcrs %v comment %q", parsed.Digest, parsed.Indexes(), parsed.Comment)
 	}
-	pubKey, err := sealstore.ParsePolicyKeyPEM(readFile(t, "testdata/golden/policy-key.pem.pub"))
+	pubKey, err := sealstore.ParsePolicyKeyPEM(readFile(t, "../testdata/blobs/policy-key.pem.pub"))
 	if err != nil || !bytes.Equal(pubKey.Name, parsed.Key.Name) {
 		t.Errorf("policy-key.pem.pub is not the signer (%v)", err)
 	}
@@ -184,7 +184,7 @@ func TestGoldenSignedPolicy(t *testing.T) {
 // policy signing key, a test key whose private half is public on purpose.
 func goldenPolicyKey(t *testing.T) *ecdsa.PrivateKey {
 	t.Helper()
-	const path = "testdata/golden/policy-key.pem"
+	const path = "../testdata/blobs/policy-key.pem"
 	if _, err := os.Stat(path); *updateGolden && errors.Is(err, os.ErrNotExist) {
 		k := newPolicyKey(t)
 		der, err := x509.MarshalPKCS8PrivateKey(k)
@@ -219,7 +219,7 @@ func goldenSignedPolicy(t *testing.T, key *ecdsa.PrivateKey) *sealstore.SignedPo
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join("testdata/golden/policies", p.FileName())
+	path := filepath.Join("../testdata/blobs/policies", p.FileName())
 	if _, err := os.Stat(path); *updateGolden && errors.Is(err, os.ErrNotExist) {
 		data, err := p.Marshal()
 		if err != nil {
@@ -236,7 +236,7 @@ func goldenSignedPolicy(t *testing.T, key *ecdsa.PrivateKey) *sealstore.SignedPo
 func openGoldenTPM(t *testing.T) *tpmdev.TPM {
 	t.Helper()
 	state := t.TempDir()
-	if err := os.WriteFile(filepath.Join(state, tpmsim.SeedFile), readFile(t, "testdata/golden/sim-seed"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(state, tpmsim.SeedFile), readFile(t, "../testdata/blobs/sim-seed"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tpm, err := tpmdev.Open(context.Background(), tpmdev.Spec{Kind: tpmdev.KindSim}, tpmdev.Options{StateDir: state})

@@ -18,7 +18,7 @@ import (
 
 // goldenPolicyPCR07Zero is the file holding the PolicyPCR digest over
 // SHA-256 PCRs 0 and 7 both all-zero, as computed by the TPM simulator.
-const goldenPolicyPCR07Zero = "testdata/policy-pcr-0-7-zero.hex"
+const goldenPolicyPCR07Zero = "../testdata/policy/pcr-0-7-zero.hex"
 
 func readGolden(t *testing.T, path string) []byte {
 	t.Helper()

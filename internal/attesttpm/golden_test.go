@@ -20,11 +20,12 @@ import (
 	"github.com/icn/icn-agent/sealstore"
 )
 
-var updateGolden = flag.Bool("update-golden", false, "regenerate attest's version 2 golden evidence (../../attest/testdata) with the simulator; then run go test ./attest -run TestGoldenEvidenceKinds -update for the fuzz seeds")
+var updateGolden = flag.Bool("update-golden", false, "regenerate the version 2 golden evidence in the top-level testdata/evidence with the simulator; then run go test ./attest -run TestGoldenEvidenceKinds -update for the fuzz seeds")
 
 // goldenKinds are attest's version 2 golden vectors: evidence the
 // simulator made about an identity of each policy kind, with the files a
-// verifier needs (evidence-v2-KIND.{json,nonce,ak-name,pub}). attest's
+// verifier needs (testdata/evidence/v2-KIND.{json,nonce,ak-name,pub} at
+// the top of the module). attest's
 // tests verify them offline.
 var goldenKinds = []struct {
 	kind   string
@@ -38,7 +39,7 @@ var goldenKinds = []struct {
 }
 
 func goldenKindPath(kind, ext string) string {
-	return "../../attest/testdata/evidence-v2-" + kind + "." + ext
+	return "../../testdata/evidence/v2-" + kind + "." + ext
 }
 
 // TestGoldenEvidenceKinds regenerates the golden vectors with

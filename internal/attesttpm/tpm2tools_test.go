@@ -114,7 +114,7 @@ func TestTPM2ToolsCheckquote(t *testing.T) {
 // goldenEvidence returns attest's version 1 golden evidence and its nonce.
 func goldenEvidence(t testing.TB) (*attest.Evidence, []byte) {
 	t.Helper()
-	js, err := os.ReadFile("../../attest/testdata/evidence-v1.json")
+	js, err := os.ReadFile("../../testdata/evidence/v1.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func goldenEvidence(t testing.TB) (*attest.Evidence, []byte) {
 	if err := json.Unmarshal(js, e); err != nil {
 		t.Fatal(err)
 	}
-	h, err := os.ReadFile("../../attest/testdata/evidence-v1.nonce")
+	h, err := os.ReadFile("../../testdata/evidence/v1.nonce")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+)
+
+// icn-agent verify accepts the golden evidence of every kind (the
+// module's testdata/evidence, made by internal/attesttpm on the
+// simulator and checked by attest's own tests) with the verifier's
+// inputs beside it, and refuses it for another nonce.
+func TestVerifyGoldenEvidence(t *testing.T) {
+	for _, kind := range []string{"v1", "v2-pcr", "v2-pcr-pin", "v2-signed", "v2-signed-pin"} {
+		t.Run(kind, func(t *testing.T) {
+			path := "../../testdata/evidence/" + kind
+			read := func(ext string) string {
+				data, err := os.ReadFile(path + "." + ext)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.TrimSpace(string(data))
+			}
+			nonce := read("nonce")
+			verify := func(nonce string) (int, string, string) {
+				var stdout, stderr bytes.Buffer
+				e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+				code := run([]string{"verify", path + ".json", "--nonce", nonce, "--ak-name", read("ak-name"), "--key", path + ".pub"}, e)
+				return code, stdout.String(), stderr.String()
+			}
+			if code, out, errOut := verify(nonce); code != exitOK || !strings.HasPrefix(out, "ok: evidence verifies\n") || !strings.Contains(out, read("ak-name")+" (pinned)") {
+				t.Fatalf("verify exited %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+			}
+			other := strings.Repeat("00", len(nonce)/2)
+			if code, _, errOut := verify(other); code == exitOK || !strings.Contains(errOut, "nonce") {
+				t.Fatalf("verify with another nonce exited %d: %s", code, errOut)
+			}
+		})
+	}
+}
