@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -37,5 +38,26 @@ func TestVerifyGoldenEvidence(t *testing.T) {
 				t.Fatalf("verify with another nonce exited %d: %s", code, errOut)
 			}
 		})
+	}
+}
+
+// icn-agent pubkey reads the golden blobs of every policy kind (the
+// module's testdata/blobs, which sealstore's tests unseal) and prints
+// the public key line committed beside each.
+func TestPubkeyGoldenBlobs(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(config, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"work", "pin", "signed"} {
+		want, err := os.ReadFile("../../testdata/blobs/" + name + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+		if code := run([]string{"pubkey", name, "--store", "../../testdata/blobs", "--config", config}, e); code != exitOK || stdout.String() != string(want) {
+			t.Fatalf("pubkey %s exited %d: %q, want %q (%s)", name, code, stdout.String(), want, stderr.String())
+		}
 	}
 }
