@@ -354,7 +354,7 @@ func (s *Server) unsealSeed(ctx context.Context, blob *sealstore.Blob, pub *[ed2
 	edlocked.Scrub()
 	if err != nil {
 		buf.Destroy()
-		return nil, fmt.Errorf("agentsrv: unseal %s: %w", blob.Name, err)
+		return nil, fmt.Errorf("unseal: %w", err)
 	}
 	var got [ed25519.PublicKeySize]byte
 	edlocked.PublicKey(&got, key[:ed25519.SeedSize])

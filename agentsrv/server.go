@@ -18,13 +18,14 @@ import (
 )
 
 // Unsealer recovers the seed of a sealed identity. The daemon implements it
-// with sealstore.Unseal and its TPM; tests use a fake.
+// with internal/unlock and its TPM; tests use a fake.
 //
 // Unseal writes the 32-byte Ed25519 seed sealed in b to dst (which is
 // exactly 32 bytes of locked memory) or returns an error. It may be called
 // from several goroutines at once, for different identities: implementations
 // serialize their TPM access themselves. The server never calls it twice at
-// the same time for the same identity.
+// the same time for the same identity. Errors name the identity (as
+// sealstore's do); the server adds only what it was doing, "unseal".
 type Unsealer interface {
 	Unseal(ctx context.Context, b *sealstore.Blob, dst []byte) error
 }
