@@ -71,3 +71,30 @@ func seedStatuses(tb testing.TB) []*Status {
 type zeroReader struct{}
 
 func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// marshalQuery is the agent's encoding of a query reply.
+func marshalQuery(names []string) []byte {
+	out := []byte{msgSuccess}
+	for _, name := range names {
+		out = append(out, ssh.Marshal(struct{ Name string }{name})...)
+	}
+	return out
+}
+
+// FuzzParseQuery feeds parseQuery arbitrary replies to the query
+// extension; whatever it accepts must be exactly the agent's encoding of
+// the names it returns.
+func FuzzParseQuery(f *testing.F) {
+	f.Add(marshalQuery(nil))
+	f.Add(marshalQuery([]string{"query", "status@icn-agent", "unseal@icn-agent", "quote@icn-agent"}))
+	f.Add([]byte{msgSuccess, 0, 0, 0, 9, 'x'})
+	f.Fuzz(func(t *testing.T, reply []byte) {
+		names, err := parseQuery(reply)
+		if err != nil {
+			return
+		}
+		if again := marshalQuery(names); !bytes.Equal(again, reply) {
+			t.Fatalf("reply %x re-encodes as %x", reply, again)
+		}
+	})
+}
