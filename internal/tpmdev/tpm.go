@@ -208,6 +208,11 @@ func (t *TPM) Spec() Spec { return t.spec }
 // ErrClosed is returned by Run after Close.
 var ErrClosed = errors.New("tpmdev: TPM is closed")
 
+// ErrOwnerAuth means the storage root key could not be created because the
+// owner hierarchy has a password; a persistent SRK at PersistentSRK, made
+// by whoever knows the password, is used instead of one made here.
+var ErrOwnerAuth = errors.New("tpmdev: the owner hierarchy has a password")
+
 // Run calls fn with exclusive use of the TPM. The wait for the TPM ends
 // with ctx, or after the command timeout; every command fn sends is
 // bounded by the command timeout and by ctx. Errors from the wait and
@@ -359,7 +364,7 @@ func (t *TPM) srkLocked() (*SRK, error) {
 	}.Execute(t.tpm)
 	if err != nil {
 		if errors.Is(err, tpm2.TPMRCBadAuth) || errors.Is(err, tpm2.TPMRCAuthFail) {
-			return nil, fmt.Errorf("tpmdev: create storage root key: the owner hierarchy has a password; provision the TCG ECC P-256 SRK at 0x81000001 (docs/recovery.md shows the tpm2_createprimary and tpm2_evictcontrol commands): %w", err)
+			return nil, fmt.Errorf("tpmdev: create storage root key: %w (%w)", ErrOwnerAuth, err)
 		}
 		return nil, fmt.Errorf("tpmdev: create storage root key: %w", err)
 	}

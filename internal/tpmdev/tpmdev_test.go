@@ -434,3 +434,24 @@ func TestStaleOtherHandleKeepsSRK(t *testing.T) {
 		t.Fatalf("CreatePrimary ran %d times; want 2 (the SRK once, the test's key once)", n)
 	}
 }
+
+// An owner password stops the agent creating its storage root key: the
+// error says so with ErrOwnerAuth (the command adds how to provision a
+// persistent one), and the TPM's own code stays visible.
+func TestOwnerPasswordIsErrOwnerAuth(t *testing.T) {
+	tpm := openSimT(t, nil)
+	err := tpm.Run(context.Background(), func(tp transport.TPM) error {
+		_, err := tpm2.HierarchyChangeAuth{
+			AuthHandle: tpm2.TPMRHOwner,
+			NewAuth:    tpm2.TPM2BAuth{Buffer: []byte("owner password")},
+		}.Execute(tp)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tpm.RunWithSRK(context.Background(), func(transport.TPM, *SRK) error { return nil })
+	if !errors.Is(err, ErrOwnerAuth) || !errors.Is(err, tpm2.TPMRCBadAuth) && !errors.Is(err, tpm2.TPMRCAuthFail) {
+		t.Fatalf("RunWithSRK with an owner password: %v, want ErrOwnerAuth and the TPM's code", err)
+	}
+}
