@@ -73,16 +73,20 @@
 //
 // # Errors
 //
-// The errors of a Reader wrap no sentinel of their own. Each format wraps
-// them once in its package's sentinels (sealstore.ErrMalformedBlob,
-// recovery.ErrMalformed, ...), turning a *VersionError into its
-// unsupported-version sentinel, so that errors.Is works at that package's
-// API and the message reads "sealstore: malformed blob: name: ...".
+// The errors of a Reader wrap no sentinel of their own: the ones about the
+// preamble are a *MagicError or a *VersionError, the others name a field.
+// Each format maps them, in one function, to its package's sentinels
+// (sealstore.ErrMalformedBlob, recovery.ErrMalformed, ...): a *VersionError
+// to its unsupported-version sentinel, the rest to its malformed one,
+// wrapped once, so that errors.Is works at that package's API and a message
+// reads "sealstore: malformed blob: name: length 65 exceeds the maximum of
+// 64". The package example shows a whole format.
 package wire
 
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -129,7 +133,11 @@ type MagicError struct {
 }
 
 func (e *MagicError) Error() string {
-	return fmt.Sprintf("magic: %q, want %s", truncate(e.Magic, 32), strings.Join(quoted(e.Want), " or "))
+	want := make([]string, len(e.Want))
+	for i, m := range e.Want {
+		want[i] = strconv.Quote(m)
+	}
+	return fmt.Sprintf("magic: %q, want %s", truncate(e.Magic, 32), strings.Join(want, " or "))
 }
 
 // VersionError reports input of a known format but of a version the Reader
@@ -173,11 +181,9 @@ func (r *Reader) fail(field, format string, args ...any) {
 	}
 }
 
-// check records that field, of n bytes, is truncated unless ok.
-func (r *Reader) check(ok bool, field string, n int) {
-	if !ok {
-		r.fail(field, "truncated: want %d bytes, %d left", n, len(r.s))
-	}
+// truncated records that the n bytes of field are not all there.
+func (r *Reader) truncated(field string, n int) {
+	r.fail(field, "truncated: want %d bytes, %d left", n, len(r.s))
 }
 
 // Preamble reads a preamble and checks it against known, the preambles of
@@ -187,13 +193,13 @@ func (r *Reader) check(ok bool, field string, n int) {
 // magic with another version a *VersionError; the version is not read
 // after an unknown magic.
 func (r *Reader) Preamble(known ...Preamble) Preamble {
-	magic := string(r.String("magic", maxMagic))
+	magic := r.String("magic", maxMagic)
 	if r.err != nil {
 		return Preamble{}
 	}
-	i := slices.IndexFunc(known, func(p Preamble) bool { return p.Magic == magic })
+	i := slices.IndexFunc(known, func(p Preamble) bool { return p.Magic == string(magic) })
 	if i < 0 {
-		e := &MagicError{Magic: magic}
+		e := &MagicError{Magic: string(magic)}
 		for _, p := range known {
 			e.Want = append(e.Want, p.Magic)
 		}
@@ -201,7 +207,7 @@ func (r *Reader) Preamble(known ...Preamble) Preamble {
 		return Preamble{}
 	}
 	if v := r.Uint32("version"); r.err == nil && v != known[i].Version {
-		r.err = &VersionError{Magic: magic, Version: v, Want: known[i].Version}
+		r.err = &VersionError{Magic: known[i].Magic, Version: v, Want: known[i].Version}
 	}
 	if r.err != nil {
 		return Preamble{}
@@ -211,32 +217,32 @@ func (r *Reader) Preamble(known ...Preamble) Preamble {
 
 // Uint8 reads a byte.
 func (r *Reader) Uint8(field string) (v uint8) {
-	if r.err == nil {
-		r.check(r.s.ReadUint8(&v), field, 1)
+	if r.err == nil && !r.s.ReadUint8(&v) {
+		r.truncated(field, 1)
 	}
 	return v
 }
 
 // Uint16 reads a big-endian uint16.
 func (r *Reader) Uint16(field string) (v uint16) {
-	if r.err == nil {
-		r.check(r.s.ReadUint16(&v), field, 2)
+	if r.err == nil && !r.s.ReadUint16(&v) {
+		r.truncated(field, 2)
 	}
 	return v
 }
 
 // Uint32 reads a big-endian uint32.
 func (r *Reader) Uint32(field string) (v uint32) {
-	if r.err == nil {
-		r.check(r.s.ReadUint32(&v), field, 4)
+	if r.err == nil && !r.s.ReadUint32(&v) {
+		r.truncated(field, 4)
 	}
 	return v
 }
 
 // Uint64 reads a big-endian uint64.
 func (r *Reader) Uint64(field string) (v uint64) {
-	if r.err == nil {
-		r.check(r.s.ReadUint64(&v), field, 8)
+	if r.err == nil && !r.s.ReadUint64(&v) {
+		r.truncated(field, 8)
 	}
 	return v
 }
@@ -245,8 +251,12 @@ func (r *Reader) Uint64(field string) (v uint64) {
 // the input (empty, not nil, for an empty string; nil after an error). A
 // truncated length is reported as field + " length".
 func (r *Reader) String(field string, max int) []byte {
-	n := r.Uint32(field + " length")
 	if r.err != nil {
+		return nil
+	}
+	var n uint32
+	if !r.s.ReadUint32(&n) {
+		r.truncated(field+" length", 4)
 		return nil
 	}
 	if uint64(n) > uint64(max) {
@@ -258,7 +268,7 @@ func (r *Reader) String(field string, max int) []byte {
 		// Capped, so that a caller's append cannot write over the input.
 		return b[:n:n]
 	}
-	r.check(false, field, int(n))
+	r.truncated(field, int(n))
 	return nil
 }
 
@@ -268,14 +278,6 @@ func (r *Reader) End() {
 	if r.err == nil && len(r.s) != 0 {
 		r.fail("end", "%d trailing bytes", len(r.s))
 	}
-}
-
-func quoted(s []string) []string {
-	q := make([]string, len(s))
-	for i, v := range s {
-		q[i] = fmt.Sprintf("%q", v)
-	}
-	return q
 }
 
 // truncate shortens s for an error message.
