@@ -126,7 +126,8 @@ func AddString(b *cryptobyte.Builder, s []byte) {
 // MagicError reports input that does not open with the magic of any format
 // the Reader was asked for: not a file of that kind at all.
 type MagicError struct {
-	// Magic is what the input holds where the magic should be.
+	// Magic is what the input holds where the magic should be, at most 64
+	// bytes.
 	Magic string
 	// Want are the magics the Reader was asked for.
 	Want []string
@@ -137,7 +138,7 @@ func (e *MagicError) Error() string {
 	for i, m := range e.Want {
 		want[i] = strconv.Quote(m)
 	}
-	return fmt.Sprintf("magic: %q, want %s", truncate(e.Magic, 32), strings.Join(want, " or "))
+	return fmt.Sprintf("magic: %q, want %s", e.Magic, strings.Join(want, " or "))
 }
 
 // VersionError reports input of a known format but of a version the Reader
@@ -278,12 +279,4 @@ func (r *Reader) End() {
 	if r.err == nil && len(r.s) != 0 {
 		r.fail("end", "%d trailing bytes", len(r.s))
 	}
-}
-
-// truncate shortens s for an error message.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
