@@ -3,16 +3,18 @@ package attest
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"hash"
 	"strconv"
 	"strings"
 
 	"github.com/google/go-tpm/tpm2"
+	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/internal/wire"
 )
 
 // Version is the evidence format version this package writes. It reads
@@ -25,6 +27,12 @@ const Format = "icn-agent-evidence-v2"
 
 // formatV1 is the magic string of version 1 evidence.
 const formatV1 = "icn-agent-evidence-v1"
+
+// The preambles of the SSH encoding: the magic names the version too.
+var (
+	preamble   = wire.Preamble{Magic: Format, Version: Version}
+	preambleV1 = wire.Preamble{Magic: formatV1, Version: 1}
+)
 
 // formatOf returns the magic string of a format version.
 func formatOf(version int) string {
@@ -112,11 +120,12 @@ func Binding(nonce []byte, key ssh.PublicKey) []byte {
 	if key != nil {
 		keywire = key.Marshal()
 	}
-	h := sha256.New()
-	h.Write([]byte(bindingDomain))
-	writeString(h, nonce)
-	writeString(h, keywire)
-	return h.Sum(nil)
+	var b cryptobyte.Builder
+	b.AddBytes([]byte(bindingDomain))
+	wire.AddString(&b, nonce)
+	wire.AddString(&b, keywire)
+	d := sha256.Sum256(b.BytesOrPanic())
+	return d[:]
 }
 
 // PossessionMessage returns what the identity key signs to prove that the
@@ -131,20 +140,11 @@ func Binding(nonce []byte, key ssh.PublicKey) []byte {
 // identifier: "icn-" read as a length is over 1.7 GB) nor for an SSHSIG
 // blob (which starts with "SSHSIG").
 func PossessionMessage(nonce, quoted []byte) []byte {
-	m := make([]byte, 0, len(possessionDomain)+8+len(nonce)+len(quoted))
-	m = append(m, possessionDomain...)
-	m = appendString(m, nonce)
-	return appendString(m, quoted)
-}
-
-func writeString(h hash.Hash, b []byte) {
-	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
-	h.Write(b)
-}
-
-func appendString(w, s []byte) []byte {
-	w = binary.BigEndian.AppendUint32(w, uint32(len(s)))
-	return append(w, s...)
+	b := cryptobyte.NewBuilder(make([]byte, 0, len(possessionDomain)+8+len(nonce)+len(quoted)))
+	b.AddBytes([]byte(possessionDomain))
+	wire.AddString(b, nonce)
+	wire.AddString(b, quoted)
+	return b.BytesOrPanic()
 }
 
 // Evidence is what a verifier receives: a TPM quote of the PCRs bound to a
@@ -362,44 +362,42 @@ func ascending(field string, indexes []int) error {
 // for evidence that ParseSSH, UnmarshalJSON or Quote returned,
 // ParseSSH(e.MarshalSSH()) equals e.
 func (e *Evidence) MarshalSSH() []byte {
-	var w []byte
-	w = appendString(w, []byte(formatOf(e.Version)))
-	w = binary.BigEndian.AppendUint32(w, uint32(e.Version))
-	w = appendString(w, e.Attest)
-	w = appendString(w, e.Signature)
-	w = binary.BigEndian.AppendUint32(w, uint32(e.Bank))
-	w = binary.BigEndian.AppendUint32(w, uint32(len(e.PCRs)))
+	var w cryptobyte.Builder
+	wire.Preamble{Magic: formatOf(e.Version), Version: uint32(e.Version)}.Add(&w)
+	wire.AddString(&w, e.Attest)
+	wire.AddString(&w, e.Signature)
+	w.AddUint32(uint32(e.Bank))
+	w.AddUint32(uint32(len(e.PCRs)))
 	for i, p := range e.PCRs {
-		w = binary.BigEndian.AppendUint32(w, uint32(p))
+		w.AddUint32(uint32(p))
 		var v []byte
 		if i < len(e.PCRValues) {
 			v = e.PCRValues[i]
 		}
-		w = appendString(w, v)
+		wire.AddString(&w, v)
 	}
-	w = appendString(w, e.AKPublic)
-	w = appendString(w, e.CertifyAttest)
-	w = appendString(w, e.CertifySignature)
-	w = appendString(w, e.SealedPublic)
-	w = appendString(w, e.SRKName)
-	w = binary.BigEndian.AppendUint32(w, uint32(len(e.SealedPCRs)))
+	for _, s := range [][]byte{e.AKPublic, e.CertifyAttest, e.CertifySignature, e.SealedPublic, e.SRKName} {
+		wire.AddString(&w, s)
+	}
+	w.AddUint32(uint32(len(e.SealedPCRs)))
 	for _, p := range e.SealedPCRs {
-		w = binary.BigEndian.AppendUint32(w, uint32(p))
+		w.AddUint32(uint32(p))
 	}
 	if e.Version != 1 {
-		w = binary.BigEndian.AppendUint32(w, uint32(e.PolicyKind))
 		var pin uint32
 		if e.PolicyPIN {
 			pin = 1
 		}
-		w = binary.BigEndian.AppendUint32(w, pin)
-		w = appendString(w, e.PolicySigner)
-		w = appendString(w, e.ApprovedPolicy)
-		w = appendString(w, e.Approval)
+		w.AddUint32(uint32(e.PolicyKind))
+		w.AddUint32(pin)
+		for _, s := range [][]byte{e.PolicySigner, e.ApprovedPolicy, e.Approval} {
+			wire.AddString(&w, s)
+		}
 	}
-	w = appendString(w, e.IdentityKey)
-	w = appendString(w, e.Possession)
-	return w
+	wire.AddString(&w, e.IdentityKey)
+	wire.AddString(&w, e.Possession)
+	// Only a field of 4 GiB or more fails, far beyond any evidence.
+	return w.BytesOrPanic()
 }
 
 // ParseSSH decodes the SSH wire encoding of evidence (see MarshalSSH) and
@@ -409,175 +407,91 @@ func ParseSSH(b []byte) (*Evidence, error) {
 	if len(b) > maxEvidence {
 		return nil, malformed("evidence", "%d bytes, more than %d", len(b), maxEvidence)
 	}
-	r := reader{buf: b}
-	magic, err := r.string("magic", 64)
-	if err != nil {
+	r := wire.NewReader(b)
+	p := r.Preamble(preamble, preambleV1)
+	if err := r.Err(); err != nil {
+		return nil, wireError(err)
+	}
+	// Strings are copied; an empty one is nil.
+	str := func(field string, max int) []byte { return nonEmpty(bytes.Clone(r.String(field, max))) }
+	e := &Evidence{Version: int(p.Version)}
+	e.Attest = str("attest", maxAttest)
+	e.Signature = str("signature", maxSignature)
+	bank := r.Uint32("bank")
+	var err error
+	if e.PCRs, e.PCRValues, err = readPCRs(r, "pcrs", true); err != nil {
 		return nil, err
 	}
-	want := 0
-	switch string(magic) {
-	case Format:
-		want = Version
-	case formatV1:
-		want = 1
-	default:
-		if strings.HasPrefix(string(magic), "icn-agent-evidence-") {
-			return nil, fmt.Errorf("%w %q (this icn-agent reads %q and %q)", ErrUnsupportedVersion, magic, formatV1, Format)
-		}
-		return nil, malformed("magic", "not icn-agent evidence")
-	}
-	version, err := r.uint32("version")
-	if err != nil {
+	e.AKPublic = str("ak public", maxTPM2BPublic)
+	e.CertifyAttest = str("certify attest", maxAttest)
+	e.CertifySignature = str("certify signature", maxSignature)
+	e.SealedPublic = str("sealed public", maxTPM2BPublic)
+	e.SRKName = str("srk name", maxName)
+	if e.SealedPCRs, _, err = readPCRs(r, "sealed pcrs", false); err != nil {
 		return nil, err
 	}
-	if version != uint32(want) {
-		return nil, fmt.Errorf("%w %d under the magic %q", ErrUnsupportedVersion, version, magic)
+	var kind, pin uint32
+	if e.Version != 1 {
+		kind = r.Uint32("policy kind")
+		pin = r.Uint32("pin")
+		e.PolicySigner = str("policy signer", maxTPM2BPublic)
+		e.ApprovedPolicy = str("approved policy", maxName)
+		e.Approval = str("approval", maxSignature)
 	}
-	e := &Evidence{Version: want}
-	if e.Attest, err = r.string("attest", maxAttest); err != nil {
-		return nil, err
-	}
-	if e.Signature, err = r.string("signature", maxSignature); err != nil {
-		return nil, err
-	}
-	bank, err := r.uint32("bank")
-	if err != nil {
-		return nil, err
-	}
-	if bank > 0xffff {
+	e.IdentityKey = str("identity key", maxIdentityKey)
+	e.Possession = str("possession", maxPossession)
+	r.End()
+	switch err := r.Err(); {
+	case err != nil:
+		return nil, wireError(err)
+	case bank > 0xffff:
 		return nil, malformed("bank", "0x%x is not a TPM_ALG_ID", bank)
+	case kind > 0xff:
+		return nil, malformed("policy kind", "%d is not a policy kind", kind)
+	case pin > 1:
+		return nil, malformed("pin", "%d, want 0 or 1", pin)
 	}
 	e.Bank = tpm2.TPMIAlgHash(bank)
-	if e.PCRs, e.PCRValues, err = r.pcrs("pcrs", true); err != nil {
-		return nil, err
-	}
-	for _, f := range []struct {
-		dst  *[]byte
-		name string
-		max  int
-	}{
-		{&e.AKPublic, "ak public", maxTPM2BPublic},
-		{&e.CertifyAttest, "certify attest", maxAttest},
-		{&e.CertifySignature, "certify signature", maxSignature},
-		{&e.SealedPublic, "sealed public", maxTPM2BPublic},
-		{&e.SRKName, "srk name", maxName},
-	} {
-		if *f.dst, err = r.string(f.name, f.max); err != nil {
-			return nil, err
-		}
-	}
-	if e.SealedPCRs, _, err = r.pcrs("sealed pcrs", false); err != nil {
-		return nil, err
-	}
-	if e.Version != 1 {
-		kind, err := r.uint32("policy kind")
-		if err != nil {
-			return nil, err
-		}
-		if kind > 0xff {
-			return nil, malformed("policy kind", "%d is not a policy kind", kind)
-		}
-		e.PolicyKind = PolicyKind(kind)
-		pin, err := r.uint32("pin")
-		if err != nil {
-			return nil, err
-		}
-		if pin > 1 {
-			return nil, malformed("pin", "%d, want 0 or 1", pin)
-		}
-		e.PolicyPIN = pin == 1
-		for _, f := range []struct {
-			dst  *[]byte
-			name string
-			max  int
-		}{
-			{&e.PolicySigner, "policy signer", maxTPM2BPublic},
-			{&e.ApprovedPolicy, "approved policy", maxName},
-			{&e.Approval, "approval", maxSignature},
-		} {
-			if *f.dst, err = r.string(f.name, f.max); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if e.IdentityKey, err = r.string("identity key", maxIdentityKey); err != nil {
-		return nil, err
-	}
-	if e.Possession, err = r.string("possession", maxPossession); err != nil {
-		return nil, err
-	}
-	if len(r.buf) != 0 {
-		return nil, malformed("evidence", "%d trailing bytes", len(r.buf))
-	}
+	e.PolicyKind = PolicyKind(kind)
+	e.PolicyPIN = pin == 1
 	if err := e.validate(); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-// reader decodes SSH wire fields, checking every length against the bytes
-// left and the field's bound before allocating.
-type reader struct{ buf []byte }
-
-func (r *reader) uint32(field string) (uint32, error) {
-	if len(r.buf) < 4 {
-		return 0, malformed(field, "truncated")
-	}
-	v := binary.BigEndian.Uint32(r.buf)
-	r.buf = r.buf[4:]
-	return v, nil
-}
-
-// string reads a string field; an empty one is returned as nil.
-func (r *reader) string(field string, max int) ([]byte, error) {
-	n, err := r.uint32(field)
-	if err != nil {
-		return nil, err
-	}
-	if n > uint32(max) {
-		return nil, malformed(field, "%d bytes, more than %d", n, max)
-	}
-	if uint32(len(r.buf)) < n {
-		return nil, malformed(field, "truncated: %d bytes, %d left", n, len(r.buf))
-	}
-	var s []byte
-	if n > 0 {
-		s = bytes.Clone(r.buf[:n])
-	}
-	r.buf = r.buf[n:]
-	return s, nil
-}
-
-// pcrs reads a count and that many indexes, each followed by a value if
-// withValues.
-func (r *reader) pcrs(field string, withValues bool) ([]int, [][]byte, error) {
-	n, err := r.uint32(field)
-	if err != nil {
-		return nil, nil, err
-	}
+// readPCRs reads a count and that many PCR indexes, each followed by its
+// value if withValues. validate checks the indexes.
+func readPCRs(r *wire.Reader, field string, withValues bool) ([]int, [][]byte, error) {
+	n := r.Uint32(field)
 	if n > numPCRs {
 		return nil, nil, malformed(field, "%d PCRs, more than %d", n, numPCRs)
 	}
 	var idx []int
 	var values [][]byte
-	for i := uint32(0); i < n; i++ {
-		p, err := r.uint32(field)
-		if err != nil {
-			return nil, nil, err
-		}
-		if p >= numPCRs {
-			return nil, nil, malformed(field, "PCR %d out of range 0 to %d", p, numPCRs-1)
-		}
-		idx = append(idx, int(p))
+	for range n {
+		idx = append(idx, int(r.Uint32(field)))
 		if withValues {
-			v, err := r.string(field, maxPCRValue)
-			if err != nil {
-				return nil, nil, err
-			}
-			values = append(values, v)
+			values = append(values, nonEmpty(bytes.Clone(r.String(field, maxPCRValue))))
 		}
 	}
 	return idx, values, nil
+}
+
+// wireError maps an error of the wire.Reader of evidence to ErrMalformed
+// or ErrUnsupportedVersion. An unknown "icn-agent-evidence-" magic is
+// evidence of another version.
+func wireError(err error) error {
+	if v, ok := errors.AsType[*wire.VersionError](err); ok {
+		return fmt.Errorf("%w %d under the magic %q", ErrUnsupportedVersion, v.Version, v.Magic)
+	}
+	if m, ok := errors.AsType[*wire.MagicError](err); ok {
+		if strings.HasPrefix(m.Magic, "icn-agent-evidence-") {
+			return fmt.Errorf("%w %q (this icn-agent reads %q and %q)", ErrUnsupportedVersion, m.Magic, formatV1, Format)
+		}
+		return malformed("magic", "not icn-agent evidence")
+	}
+	return fmt.Errorf("%w: %w", ErrMalformed, err)
 }
 
 // evidenceJSON is the JSON form of Evidence.

@@ -59,7 +59,7 @@ func unmarshalExact[T tpm2.Marshallable, P interface {
 }
 
 // parseTPM2BPublic decodes a marshalled TPM2B_PUBLIC. It returns the public
-// area and its TPMT_PUBLIC bytes, over which the object's Name is computed.
+// area and its TPMT_PUBLIC bytes, which re-encoding it gives back exactly.
 func parseTPM2BPublic(b []byte) (*tpm2.TPMTPublic, []byte, error) {
 	if len(b) < 2 {
 		return nil, nil, errors.New("too short for a TPM2B_PUBLIC")
@@ -75,16 +75,15 @@ func parseTPM2BPublic(b []byte) (*tpm2.TPMTPublic, []byte, error) {
 	return pub, raw, nil
 }
 
-// objectName returns the TPM Name of an object whose nameAlg is SHA-256:
-// TPM_ALG_SHA256 || SHA-256(TPMT_PUBLIC).
-func objectName(rawPublic []byte) []byte {
-	d := sha256.Sum256(rawPublic)
-	return append([]byte{0x00, byte(tpm2.TPMAlgSHA256)}, d[:]...)
-}
-
-// hierarchyQN is the Qualified Name of a hierarchy: its handle.
-func hierarchyQN(h tpm2.TPMHandle) []byte {
-	return binary.BigEndian.AppendUint32(nil, uint32(h))
+// nameOf returns the TPM Name of a public area that parseTPM2BPublic
+// returned: nameAlg || H_nameAlg(TPMT_PUBLIC), computed by go-tpm. It fails
+// only for a nameAlg that is not a hash go-tpm knows.
+func nameOf(pub *tpm2.TPMTPublic) ([]byte, error) {
+	name, err := tpm2.ObjectName(pub)
+	if err != nil {
+		return nil, err
+	}
+	return name.Buffer, nil
 }
 
 // qualifiedName returns QN(child) = nameAlg || H(QN(parent) || Name(child))
@@ -101,7 +100,9 @@ func qualifiedName(parentQN, name []byte) []byte {
 // whose Name is srkName, the SRK being a primary key of the owner
 // hierarchy.
 func srkChildQN(srkName, childName []byte) []byte {
-	return qualifiedName(qualifiedName(hierarchyQN(tpm2.TPMRHOwner), srkName), childName)
+	// The Qualified Name of a hierarchy is its Name, its handle.
+	owner := tpm2.HandleName(tpm2.TPMRHOwner)
+	return qualifiedName(qualifiedName(owner.Buffer, srkName), childName)
 }
 
 // attestHeader checks the fixed prefix of a TPMS_ATTEST: the magic
@@ -201,7 +202,7 @@ func attrBits(a tpm2.TPMAObject) uint32 {
 // parseAKPublic checks a marshalled TPM2B_PUBLIC of an attestation key and
 // returns its key and Name.
 func parseAKPublic(b []byte) (*ecdsa.PublicKey, []byte, error) {
-	pub, raw, err := parseTPM2BPublic(b)
+	pub, _, err := parseTPM2BPublic(b)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrBadAK, err)
 	}
@@ -250,7 +251,11 @@ func parseAKPublic(b []byte) (*ecdsa.PublicKey, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrBadAK, err)
 	}
-	return key, objectName(raw), nil
+	name, err := nameOf(pub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadAK, err)
+	}
+	return key, name, nil
 }
 
 // selectionBits returns the PCRs a TPML_PCR_SELECTION selects in bank as a

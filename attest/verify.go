@@ -348,14 +348,17 @@ func verifyCertify(e *Evidence, quote *tpm2.TPMSAttest, akKey *ecdsa.PublicKey, 
 	if !bytes.Equal(quote.QualifiedSigner.Buffer, srkChildQN(e.SRKName, akName)) {
 		return badCertify(nil, "the attestation key is not a child of the storage root key %x", e.SRKName)
 	}
-	sealed, raw, err := parseTPM2BPublic(e.SealedPublic)
+	sealed, _, err := parseTPM2BPublic(e.SealedPublic)
 	if err != nil {
 		return badCertify(nil, "sealed public area: %v", err)
 	}
 	if sealed.NameAlg != tpm2.TPMAlgSHA256 {
 		return badCertify(ErrWeakHash, "sealed object nameAlg 0x%04x", uint16(sealed.NameAlg))
 	}
-	name := objectName(raw)
+	name, err := nameOf(sealed)
+	if err != nil {
+		return badCertify(nil, "sealed object name: %v", err)
+	}
 	want := readPublicAuditDigest(e.SealedPublic, name, srkChildQN(e.SRKName, name))
 	if subtle.ConstantTimeCompare(audit.SessionDigest.Buffer, want) != 1 {
 		return badCertify(nil, "the audited command is not TPM2_ReadPublic of this sealed object under this SRK")
@@ -405,11 +408,14 @@ func policyMatches(e *Evidence, quoted map[int][]byte, authPolicy []byte, res *R
 		want, err := tpmpolicy.Sealed(tpmpolicy.KindPCR, pcrDigest, nil, e.PolicyPIN)
 		return err == nil && bytes.Equal(want, authPolicy)
 	case PolicyAuthorizedPCR:
-		signer, raw, err := parseTPM2BPublic(e.PolicySigner)
+		signer, _, err := parseTPM2BPublic(e.PolicySigner)
 		if err != nil {
 			return false
 		}
-		name := objectName(raw)
+		name, err := nameOf(signer)
+		if err != nil {
+			return false
+		}
 		want, err := tpmpolicy.Sealed(tpmpolicy.KindAuthorizedPCR, nil, name, e.PolicyPIN)
 		if err != nil || !bytes.Equal(want, authPolicy) {
 			return false

@@ -12,7 +12,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-tpm/tpm2"
+	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/icn/icn-agent/internal/wire"
 )
 
 // FormatVersion is the blob format version this package reads and writes.
@@ -23,6 +26,9 @@ const pemType = "ICN AGENT SEALED IDENTITY"
 
 // blobMagic opens the binary content of every blob.
 const blobMagic = "icn-agent-sealed-identity"
+
+// blobPreamble opens the binary content of every blob this package writes.
+var blobPreamble = wire.Preamble{Magic: blobMagic, Version: FormatVersion}
 
 // Size bounds. Lengths read from a blob are checked against these before
 // anything is allocated.
@@ -58,6 +64,24 @@ var ErrUnsupportedVersion = errors.New("sealstore: unsupported blob version")
 // malformed returns an error wrapping ErrMalformedBlob that names field.
 func malformed(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrMalformedBlob, field, fmt.Sprintf(format, args...))
+}
+
+// blobError maps an error of the wire.Reader of a blob to ErrMalformedBlob
+// or ErrUnsupportedVersion.
+func blobError(err error) error {
+	return wireError(err, ErrMalformedBlob, ErrUnsupportedVersion, "sealed identity")
+}
+
+// wireError maps an error of a wire.Reader over a format called what to
+// the format's sentinels: malformed, or unsupported for another version.
+func wireError(err, malformed, unsupported error, what string) error {
+	if v, ok := errors.AsType[*wire.VersionError](err); ok {
+		return fmt.Errorf("%w %d (this icn-agent reads version %d)", unsupported, v.Version, v.Want)
+	}
+	if _, ok := errors.AsType[*wire.MagicError](err); ok {
+		return fmt.Errorf("%w: magic: not an icn-agent %s", malformed, what)
+	}
+	return fmt.Errorf("%w: %w", malformed, err)
 }
 
 // PolicyKind says how a sealed object's authPolicy is built.
@@ -202,39 +226,37 @@ func (b *Blob) Marshal() ([]byte, error) {
 	if err := b.validate(); err != nil {
 		return nil, err
 	}
-	var w []byte
-	w = appendString(w, []byte(blobMagic))
-	w = binary.BigEndian.AppendUint32(w, FormatVersion)
-	w = appendString(w, []byte(b.Name))
-	w = appendString(w, []byte(b.Comment))
-	w = appendString(w, b.PublicKey.Marshal())
-	w = append(w, b.Policy.kindByte())
-	w = binary.BigEndian.AppendUint16(w, uint16(b.Policy.Bank))
-	w = binary.BigEndian.AppendUint32(w, uint32(len(b.Policy.PCRs)))
+	var w cryptobyte.Builder
+	blobPreamble.Add(&w)
+	wire.AddString(&w, []byte(b.Name))
+	wire.AddString(&w, []byte(b.Comment))
+	wire.AddString(&w, b.PublicKey.Marshal())
+	w.AddUint8(b.Policy.kindByte())
+	w.AddUint16(uint16(b.Policy.Bank))
+	w.AddUint32(uint32(len(b.Policy.PCRs)))
 	for _, p := range b.Policy.PCRs {
-		w = append(w, byte(p.Index))
-		w = appendString(w, p.Value)
+		w.AddUint8(byte(p.Index))
+		wire.AddString(&w, p.Value)
 	}
-	w = appendString(w, b.Policy.Digest)
+	wire.AddString(&w, b.Policy.Digest)
 	if b.Policy.Kind == PolicyAuthorizedPCR {
-		w = appendString(w, b.Policy.Signer)
+		wire.AddString(&w, b.Policy.Signer)
 	}
-	w = appendString(w, b.SRKName)
-	w = appendString(w, b.Public)
-	w = appendString(w, b.Private)
-	w = binary.BigEndian.AppendUint64(w, uint64(b.Created.Unix()))
-	out := pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: w})
+	wire.AddString(&w, b.SRKName)
+	wire.AddString(&w, b.Public)
+	wire.AddString(&w, b.Private)
+	w.AddUint64(uint64(b.Created.Unix()))
+	body, err := w.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformedBlob, err)
+	}
+	out := pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: body})
 	if len(out) > maxFileSize {
 		// Unreachable with the field bounds above; kept so that the
 		// writer can never produce a file the reader refuses.
 		return nil, fmt.Errorf("%w: encoded blob is %d bytes, more than %d", ErrMalformedBlob, len(out), maxFileSize)
 	}
 	return out, nil
-}
-
-func appendString(w, s []byte) []byte {
-	w = binary.BigEndian.AppendUint32(w, uint32(len(s)))
-	return append(w, s...)
 }
 
 // ParseBlob parses and checks a blob file. Errors wrap ErrMalformedBlob, or
@@ -247,44 +269,17 @@ func ParseBlob(data []byte) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := reader{buf: body}
-
-	magic, err := r.string("magic", 64)
-	if err != nil {
-		return nil, err
+	r := wire.NewReader(body)
+	r.Preamble(blobPreamble)
+	name := r.String("name", maxNameLen)
+	comment := r.String("comment", maxComment)
+	keyBytes := r.String("ssh public key", maxSSHKey)
+	kind := r.Uint8("policy kind")
+	if err := r.Err(); err != nil {
+		return nil, blobError(err)
 	}
-	if string(magic) != blobMagic {
-		return nil, malformed("magic", "not an icn-agent sealed identity")
-	}
-	version, err := r.uint32("version")
-	if err != nil {
-		return nil, err
-	}
-	if version != FormatVersion {
-		return nil, fmt.Errorf("%w %d (this icn-agent reads version %d)", ErrUnsupportedVersion, version, FormatVersion)
-	}
-
-	b := &Blob{}
-	name, err := r.string("name", maxNameLen)
-	if err != nil {
-		return nil, err
-	}
-	b.Name = string(name)
-	comment, err := r.string("comment", maxComment)
-	if err != nil {
-		return nil, err
-	}
-	b.Comment = string(comment)
-	keyBytes, err := r.string("ssh public key", maxSSHKey)
-	if err != nil {
-		return nil, err
-	}
+	b := &Blob{Name: string(name), Comment: string(comment)}
 	if b.PublicKey, err = parseSSHKey(keyBytes); err != nil {
-		return nil, err
-	}
-
-	kind, err := r.byte("policy kind")
-	if err != nil {
 		return nil, err
 	}
 	b.Policy.Kind = PolicyKind(kind &^ pinFlag)
@@ -293,59 +288,36 @@ func ParseBlob(data []byte) (*Blob, error) {
 		// The rest of the layout depends on the kind.
 		return nil, malformed("policy kind", "%d is not supported (want %d, PolicyPCR, or %d, PolicyAuthorizedPCR, optionally with the PIN bit 0x80)", kind, PolicyPCR, PolicyAuthorizedPCR)
 	}
-	bank, err := r.uint16("pcr bank")
-	if err != nil {
-		return nil, err
-	}
-	b.Policy.Bank = tpm2.TPMIAlgHash(bank)
-	count, err := r.uint32("pcr count")
-	if err != nil {
-		return nil, err
+	b.Policy.Bank = tpm2.TPMIAlgHash(r.Uint16("pcr bank"))
+	count := r.Uint32("pcr count")
+	if err := r.Err(); err != nil {
+		return nil, blobError(err)
 	}
 	if count < 1 || count > maxPCRs {
 		return nil, malformed("pcr count", "want 1 to %d, got %d", maxPCRs, count)
 	}
 	b.Policy.PCRs = make([]PCRValue, count)
 	for i := range b.Policy.PCRs {
-		idx, err := r.byte(fmt.Sprintf("pcr entry %d index", i))
-		if err != nil {
-			return nil, err
-		}
-		val, err := r.string(fmt.Sprintf("pcr %d value", idx), maxDigest)
-		if err != nil {
-			return nil, err
-		}
+		idx := r.Uint8(fmt.Sprintf("pcr entry %d index", i))
+		// An empty value is none (nil), as in a signed PCR policy.
+		val := bytes.Clone(r.String(fmt.Sprintf("pcr %d value", idx), maxDigest))
 		if len(val) == 0 {
 			val = nil
 		}
 		b.Policy.PCRs[i] = PCRValue{Index: int(idx), Value: val}
 	}
-	if b.Policy.Digest, err = r.string("policy digest", maxDigest); err != nil {
-		return nil, err
-	}
+	b.Policy.Digest = bytes.Clone(r.String("policy digest", maxDigest))
 	if b.Policy.Kind == PolicyAuthorizedPCR {
-		if b.Policy.Signer, err = r.string("policy key", maxTPM2B); err != nil {
-			return nil, err
-		}
+		b.Policy.Signer = bytes.Clone(r.String("policy key", maxTPM2B))
 	}
-	if b.SRKName, err = r.string("srk name", srkNameSize); err != nil {
-		return nil, err
+	b.SRKName = bytes.Clone(r.String("srk name", srkNameSize))
+	b.Public = bytes.Clone(r.String("tpm2b public", maxTPM2B))
+	b.Private = bytes.Clone(r.String("tpm2b private", maxTPM2B))
+	b.Created = time.Unix(int64(r.Uint64("created")), 0).UTC()
+	r.End()
+	if err := r.Err(); err != nil {
+		return nil, blobError(err)
 	}
-	if b.Public, err = r.string("tpm2b public", maxTPM2B); err != nil {
-		return nil, err
-	}
-	if b.Private, err = r.string("tpm2b private", maxTPM2B); err != nil {
-		return nil, err
-	}
-	created, err := r.uint64("created")
-	if err != nil {
-		return nil, err
-	}
-	b.Created = time.Unix(int64(created), 0).UTC()
-	if n := len(r.buf); n > 0 {
-		return nil, malformed("end", "%d trailing bytes", n)
-	}
-
 	if err := b.validate(); err != nil {
 		return nil, err
 	}
@@ -649,77 +621,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
-}
-
-// reader decodes the binary content of a blob (or of a signed policy).
-// Every method names the field it reads in its errors, made by bad
-// (malformed if nil).
-type reader struct {
-	buf []byte
-	bad func(field, format string, args ...any) error
-}
-
-func (r *reader) fail(field, format string, args ...any) error {
-	if r.bad != nil {
-		return r.bad(field, format, args...)
-	}
-	return malformed(field, format, args...)
-}
-
-func (r *reader) next(field string, n int) ([]byte, error) {
-	if len(r.buf) < n {
-		return nil, r.fail(field, "truncated: want %d bytes, %d left", n, len(r.buf))
-	}
-	b := r.buf[:n:n]
-	r.buf = r.buf[n:]
-	return b, nil
-}
-
-func (r *reader) byte(field string) (byte, error) {
-	b, err := r.next(field, 1)
-	if err != nil {
-		return 0, err
-	}
-	return b[0], nil
-}
-
-func (r *reader) uint16(field string) (uint16, error) {
-	b, err := r.next(field, 2)
-	if err != nil {
-		return 0, err
-	}
-	return binary.BigEndian.Uint16(b), nil
-}
-
-func (r *reader) uint32(field string) (uint32, error) {
-	b, err := r.next(field, 4)
-	if err != nil {
-		return 0, err
-	}
-	return binary.BigEndian.Uint32(b), nil
-}
-
-func (r *reader) uint64(field string) (uint64, error) {
-	b, err := r.next(field, 8)
-	if err != nil {
-		return 0, err
-	}
-	return binary.BigEndian.Uint64(b), nil
-}
-
-// string reads a string of at most max bytes and returns a copy of it. The
-// length is checked before anything is allocated.
-func (r *reader) string(field string, max int) ([]byte, error) {
-	n, err := r.uint32(field + " length")
-	if err != nil {
-		return nil, err
-	}
-	if uint64(n) > uint64(max) {
-		return nil, r.fail(field, "length %d exceeds the maximum of %d", n, max)
-	}
-	b, err := r.next(field, int(n))
-	if err != nil {
-		return nil, err
-	}
-	return bytes.Clone(b), nil
 }

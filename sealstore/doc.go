@@ -91,7 +91,8 @@
 // The block's content is a binary structure. Integers are big-endian,
 // unsigned unless noted. A "string" is a uint32 byte count followed by that
 // many bytes, as in the SSH wire protocol (RFC 4251 section 5). Fields follow
-// each other without padding, in this order:
+// each other without padding (the framing internal/wire reads and writes),
+// in this order:
 //
 //	string  magic
 //	uint32  version

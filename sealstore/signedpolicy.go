@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/asn1"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -20,14 +19,20 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/sys/unix"
 
 	"github.com/icn/icn-agent/internal/safefile"
+	"github.com/icn/icn-agent/internal/wire"
 )
 
 // SignedPolicyVersion is the signed policy file format version this
 // package reads and writes.
 const SignedPolicyVersion = 1
+
+// policyPreamble opens the binary content of every signed policy this
+// package writes.
+var policyPreamble = wire.Preamble{Magic: policyMagic, Version: SignedPolicyVersion}
 
 const (
 	// policyPEMType is the type of the PEM block of a signed policy file.
@@ -63,6 +68,12 @@ var (
 // field.
 func malformedPolicy(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrMalformedPolicy, field, fmt.Sprintf(format, args...))
+}
+
+// policyError maps an error of the wire.Reader of a signed policy to
+// ErrMalformedPolicy or ErrUnsupportedPolicyVersion.
+func policyError(err error) error {
+	return wireError(err, ErrMalformedPolicy, ErrUnsupportedPolicyVersion, "signed policy")
 }
 
 // SignedPolicy is a PCR policy approved by a policy signing key: a
@@ -191,22 +202,25 @@ func (p *SignedPolicy) Marshal() ([]byte, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	var w []byte
-	w = appendString(w, []byte(policyMagic))
-	w = binary.BigEndian.AppendUint32(w, SignedPolicyVersion)
-	w = appendString(w, []byte(p.Comment))
-	w = binary.BigEndian.AppendUint16(w, uint16(p.Bank))
-	w = binary.BigEndian.AppendUint32(w, uint32(len(p.PCRs)))
+	var w cryptobyte.Builder
+	policyPreamble.Add(&w)
+	wire.AddString(&w, []byte(p.Comment))
+	w.AddUint16(uint16(p.Bank))
+	w.AddUint32(uint32(len(p.PCRs)))
 	for _, v := range p.PCRs {
-		w = append(w, byte(v.Index))
-		w = appendString(w, v.Value)
+		w.AddUint8(byte(v.Index))
+		wire.AddString(&w, v.Value)
 	}
-	w = appendString(w, p.Digest)
-	w = appendString(w, p.Key.point())
-	w = appendString(w, p.R)
-	w = appendString(w, p.S)
-	w = binary.BigEndian.AppendUint64(w, uint64(p.Signed.Unix()))
-	return pem.EncodeToMemory(&pem.Block{Type: policyPEMType, Bytes: w}), nil
+	wire.AddString(&w, p.Digest)
+	wire.AddString(&w, p.Key.point())
+	wire.AddString(&w, p.R)
+	wire.AddString(&w, p.S)
+	w.AddUint64(uint64(p.Signed.Unix()))
+	body, err := w.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformedPolicy, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: policyPEMType, Bytes: body}), nil
 }
 
 // ParseSignedPolicy parses and checks a signed policy file: its fields,
@@ -221,74 +235,36 @@ func ParseSignedPolicy(data []byte) (*SignedPolicy, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := reader{buf: body, bad: malformedPolicy}
-	magic, err := r.string("magic", 64)
-	if err != nil {
-		return nil, err
-	}
-	if string(magic) != policyMagic {
-		return nil, malformedPolicy("magic", "not an icn-agent signed policy")
-	}
-	version, err := r.uint32("version")
-	if err != nil {
-		return nil, err
-	}
-	if version != SignedPolicyVersion {
-		return nil, fmt.Errorf("%w %d (this icn-agent reads version %d)", ErrUnsupportedPolicyVersion, version, SignedPolicyVersion)
-	}
-	p := &SignedPolicy{}
-	comment, err := r.string("comment", maxComment)
-	if err != nil {
-		return nil, err
-	}
-	p.Comment = string(comment)
-	bank, err := r.uint16("pcr bank")
-	if err != nil {
-		return nil, err
-	}
-	p.Bank = tpm2.TPMIAlgHash(bank)
-	count, err := r.uint32("pcr count")
-	if err != nil {
-		return nil, err
+	r := wire.NewReader(body)
+	r.Preamble(policyPreamble)
+	p := &SignedPolicy{Comment: string(r.String("comment", maxComment))}
+	p.Bank = tpm2.TPMIAlgHash(r.Uint16("pcr bank"))
+	count := r.Uint32("pcr count")
+	if err := r.Err(); err != nil {
+		return nil, policyError(err)
 	}
 	if count < 1 || count > maxPCRs {
 		return nil, malformedPolicy("pcr count", "want 1 to %d, got %d", maxPCRs, count)
 	}
 	p.PCRs = make([]PCRValue, count)
 	for i := range p.PCRs {
-		idx, err := r.byte(fmt.Sprintf("pcr entry %d index", i))
-		if err != nil {
-			return nil, err
-		}
-		val, err := r.string(fmt.Sprintf("pcr %d value", idx), maxDigest)
-		if err != nil {
-			return nil, err
-		}
-		p.PCRs[i] = PCRValue{Index: int(idx), Value: val}
+		idx := r.Uint8(fmt.Sprintf("pcr entry %d index", i))
+		p.PCRs[i] = PCRValue{Index: int(idx), Value: bytes.Clone(r.String(fmt.Sprintf("pcr %d value", idx), maxDigest))}
 	}
-	if p.Digest, err = r.string("policy digest", maxDigest); err != nil {
-		return nil, err
-	}
-	point, err := r.string("policy key", pointSize)
-	if err != nil {
-		return nil, err
+	p.Digest = bytes.Clone(r.String("policy digest", maxDigest))
+	point := r.String("policy key", pointSize)
+	if err := r.Err(); err != nil {
+		return nil, policyError(err)
 	}
 	if p.Key, err = policyKeyFromPoint(point); err != nil {
 		return nil, malformedPolicy("policy key", "%s", trimPrefix(err))
 	}
-	if p.R, err = r.string("signature r", p256Size); err != nil {
-		return nil, err
-	}
-	if p.S, err = r.string("signature s", p256Size); err != nil {
-		return nil, err
-	}
-	signed, err := r.uint64("signed")
-	if err != nil {
-		return nil, err
-	}
-	p.Signed = time.Unix(int64(signed), 0).UTC()
-	if n := len(r.buf); n > 0 {
-		return nil, malformedPolicy("end", "%d trailing bytes", n)
+	p.R = bytes.Clone(r.String("signature r", p256Size))
+	p.S = bytes.Clone(r.String("signature s", p256Size))
+	p.Signed = time.Unix(int64(r.Uint64("signed")), 0).UTC()
+	r.End()
+	if err := r.Err(); err != nil {
+		return nil, policyError(err)
 	}
 	if err := p.validate(); err != nil {
 		return nil, err

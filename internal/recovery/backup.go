@@ -3,22 +3,26 @@ package recovery
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
 
 	"filippo.io/age"
 	"filippo.io/age/armor"
+	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/secmem"
+	"github.com/icn/icn-agent/internal/wire"
 	"github.com/icn/icn-agent/sealstore"
 )
 
 // BackupVersion is the backup plaintext format version this package reads
 // and writes.
 const BackupVersion = 1
+
+// backupPreamble opens every backup plaintext this package writes.
+var backupPreamble = wire.Preamble{Magic: backupMagic, Version: BackupVersion}
 
 const (
 	backupMagic = "icn-agent-backup"
@@ -86,25 +90,26 @@ func (b *Backup) marshal() (*secmem.Buffer, error) {
 	if len(seed) != sealstore.SeedSize {
 		return nil, errors.New("recovery: backup has no seed (destroyed?)")
 	}
-	var head []byte
-	head = appendString(head, []byte(backupMagic))
-	head = binary.BigEndian.AppendUint32(head, BackupVersion)
-	head = appendString(head, []byte(b.Name))
-	head = appendString(head, []byte(b.Comment))
-	head = appendString(head, b.PublicKey.Marshal())
-	var tail []byte
-	tail = binary.BigEndian.AppendUint64(tail, uint64(b.Created.Unix()))
-
-	out, err := secmem.New(len(head) + 4 + len(seed) + len(tail))
+	var head cryptobyte.Builder
+	backupPreamble.Add(&head)
+	wire.AddString(&head, []byte(b.Name))
+	wire.AddString(&head, []byte(b.Comment))
+	wire.AddString(&head, b.PublicKey.Marshal())
+	h, err := head.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("recovery: backup: %w", err)
+	}
+	out, err := secmem.New(len(h) + 4 + len(seed) + 8)
 	if err != nil {
 		return nil, err
 	}
-	w := out.Bytes()[:0]
-	w = append(w, head...)
-	w = binary.BigEndian.AppendUint32(w, uint32(len(seed)))
-	w = append(w, seed...)
-	w = append(w, tail...)
-	if len(w) != out.Len() {
+	// A fixed Builder never reallocates: the seed is written into the
+	// locked buffer and nowhere else.
+	w := cryptobyte.NewFixedBuilder(out.Bytes()[:0:out.Len()])
+	w.AddBytes(h)
+	wire.AddString(w, seed)
+	w.AddUint64(uint64(b.Created.Unix()))
+	if plain, err := w.Bytes(); err != nil || len(plain) != out.Len() {
 		out.Destroy()
 		return nil, errors.New("recovery: internal error: backup size")
 	}
@@ -118,58 +123,32 @@ func ParseBackup(data []byte) (*Backup, error) {
 	if len(data) > maxBackupPlaintext {
 		return nil, malformed("backup", "%d bytes, max %d", len(data), maxBackupPlaintext)
 	}
-	r := reader{buf: data}
-	magic, err := r.string("magic", 64)
-	if err != nil {
-		return nil, err
+	r := wire.NewReader(data)
+	r.Preamble(backupPreamble)
+	name := string(r.String("name", maxName))
+	comment := string(r.String("comment", maxComment))
+	keyBytes := r.String("ssh public key", maxSSHKey)
+	// A slice of data: NewBackup copies it into locked memory.
+	seed := r.String("seed", sealstore.SeedSize)
+	created := int64(r.Uint64("created"))
+	r.End()
+	if err := r.Err(); err != nil {
+		return nil, wireError("backup", err)
 	}
-	if string(magic) != backupMagic {
-		return nil, malformed("magic", "not an icn-agent backup")
-	}
-	version, err := r.uint32("version")
-	if err != nil {
-		return nil, err
-	}
-	if version != BackupVersion {
-		return nil, fmt.Errorf("%w: backup version %d (this icn-agent reads version %d)", ErrUnsupportedVersion, version, BackupVersion)
-	}
-	name, err := r.string("name", maxName)
-	if err != nil {
-		return nil, err
-	}
-	if err := sealstore.ValidName(string(name)); err != nil {
+	if err := sealstore.ValidName(name); err != nil {
 		return nil, malformed("name", "%v", err)
 	}
-	comment, err := r.string("comment", maxComment)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkComment(string(comment)); err != nil {
-		return nil, err
-	}
-	keyBytes, err := r.string("ssh public key", maxSSHKey)
-	if err != nil {
+	if err := checkComment(comment); err != nil {
 		return nil, err
 	}
 	pub, err := parseEd25519Key(keyBytes)
 	if err != nil {
 		return nil, err
 	}
-	seed, err := r.string("seed", sealstore.SeedSize)
-	if err != nil {
-		return nil, err
-	}
 	if len(seed) != sealstore.SeedSize {
 		return nil, malformed("seed", "want %d bytes, got %d", sealstore.SeedSize, len(seed))
 	}
-	created, err := r.int64("created")
-	if err != nil {
-		return nil, err
-	}
-	if err := r.end(); err != nil {
-		return nil, err
-	}
-	b, err := NewBackup(string(name), string(comment), seed, time.Unix(created, 0))
+	b, err := NewBackup(name, comment, seed, time.Unix(created, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -183,9 +162,7 @@ func ParseBackup(data []byte) (*Backup, error) {
 // IsBackup reports whether plaintext, decrypted from an age file, is an
 // icn-agent backup (of any version).
 func IsBackup(plaintext []byte) bool {
-	r := reader{buf: plaintext}
-	magic, err := r.string("magic", 64)
-	return err == nil && string(magic) == backupMagic
+	return backupPreamble.Opens(plaintext)
 }
 
 // parseEd25519Key parses a canonically encoded ssh-ed25519 wire key.

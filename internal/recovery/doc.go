@@ -39,8 +39,8 @@
 //
 // The plaintext is a small binary structure in the style of the sealed
 // blob format: integers big-endian, a "string" a uint32 byte count and that
-// many bytes (RFC 4251 section 5), fields in this order and nothing after
-// the last:
+// many bytes (RFC 4251 section 5; internal/wire reads and writes it), fields
+// in this order and nothing after the last:
 //
 //	string  magic           "icn-agent-backup" (16 ASCII bytes)
 //	uint32  version         1 (BackupVersion)

@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/wire"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -33,6 +35,9 @@ const (
 // MigrationVersion is the migration file format version this package reads
 // and writes.
 const MigrationVersion = 1
+
+// migrationPreamble opens every migration file this package writes.
+var migrationPreamble = wire.Preamble{Magic: migrationMagic, Version: MigrationVersion}
 
 const (
 	migrationMagic = "icn-agent-migration"
@@ -161,21 +166,20 @@ func (m *Migration) header() ([]byte, error) {
 	if m.Wrapped == nil || len(m.Wrapped.ParentName) != srkNameSize {
 		return nil, malformed("target srk name", "want %d bytes", srkNameSize)
 	}
-	var w []byte
-	w = appendString(w, []byte(migrationMagic))
-	w = binary.BigEndian.AppendUint32(w, MigrationVersion)
-	w = appendString(w, []byte(m.Name))
-	w = appendString(w, []byte(m.Comment))
-	w = appendString(w, m.PublicKey.Marshal())
-	pcrs := make([]byte, len(m.PCRs))
-	for i, p := range m.PCRs {
-		pcrs[i] = byte(p)
-	}
-	w = appendString(w, pcrs)
-	w = appendString(w, m.SourceSRKName)
-	w = appendString(w, m.Wrapped.ParentName)
-	w = binary.BigEndian.AppendUint64(w, uint64(m.Created.Unix()))
-	return w, nil
+	var w cryptobyte.Builder
+	migrationPreamble.Add(&w)
+	wire.AddString(&w, []byte(m.Name))
+	wire.AddString(&w, []byte(m.Comment))
+	wire.AddString(&w, m.PublicKey.Marshal())
+	w.AddUint32LengthPrefixed(func(w *cryptobyte.Builder) {
+		for _, p := range m.PCRs {
+			w.AddUint8(byte(p))
+		}
+	})
+	wire.AddString(&w, m.SourceSRKName)
+	wire.AddString(&w, m.Wrapped.ParentName)
+	w.AddUint64(uint64(m.Created.Unix()))
+	return w.Bytes()
 }
 
 func checkPCRs(pcrs []int) error {
@@ -202,9 +206,13 @@ func (m *Migration) Marshal() ([]byte, error) {
 	if err := m.Wrapped.Check(); err != nil {
 		return nil, err
 	}
-	w = appendString(w, m.Wrapped.Public)
-	w = appendString(w, m.Wrapped.Private)
-	w = appendString(w, m.Wrapped.EncryptedSeed)
+	b := cryptobyte.NewBuilder(w)
+	wire.AddString(b, m.Wrapped.Public)
+	wire.AddString(b, m.Wrapped.Private)
+	wire.AddString(b, m.Wrapped.EncryptedSeed)
+	if w, err = b.Bytes(); err != nil {
+		return nil, fmt.Errorf("recovery: migration: %w", err)
+	}
 	return pem.EncodeToMemory(&pem.Block{Type: migrationPEMType, Bytes: w}), nil
 }
 
@@ -222,85 +230,31 @@ func ParseMigration(data []byte) (*Migration, error) {
 	if len(block.Headers) != 0 {
 		return nil, malformed("pem", "unexpected PEM headers")
 	}
-	r := reader{buf: block.Bytes}
-	magic, err := r.string("magic", 64)
-	if err != nil {
-		return nil, err
-	}
-	if string(magic) != migrationMagic {
-		return nil, malformed("magic", "not an icn-agent migration file")
-	}
-	version, err := r.uint32("version")
-	if err != nil {
-		return nil, err
-	}
-	if version != MigrationVersion {
-		return nil, fmt.Errorf("%w: migration file version %d (this icn-agent reads version %d)", ErrUnsupportedVersion, version, MigrationVersion)
-	}
+	r := wire.NewReader(block.Bytes)
+	r.Preamble(migrationPreamble)
 	m := &Migration{Wrapped: &sealstore.Duplicate{}}
-	name, err := r.string("name", maxName)
-	if err != nil {
-		return nil, err
+	m.Name = string(r.String("name", maxName))
+	m.Comment = string(r.String("comment", maxComment))
+	key := r.String("ssh public key", maxSSHKey)
+	pcrs := r.String("pcrs", tpmdev.NumPCRs)
+	m.SourceSRKName = bytes.Clone(r.String("source srk name", srkNameSize))
+	m.Wrapped.ParentName = bytes.Clone(r.String("target srk name", srkNameSize))
+	m.Created = time.Unix(int64(r.Uint64("created")), 0).UTC()
+	m.Wrapped.Public = bytes.Clone(r.String("tpm2b public", maxTPM2B))
+	m.Wrapped.Private = bytes.Clone(r.String("tpm2b private", maxTPM2B))
+	m.Wrapped.EncryptedSeed = bytes.Clone(r.String("tpm2b seed", maxTPM2B))
+	r.End()
+	if err := r.Err(); err != nil {
+		return nil, wireError("migration file", err)
 	}
-	m.Name = string(name)
 	if err := sealstore.ValidName(m.Name); err != nil {
 		return nil, malformed("name", "%v", err)
-	}
-	comment, err := r.string("comment", maxComment)
-	if err != nil {
-		return nil, err
-	}
-	m.Comment = string(comment)
-	key, err := r.string("ssh public key", maxSSHKey)
-	if err != nil {
-		return nil, err
 	}
 	if m.PublicKey, err = parseEd25519Key(key); err != nil {
 		return nil, err
 	}
-	pcrs, err := r.string("pcrs", tpmdev.NumPCRs)
-	if err != nil {
-		return nil, err
-	}
 	for _, p := range pcrs {
 		m.PCRs = append(m.PCRs, int(p))
-	}
-	fields := []struct {
-		name string
-		max  int
-		into *[]byte
-	}{
-		{"source srk name", srkNameSize, &m.SourceSRKName},
-		{"target srk name", srkNameSize, &m.Wrapped.ParentName},
-	}
-	for _, f := range fields {
-		v, err := r.string(f.name, f.max)
-		if err != nil {
-			return nil, err
-		}
-		*f.into = bytes.Clone(v)
-	}
-	created, err := r.int64("created")
-	if err != nil {
-		return nil, err
-	}
-	m.Created = time.Unix(created, 0).UTC()
-	for _, f := range []struct {
-		name string
-		into *[]byte
-	}{
-		{"tpm2b public", &m.Wrapped.Public},
-		{"tpm2b private", &m.Wrapped.Private},
-		{"tpm2b seed", &m.Wrapped.EncryptedSeed},
-	} {
-		v, err := r.string(f.name, maxTPM2B)
-		if err != nil {
-			return nil, err
-		}
-		*f.into = bytes.Clone(v)
-	}
-	if err := r.end(); err != nil {
-		return nil, err
 	}
 	// Field checks (comment, PCRs, SRK names), then the wrapped object's
 	// shape.

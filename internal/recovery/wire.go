@@ -2,16 +2,17 @@ package recovery
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/icn/icn-agent/internal/wire"
 )
 
-// The binary encoding shared by backup plaintexts and migration files:
-// big-endian integers, and strings as a uint32 length and that many bytes.
+// Backup plaintexts and migration files are in the binary encoding of
+// internal/wire.
 
 // ErrMalformed is wrapped by every error about a backup plaintext, SRK file
 // or migration file that is not well-formed.
@@ -25,60 +26,17 @@ func malformed(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrMalformed, field, fmt.Sprintf(format, args...))
 }
 
-func appendString(w, s []byte) []byte {
-	w = binary.BigEndian.AppendUint32(w, uint32(len(s)))
-	return append(w, s...)
-}
-
-// reader decodes the binary encoding; every method names the field it
-// reads in its errors, and no length is trusted before it is checked
-// against the bytes left.
-type reader struct {
-	buf []byte
-}
-
-func (r *reader) next(field string, n int) ([]byte, error) {
-	if n < 0 || len(r.buf) < n {
-		return nil, malformed(field, "truncated: want %d bytes, %d left", n, len(r.buf))
+// wireError maps an error of a wire.Reader over a file called what
+// ("backup", "migration file") to ErrMalformed, or ErrUnsupportedVersion
+// for another version.
+func wireError(what string, err error) error {
+	if v, ok := errors.AsType[*wire.VersionError](err); ok {
+		return fmt.Errorf("%w: %s version %d (this icn-agent reads version %d)", ErrUnsupportedVersion, what, v.Version, v.Want)
 	}
-	b := r.buf[:n:n]
-	r.buf = r.buf[n:]
-	return b, nil
-}
-
-func (r *reader) uint32(field string) (uint32, error) {
-	b, err := r.next(field, 4)
-	if err != nil {
-		return 0, err
+	if _, ok := errors.AsType[*wire.MagicError](err); ok {
+		return malformed("magic", "not an icn-agent %s", what)
 	}
-	return binary.BigEndian.Uint32(b), nil
-}
-
-func (r *reader) int64(field string) (int64, error) {
-	b, err := r.next(field, 8)
-	if err != nil {
-		return 0, err
-	}
-	return int64(binary.BigEndian.Uint64(b)), nil
-}
-
-// string reads a string of at most max bytes. The result aliases the input.
-func (r *reader) string(field string, max int) ([]byte, error) {
-	n, err := r.uint32(field + " length")
-	if err != nil {
-		return nil, err
-	}
-	if uint64(n) > uint64(max) {
-		return nil, malformed(field, "length %d exceeds the maximum of %d", n, max)
-	}
-	return r.next(field, int(n))
-}
-
-func (r *reader) end() error {
-	if len(r.buf) != 0 {
-		return malformed("end", "%d trailing bytes", len(r.buf))
-	}
-	return nil
+	return fmt.Errorf("%w: %w", ErrMalformed, err)
 }
 
 // maxComment bounds a comment, as in a sealed blob.
