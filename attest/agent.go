@@ -85,7 +85,7 @@ func RequestEvidence(a agent.ExtendedAgent, key ssh.PublicKey, nonce []byte, ext
 		return nil, fmt.Errorf("attest: the agent does not support %s (is it icn-agent?)", Extension)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("attest: the agent refused the quote request (locked, unknown identity, or a TPM error: see icn-agent status): %w", err)
+		return nil, fmt.Errorf("attest: the agent refused the quote request (it is locked, does not serve the identity, or its TPM failed): %w", err)
 	}
 	var r agentReply
 	if err := ssh.Unmarshal(reply, &r); err != nil {
