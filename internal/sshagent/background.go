@@ -127,7 +127,9 @@ func StartBackground(o *Options, l net.Listener, path, dir, exe string, stderr *
 	cmd := exec.Command(exe, args...)
 	cmd.ExtraFiles = []*os.File{lf, readyW}
 	cmd.Dir = "/"
-	cmd.Stderr = stderr
+	if stderr != nil { // a nil *os.File in an io.Writer is not nil
+		cmd.Stderr = stderr
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	readyW.Close()
