@@ -81,8 +81,8 @@ func Self() (string, error) {
 // the socket l (bound at path, in dir if Listen made one) handed over as
 // descriptor 3 and a pipe as descriptor 4, on which the agent writes its
 // first line once it serves. Until then the agent reports problems on
-// stderr (nil: /dev/null). It returns the agent's pid. For the COMMAND form the agent
-// watches this process, which then execs COMMAND.
+// stderr (nil: /dev/null). It returns the agent's pid. For the COMMAND
+// form the agent watches this process, which then execs COMMAND.
 func StartBackground(o *Options, l net.Listener, path, dir, exe string, stderr *os.File) (int, error) {
 	fl, ok := l.(interface{ File() (*os.File, error) })
 	if !ok {
