@@ -477,7 +477,7 @@ func (p *agentProc) checkSignals(t *testing.T, pub ssh.PublicKey) {
 		t.Fatalf("after a signature the seed is not cached: %+v", st.Identities)
 	}
 	p.signal(t, syscall.SIGUSR1)
-	p.waitLog(t, "dropped every cached seed (SIGUSR1)")
+	p.waitLog(t, "dropped every cached seed")
 	if st := p.status(t); len(st.Identities) != 1 || st.Identities[0].Unsealed {
 		t.Fatalf("after SIGUSR1 the seed is still cached: %+v", st.Identities)
 	}

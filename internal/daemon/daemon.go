@@ -171,18 +171,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer metricsL.Close()
 	}
 
-	var tasks []task // the goroutines besides the agent's sockets
-	var updates <-chan sealstore.Snapshot
-	var changes <-chan []pcrwatch.Change
-	var rescan func()
-	var srvCfg agentsrv.Config
+	var p parts
 	tpm, err := a.openTPM(ctx, m)
 	switch {
 	case err != nil && !a.opts.TPMOptional:
 		return err
 	case err != nil:
 		a.log.Warn("no TPM reachable: sealed identities are unavailable; serving keys added with ssh-add", "err", err)
-		srvCfg = agentsrv.Config{
+		p.srv = agentsrv.Config{
 			Unsealer:        noTPM{err},
 			Logger:          a.log,
 			AskPass:         a.getenv("SSH_ASKPASS"),
@@ -191,49 +187,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	default:
 		defer tpm.Close()
-		timeout := a.cfg.Identity.TPM.TPMTimeout()
-		bounded := boundedTPM{tpm: tpm, timeout: timeout}
-		da := unlock.NewDACache(bounded, a.log)
-		attester := attesttpm.NewAttester(bounded, attesttpm.AKPath(store.Dir()), store, a.log)
-		ctl, err := a.control(attester)
+		ctl, err := a.withTPM(tpm, &p)
 		if err != nil {
 			return err
 		}
-		defer ctl.close(a.log, timeout) // after the server's Close below
-		srvCfg = agentsrv.Config{
-			Unsealer: &unlock.Unsealer{
-				TPM:      bounded,
-				Store:    store,
-				Askpass:  a.getenv("SSH_ASKPASS"),
-				Log:      a.log,
-				Advise:   a.advise,
-				AfterPIN: da.Poke,
-			},
-			Attester:        attester,
-			Lockout:         da.Lockout,
-			Logger:          a.log,
-			AutoLockTimeout: a.cfg.Identity.TPM.AutoLockTimeout(),
-			AskPass:         a.getenv("SSH_ASKPASS"),
-			Audit:           ctl.auditor,
-			Notify:          ctl.notifier,
-			KnownHost:       ctl.knownHost,
-			DefaultLifetime: a.opts.DefaultLifetime,
-			Upstreams:       a.opts.Upstreams,
-		}
+		defer ctl.close(a.log, a.cfg.Identity.TPM.TPMTimeout()) // after the server's Close below
 		if m != nil {
-			srvCfg.Metrics = m
-		}
-		watcher := sealstore.NewWatcher(store, a.log)
-		a.pcrs = pcrwatch.New(pcrwatch.TPMReader(tpm), a.opts.PCRPoll, a.log)
-		a.pcrs.SetTimeout(timeout)
-		updates, changes, rescan = watcher.Updates(), a.pcrs.Changes(), watcher.Rescan
-		tasks = append(tasks, task{"store watcher", watcher.Run}, task{"PCR watcher", a.pcrs.Run},
-			task{"dictionary-attack reader", da.Run})
-		if ctl.notify != nil {
-			tasks = append(tasks, task{"notifier", ctl.notify.Run})
+			p.srv.Metrics = m
 		}
 	}
-	a.srv = agentsrv.New(srvCfg)
+	a.srv = agentsrv.New(p.srv)
 	defer a.srv.Close()
 	if tpm != nil {
 		// Serve the identities from the first connection on: the
@@ -246,7 +209,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if m != nil {
 		m.WatchServer(a.srv.Status)
-		tasks = append(tasks, task{"metrics", func(ctx context.Context) error { return m.Serve(ctx, metricsL, a.log) }})
+		p.tasks = append(p.tasks, task{"metrics", func(ctx context.Context) error { return m.Serve(ctx, metricsL, a.log) }})
 	}
 
 	listeners, err := a.listen()
@@ -254,7 +217,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, len(listeners)+len(tasks))
+	errs := make(chan error, len(listeners)+len(p.tasks))
 	start := func(name string, fn func(context.Context) error) {
 		wg.Go(func() {
 			if err := fn(ctx); err != nil && ctx.Err() == nil {
@@ -265,22 +228,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, l := range listeners {
 		start("agent", func(ctx context.Context) error { return a.srv.Serve(ctx, l) })
 	}
-	for _, t := range tasks {
+	for _, t := range p.tasks {
 		start(t.name, t.run)
 	}
 	defer wg.Wait()
 	defer cancel()
 
-	attrs := []any{"socket", socketDesc(listeners)}
 	if tpm != nil {
 		t := a.cfg.Identity.TPM
-		attrs = append(attrs, "store", store.Dir(), "tpm", tpm.Spec().String(),
+		a.log.Info("icn-agent serving", "socket", socketDesc(listeners), "store", store.Dir(), "tpm", tpm.Spec().String(),
 			"auto_lock_timeout", t.AutoLockTimeout(), "pcr_poll", a.opts.PCRPoll, "tpm_timeout", t.TPMTimeout())
-	}
-	if tpm != nil {
-		a.log.Info("icn-agent serving", attrs...)
 	} else {
-		a.log.Info("icn-agent serving without a TPM", attrs...)
+		a.log.Info("icn-agent serving without a TPM", "socket", socketDesc(listeners))
 	}
 	if a.opts.Ready != nil {
 		a.opts.Ready(listeners[0].Addr().String())
@@ -288,28 +247,87 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	for {
 		select {
-		case snap, ok := <-updates:
+		case snap, ok := <-p.updates:
 			if ok {
 				a.setIdentities(snap)
 			}
-		case c, ok := <-changes:
+		case c, ok := <-p.changes:
 			if ok {
 				a.pcrChanged(c)
 			}
 		case <-a.reload:
-			if rescan != nil {
+			if p.rescan != nil {
 				a.reloadConfig()
-				rescan()
+				p.rescan()
 			}
 		case <-a.drop:
 			a.srv.DropAll()
-			a.log.Info("dropped every cached seed (SIGUSR1)")
+			a.log.Info("dropped every cached seed")
 		case err := <-errs:
 			return err
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// parts are what Run wires around the server: its config, the
+// goroutines besides the sockets, and what the loop listens to (nil
+// without a TPM).
+type parts struct {
+	srv     agentsrv.Config
+	tasks   []task
+	updates <-chan sealstore.Snapshot
+	changes <-chan []pcrwatch.Change
+	rescan  func()
+}
+
+// withTPM sets up the parts of an agent with a TPM: the server's
+// unsealer, attester and lockout counter, each use of the TPM bounded by
+// tpm_timeout_secs; the audit log, notifier and known_hosts lookup
+// (control, which the caller closes after the server); and the store and
+// PCR watchers. What the agent reports without a request (the
+// dictionary-attack counter, for status and metrics) is read in the
+// background and served from memory.
+func (a *Agent) withTPM(tpm *tpmdev.TPM, p *parts) (*control, error) {
+	timeout := a.cfg.Identity.TPM.TPMTimeout()
+	bounded := boundedTPM{tpm: tpm, timeout: timeout}
+	da := unlock.NewDACache(bounded, a.log)
+	attester := attesttpm.NewAttester(bounded, attesttpm.AKPath(a.store.Dir()), a.store, a.log)
+	ctl, err := a.control(attester)
+	if err != nil {
+		return nil, err
+	}
+	p.srv = agentsrv.Config{
+		Unsealer: &unlock.Unsealer{
+			TPM:      bounded,
+			Store:    a.store,
+			Askpass:  a.getenv("SSH_ASKPASS"),
+			Log:      a.log,
+			Advise:   a.advise,
+			AfterPIN: da.Poke,
+		},
+		Attester:        attester,
+		Lockout:         da.Lockout,
+		Logger:          a.log,
+		AutoLockTimeout: a.cfg.Identity.TPM.AutoLockTimeout(),
+		AskPass:         a.getenv("SSH_ASKPASS"),
+		Audit:           ctl.auditor,
+		Notify:          ctl.notifier,
+		KnownHost:       ctl.knownHost,
+		DefaultLifetime: a.opts.DefaultLifetime,
+		Upstreams:       a.opts.Upstreams,
+	}
+	watcher := sealstore.NewWatcher(a.store, a.log)
+	a.pcrs = pcrwatch.New(pcrwatch.TPMReader(tpm), a.opts.PCRPoll, a.log)
+	a.pcrs.SetTimeout(timeout)
+	p.updates, p.changes, p.rescan = watcher.Updates(), a.pcrs.Changes(), watcher.Rescan
+	p.tasks = append(p.tasks, task{"store watcher", watcher.Run}, task{"PCR watcher", a.pcrs.Run},
+		task{"dictionary-attack reader", da.Run})
+	if ctl.notify != nil {
+		p.tasks = append(p.tasks, task{"notifier", ctl.notify.Run})
+	}
+	return ctl, nil
 }
 
 // advise is Options.Advise for the agent's store.
