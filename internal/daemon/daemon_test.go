@@ -43,6 +43,9 @@ func (r logRecorder) Handle(_ context.Context, rec slog.Record) error {
 	return nil
 }
 
+// newTestLogger returns a logger that sends every message to logs.
+func newTestLogger(logs chan string) *slog.Logger { return slog.New(logRecorder{logs}) }
+
 // waitLog waits until the agent logs a message containing want.
 func waitLog(t *testing.T, logs <-chan string, want string) string {
 	t.Helper()
@@ -113,7 +116,7 @@ func (h *home) options(logs chan string) Options {
 		StateDir: h.state,
 		Socket:   filepath.Join(h.dir, "agent.sock"),
 		Getenv:   func(k string) string { return map[string]string{"HOME": "/nonexistent"}[k] },
-		Logger:   slog.New(logRecorder{logs}),
+		Logger:   newTestLogger(logs),
 	}
 }
 
