@@ -144,7 +144,10 @@ func runDaemon(lg *slog.Logger, opts daemon.Options, stop <-chan struct{}) error
 			}
 		}
 	}()
-	return a.Run(ctx)
+	if err := a.Run(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil // stopped as asked, also while starting
 }
 
 // printSocketEnv prints the line a shell evaluates to use the agent, as

@@ -36,16 +36,12 @@ func init() {
 
 func runSSHAgent(e *env, args []string) error {
 	o, err := sshagent.Parse(args)
-	var ue *sshagent.UsageError
-	switch {
-	case errors.Is(err, sshagent.ErrHelp):
+	if errors.Is(err, sshagent.ErrHelp) {
 		c := lookup("ssh-agent")
 		fmt.Fprintf(e.stdout, "usage: icn-agent %s %s\n\n%s\n", c.name, c.args, c.summary)
 		return flag.ErrHelp
-	case errors.As(err, &ue):
-		return usagef("%v", err)
-	case err != nil:
-		return err
+	} else if err != nil {
+		return sshAgentUsage(err)
 	}
 	if !o.CSH && !o.SH && strings.HasSuffix(e.getenv("SHELL"), "csh") {
 		o.CSH = true
@@ -120,29 +116,25 @@ func serveSSHAgent(e *env, o *sshagent.Options, l net.Listener, stop <-chan stru
 	if err := daemonProcess(&f); err != nil {
 		return err
 	}
-	upstreams := o.Upstreams
-	if len(upstreams) == 0 {
-		upstreams = f.cfg.Upstream
+	upstreams, stopPrivate, err := sshagent.Upstreams(o, f.cfg.Upstream, e.getenv("TMPDIR"), f.log)
+	if err != nil {
+		return sshAgentUsage(err)
 	}
-	if len(upstreams) > 0 && (o.Allowlist != "" || len(o.AgentOptions) > 0) {
-		return usagef("-P and -O apply to the private OpenSSH agent, which is not run when upstream agents are given")
-	}
-	if o.FingerprintHash == "md5" {
-		f.log.Info("icn-agent logs SHA256 fingerprints; -E md5 applies to the private OpenSSH agent only")
-	}
-	if len(upstreams) == 0 {
-		priv, err := sshagent.StartPrivateAgent(o, e.getenv("TMPDIR"), f.log)
-		if err != nil {
-			f.log.Warn("no private OpenSSH agent: keys of types icn-agent cannot hold (ssh-dss, FIDO) cannot be added", "err", err)
-		} else {
-			defer priv.Stop()
-			upstreams = []string{priv.Socket()}
-		}
-	}
+	defer stopPrivate()
 	opts := daemonOptions(e, &f)
 	opts.Listeners, opts.TPMOptional, opts.Upstreams, opts.DefaultLifetime = []net.Listener{l}, true, upstreams, o.Lifetime
 	if o.Child { // the environment line is the readiness report, read in sh syntax
 		opts.Ready = func(path string) { printSocketEnv(e, path, false) }
 	}
 	return runDaemon(f.log, opts, stop)
+}
+
+// sshAgentUsage makes sshagent's usage errors the command's (exit status 2,
+// with the synopsis).
+func sshAgentUsage(err error) error {
+	var ue *sshagent.UsageError
+	if errors.As(err, &ue) {
+		return usagef("%v", err)
+	}
+	return err
 }

@@ -1,6 +1,8 @@
 package sshagent
 
 import (
+	"errors"
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -38,5 +40,25 @@ func TestParseSSHAgentArgs(t *testing.T) {
 		if _, err := Parse(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestUpstreams: --upstream wins over the config's; -P and -O are for
+// the private agent only.
+func TestUpstreams(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	ups, stop, err := Upstreams(&Options{Upstreams: []string{"/flag"}}, []string{"/config"}, t.TempDir(), log)
+	if err != nil || len(ups) != 1 || ups[0] != "/flag" {
+		t.Errorf("with --upstream: %q, %v", ups, err)
+	}
+	stop()
+	ups, stop, err = Upstreams(&Options{}, []string{"/config"}, t.TempDir(), log)
+	if err != nil || len(ups) != 1 || ups[0] != "/config" {
+		t.Errorf("with configured upstreams: %q, %v", ups, err)
+	}
+	stop()
+	var ue *UsageError
+	if _, _, err := Upstreams(&Options{Allowlist: "/usr/*"}, []string{"/config"}, t.TempDir(), log); !errors.As(err, &ue) {
+		t.Errorf("-P with upstreams: %v; want a UsageError", err)
 	}
 }

@@ -121,3 +121,30 @@ func (p *PrivateAgent) Stop() {
 	os.Remove(p.socket)
 	os.Remove(p.dir)
 }
+
+// Upstreams returns the agents icn-agent forwards to: o's --upstream
+// sockets, else configured (the config's), else a private OpenSSH agent
+// started here, which stop stops (stop is never nil). -P and -O are for
+// that private agent: with upstreams they are a UsageError. A private
+// agent that cannot start is logged; the agent then serves without it.
+func Upstreams(o *Options, configured []string, tmp string, log *slog.Logger) (upstreams []string, stop func(), err error) {
+	upstreams = o.Upstreams
+	if len(upstreams) == 0 {
+		upstreams = configured
+	}
+	if len(upstreams) > 0 && (o.Allowlist != "" || len(o.AgentOptions) > 0) {
+		return nil, nil, usagef("-P and -O apply to the private OpenSSH agent, which is not run when upstream agents are given")
+	}
+	if o.FingerprintHash == "md5" {
+		log.Info("icn-agent logs SHA256 fingerprints; -E md5 applies to the private OpenSSH agent only")
+	}
+	if len(upstreams) > 0 {
+		return upstreams, func() {}, nil
+	}
+	p, err := StartPrivateAgent(o, tmp, log)
+	if err != nil {
+		log.Warn("no private OpenSSH agent: keys of types icn-agent cannot hold (ssh-dss, FIDO) cannot be added", "err", err)
+		return nil, func() {}, nil
+	}
+	return []string{p.Socket()}, p.Stop, nil
+}
