@@ -10,22 +10,25 @@
 // An event is announced in two ways, each optional:
 //
 //   - a command (the config's notify_command), run with /bin/sh -c and the
-//     details in its environment:
-//
-//     ICN_AGENT_EVENT        sign
-//     ICN_AGENT_KEY          the key's SHA256 fingerprint
-//     ICN_AGENT_NAME         the identity's name or the key's comment
-//     ICN_AGENT_BACKEND      sealed or software
-//     ICN_AGENT_DEST         host and host key fingerprint; empty if unknown
-//     ICN_AGENT_DATA_SHA256  the SHA-256 of the signed data, hex
-//     ICN_AGENT_TIME         RFC 3339, UTC
-//     ICN_AGENT_PEER_UID, ICN_AGENT_PEER_PID, ICN_AGENT_PEER_EXE,
-//     ICN_AGENT_PEER_CMDLINE the process that asked, when known
-//
+//     details in its environment (below);
 //   - a freedesktop notification (desktop_notify), when a D-Bus session bus
 //     exists (DBUS_SESSION_BUS_ADDRESS), sent with gdbus (part of GLib, on
 //     every desktop that shows notifications) or else notify-send, so that
 //     the agent takes no D-Bus library for one method call.
+//
+// The command's environment is the agent's, and:
+//
+//	ICN_AGENT_EVENT         sign
+//	ICN_AGENT_KEY           the key's SHA256 fingerprint
+//	ICN_AGENT_NAME          the identity's name or the key's comment
+//	ICN_AGENT_BACKEND       sealed or software
+//	ICN_AGENT_DEST          host and host key fingerprint; empty if unknown
+//	ICN_AGENT_DATA_SHA256   the SHA-256 of the signed data, hex
+//	ICN_AGENT_TIME          when, RFC 3339 in UTC
+//	ICN_AGENT_PEER_UID      the process that asked, when known:
+//	ICN_AGENT_PEER_PID      its uid, pid, executable
+//	ICN_AGENT_PEER_EXE      and command line
+//	ICN_AGENT_PEER_CMDLINE
 //
 // Each announcement is bounded by Timeout; a command still running then is
 // killed with its whole process group.
