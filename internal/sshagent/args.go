@@ -9,9 +9,9 @@
 //     the shell commands that point SSH_AUTH_SOCK and SSH_AGENT_PID at
 //     it. The socket is bound here (Listen, in $TMPDIR/ssh-XXXXXXXXXX
 //     by default, as OpenSSH does) and handed to a new process in a
-//     session of its own (StartBackground), which reports readiness on a
-//     pipe with its first line of output; the caller then prints the
-//     environment (EnvLine).
+//     session of its own (StartBackground; that process takes it with
+//     OpenChild), which reports readiness on a pipe with its first line
+//     of output; the caller then prints the environment (EnvLine).
 //   - "ssh-agent COMMAND [ARG...]": the same, then COMMAND runs with the
 //     environment; the background agent watches the process (now COMMAND)
 //     and stops when it ends (WatchProcess, with a pidfd).
@@ -19,8 +19,9 @@
 //   - "ssh-agent -k": stop the agent SSH_AGENT_PID names (Kill).
 //
 // Key types icn-agent cannot hold (ssh-dss, FIDO) go to a private
-// OpenSSH agent run as icn-agent's upstream (StartPrivateAgent), which
-// also honours -E, -P, -O and -t for them.
+// OpenSSH agent run as icn-agent's upstream (StartPrivateAgent, which
+// Upstreams starts unless other agents are given), which also honours -E,
+// -P, -O and -t for them.
 package sshagent
 
 import (
