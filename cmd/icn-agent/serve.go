@@ -113,7 +113,8 @@ func daemonOptions(e *env, f *common) daemon.Options {
 
 // runDaemon runs the agent until SIGINT or SIGTERM, or until stop is
 // closed: SIGHUP reloads the config and rescans the store, SIGUSR1 drops
-// every cached seed.
+// every cached seed. The hints for the listening errors are the caller's:
+// serve and ssh-agent listen differently.
 func runDaemon(lg *slog.Logger, opts daemon.Options, stop <-chan struct{}) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
@@ -144,10 +145,14 @@ func runDaemon(lg *slog.Logger, opts daemon.Options, stop <-chan struct{}) error
 			}
 		}
 	}()
-	if err := a.Run(ctx); err != nil && ctx.Err() == nil {
-		return err
+	err := a.Run(ctx)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil // stopped as asked, also while starting
+	case errors.Is(err, daemon.ErrAuditLog):
+		return withHint(err, "the audit log of signatures is on by default; fix the directory, or set audit = false at the top of config.toml to run without it")
 	}
-	return nil // stopped as asked, also while starting
+	return err
 }
 
 // printSocketEnv prints the line a shell evaluates to use the agent, as
