@@ -566,3 +566,33 @@ func TestDaemonReloadConfigNotARegularFile(t *testing.T) {
 		})
 	}
 }
+
+// The library's errors get the command's hints: an agent already
+// listening on the socket, an audit log that cannot be opened.
+func TestDaemonHints(t *testing.T) {
+	d := newDaemonEnv(t, "sim")
+	p := d.serve(t, 0)
+	fail := func(want string, args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, d.bin, args...)
+		cmd.Env = d.env
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "icn-agent serve: hint: "+want) {
+			t.Errorf("icn-agent %s: %v; want the hint %q in\n%s", strings.Join(args, " "), err, want, out)
+		}
+	}
+	fail("use the running agent (SSH_AUTH_SOCK="+p.sock+")", "serve", "-a", p.sock)
+	p.stop(t)
+
+	// The audit log's file replaced by a link, which it never follows.
+	current := filepath.Join(d.dir, "state", "icn-agent", "audit.log")
+	if err := os.Remove(current); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(d.dir, "elsewhere"), current); err != nil {
+		t.Fatal(err)
+	}
+	fail("the audit log of signatures is on by default", "serve", "-a", p.sock)
+}
