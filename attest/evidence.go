@@ -72,6 +72,20 @@ func (k PolicyKind) String() string {
 	return fmt.Sprintf("PolicyKind(%d)", uint8(k))
 }
 
+// Describe names the kind for people, as reports print it: "PCR policy"
+// or "signed PCR policy", with " with PIN" when pin is set. Version 1
+// evidence (PolicyUnknown) has a plain PCR policy.
+func (k PolicyKind) Describe(pin bool) string {
+	s := "PCR policy"
+	if k == PolicyAuthorizedPCR {
+		s = "signed PCR policy"
+	}
+	if pin {
+		s += " with PIN"
+	}
+	return s
+}
+
 func parsePolicyKind(s string) (PolicyKind, error) {
 	for _, k := range []PolicyKind{PolicyPCR, PolicyAuthorizedPCR} {
 		if s == k.String() {

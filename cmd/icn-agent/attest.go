@@ -10,13 +10,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/crypto/ssh"
 
@@ -24,7 +21,6 @@ import (
 	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/attesttpm"
 	"github.com/icn/icn-agent/internal/safefile"
-	"github.com/icn/icn-agent/sealstore"
 )
 
 func init() {
@@ -46,51 +42,6 @@ func init() {
 		summary: "Verify attestation evidence offline. Exit 0 with a report, or non-zero naming the check that failed.",
 		run:     runVerify,
 	})
-}
-
-// akPath is where the attestation key blob lives: beside the identities
-// directory, so a custom --store keeps its own.
-func akPath(store *sealstore.Store) string {
-	return filepath.Join(filepath.Dir(store.Dir()), "attestation-key.pem")
-}
-
-// tpmAttester answers the agent's quote extension with the daemon's TPM
-// and attestation key, created on the first request.
-type tpmAttester struct {
-	tpm   attesttpm.TPM
-	path  string
-	store *sealstore.Store // its signed policies go into evidence
-
-	mu sync.Mutex
-	ak *attesttpm.AK
-}
-
-func (a *tpmAttester) Quote(ctx context.Context, b *sealstore.Blob, nonce []byte, extra []int, sign func([]byte) ([]byte, error)) (*attest.Evidence, error) {
-	ak, err := a.loadAK(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// Quotes are rare, and a swtpm has no resource manager and only three
-	// object slots: keep the AK loaded only while quoting, so that
-	// commands run beside the agent have room.
-	defer func() {
-		if err := ak.Unload(context.WithoutCancel(ctx), a.tpm); err != nil {
-			slog.Warn("cannot unload the attestation key", "err", err)
-		}
-	}()
-	var entries []sealstore.PolicyEntry
-	if a.store != nil && b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
-		if entries, err = a.store.SignedPolicies(); err != nil {
-			slog.Warn("cannot read the signed policies for evidence", "err", err)
-		}
-	}
-	return ak.Quote(ctx, a.tpm, attesttpm.Subject{
-		PublicKey:     b.PublicKey,
-		SealedPublic:  b.Public,
-		SealedPrivate: b.Private,
-		PCRs:          b.Policy.Indexes(),
-		Policy:        subjectPolicy(b, entries),
-	}, attesttpm.QuoteRequest{Nonce: nonce, ExtraPCRs: extra, Sign: sign})
 }
 
 func runAK(e *env, args []string) error {
@@ -115,7 +66,7 @@ func runAK(e *env, args []string) error {
 		return err
 	}
 	defer tpm.Close()
-	ak, err := attesttpm.LoadOrCreateAK(ctx, tpm, akPath(store))
+	ak, err := attesttpm.LoadOrCreateAK(ctx, tpm, attesttpm.AKPath(store.Dir()))
 	if err != nil {
 		return err
 	}

@@ -1,19 +1,16 @@
 package main
 
 import (
-	"context"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/attest"
-	"github.com/icn/icn-agent/internal/attesttpm"
 	"github.com/icn/icn-agent/internal/safefile"
 )
 
@@ -28,44 +25,6 @@ func init() {
 
 // maxRootsFile bounds a bundle of trusted certificates.
 const maxRootsFile = 1 << 20
-
-// loadAK returns the daemon's attestation key, created on first use.
-func (a *tpmAttester) loadAK(ctx context.Context) (*attesttpm.AK, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.ak == nil {
-		ak, err := attesttpm.LoadOrCreateAK(ctx, a.tpm, a.path)
-		if err != nil {
-			return nil, err
-		}
-		a.ak = ak
-	}
-	return a.ak, nil
-}
-
-// EKInfo answers attest.EKExtension.
-func (a *tpmAttester) EKInfo(ctx context.Context) (*attest.EKInfo, error) {
-	ak, err := a.loadAK(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return ak.EKInfo(ctx, a.tpm)
-}
-
-// Activate answers attest.ActivateExtension. Like Quote, it keeps the AK
-// loaded only while it works.
-func (a *tpmAttester) Activate(ctx context.Context, blob, secret []byte) ([]byte, error) {
-	ak, err := a.loadAK(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err := ak.Unload(context.WithoutCancel(ctx), a.tpm); err != nil {
-			slog.Warn("cannot unload the attestation key", "err", err)
-		}
-	}()
-	return ak.Activate(ctx, a.tpm, blob, secret)
-}
 
 // readTrust reads a PEM bundle of trusted certificates: the self-signed
 // ones are roots, the others intermediates.

@@ -150,16 +150,45 @@ type agentProc struct {
 	done   chan error
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and readers.
+// syncBuffer is a bytes.Buffer safe for one writer and readers, which
+// tells waiters of every write (see waitFor).
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // closed and replaced at each write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.written != nil {
+		close(s.written)
+		s.written = nil
+	}
 	return s.b.Write(p)
+}
+
+// waitFor waits until cond holds of the buffer's text, testing it once
+// now and once after each write: an event, not a poll.
+func (s *syncBuffer) waitFor(timeout time.Duration, cond func(string) bool) bool {
+	deadline := time.After(timeout)
+	for {
+		s.mu.Lock()
+		text := s.b.String()
+		if s.written == nil {
+			s.written = make(chan struct{})
+		}
+		written := s.written
+		s.mu.Unlock()
+		if cond(text) {
+			return true
+		}
+		select {
+		case <-written:
+		case <-deadline:
+			return false
+		}
+	}
 }
 
 func (s *syncBuffer) String() string {
@@ -208,10 +237,11 @@ func (d *daemonEnv) serve(t *testing.T, want int, args ...string) *agentProc {
 	case <-time.After(time.Minute):
 		t.Fatalf("agent did not start; log:\n%s", p.stderr.String())
 	}
-	waitUntil(t, fmt.Sprintf("the agent to list %d identities", want), func() bool {
-		st := p.status(t)
-		return len(st.Identities) == want
-	})
+	// The agent lists the store before it listens: it serves every
+	// identity from the first connection on.
+	if st := p.status(t); len(st.Identities) != want {
+		t.Fatalf("the agent lists %d identities; want %d; log:\n%s", len(st.Identities), want, p.stderr.String())
+	}
 	return p
 }
 
@@ -277,6 +307,9 @@ func (p *agentProc) stop(t *testing.T) error {
 
 // waitUntil polls cond until it holds, failing the test after 30 s. It
 // waits for something that must happen and asserts nothing about speed.
+// It is for states of the agent process that no event announces (a
+// background read of the TPM, a TPM that answers again); what the agent
+// logs is waited for with waitLog.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -420,8 +453,7 @@ func TestDaemonWedgedTPM(t *testing.T) {
 // waitLog waits until the agent's log contains each of want.
 func (p *agentProc) waitLog(t *testing.T, want ...string) {
 	t.Helper()
-	waitUntil(t, fmt.Sprintf("the agent to log %q", want), func() bool {
-		log := p.stderr.String()
+	ok := p.stderr.waitFor(30*time.Second, func(log string) bool {
 		for _, w := range want {
 			if !strings.Contains(log, w) {
 				return false
@@ -429,6 +461,9 @@ func (p *agentProc) waitLog(t *testing.T, want ...string) {
 		}
 		return true
 	})
+	if !ok {
+		t.Fatalf("timed out waiting for the agent to log %q", want)
+	}
 }
 
 // checkSignals shows that the main loop still handles signals: SIGUSR1
@@ -442,10 +477,10 @@ func (p *agentProc) checkSignals(t *testing.T, pub ssh.PublicKey) {
 		t.Fatalf("after a signature the seed is not cached: %+v", st.Identities)
 	}
 	p.signal(t, syscall.SIGUSR1)
-	waitUntil(t, "SIGUSR1 to drop the cached seed", func() bool {
-		st := p.status(t)
-		return len(st.Identities) == 1 && !st.Identities[0].Unsealed
-	})
+	p.waitLog(t, "dropped every cached seed")
+	if st := p.status(t); len(st.Identities) != 1 || st.Identities[0].Unsealed {
+		t.Fatalf("after SIGUSR1 the seed is still cached: %+v", st.Identities)
+	}
 	p.signal(t, syscall.SIGTERM)
 	select {
 	case err := <-p.done:
@@ -530,4 +565,34 @@ func TestDaemonReloadConfigNotARegularFile(t *testing.T) {
 			p.checkSignals(t, pub)
 		})
 	}
+}
+
+// The library's errors get the command's hints: an agent already
+// listening on the socket, an audit log that cannot be opened.
+func TestDaemonHints(t *testing.T) {
+	d := newDaemonEnv(t, "sim")
+	p := d.serve(t, 0)
+	fail := func(want string, args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, d.bin, args...)
+		cmd.Env = d.env
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "icn-agent serve: hint: "+want) {
+			t.Errorf("icn-agent %s: %v; want the hint %q in\n%s", strings.Join(args, " "), err, want, out)
+		}
+	}
+	fail("use the running agent (SSH_AUTH_SOCK="+p.sock+")", "serve", "-a", p.sock)
+	p.stop(t)
+
+	// The audit log's file replaced by a link, which it never follows.
+	current := filepath.Join(d.dir, "state", "icn-agent", "audit.log")
+	if err := os.Remove(current); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(d.dir, "elsewhere"), current); err != nil {
+		t.Fatal(err)
+	}
+	fail("the audit log of signatures is on by default", "serve", "-a", p.sock)
 }

@@ -1,22 +1,22 @@
-package main
+package daemon
 
 import (
 	"context"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/agentsrv"
-	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/audit"
-	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/notify"
 )
 
-// The daemon's audit log: every sign request the agent answers, signed or
-// refused, goes to internal/audit in $XDG_STATE_HOME/icn-agent, with
+// The agent's audit log: every sign request the agent answers, signed or
+// refused, goes to internal/audit in the state directory, with
 // checkpoints stamped by the TPM's attestation key (the one icn-agent
 // attest uses). The log is on unless the config says audit = false.
 //
@@ -28,6 +28,10 @@ import (
 // goroutine, each TPM use bounded by tpm_timeout_secs; a signature never
 // waits for the TPM on their account.
 
+// ErrAuditLog means the audit log could not be opened; the agent does not
+// serve without it unless the config turns it off.
+var ErrAuditLog = errors.New("cannot open the audit log")
+
 // auditQueue is how many events may wait to be written.
 const auditQueue = 4096
 
@@ -37,12 +41,14 @@ const auditQueue = 4096
 // most once per auditBatch. Records reach the file at most that late.
 const auditBatch = time.Millisecond
 
-// auditSink is the daemon's agentsrv.Auditor.
+// auditMaxBatch bounds how many records one write carries.
+const auditMaxBatch = 256
+
+// auditSink is the agent's agentsrv.Auditor.
 type auditSink struct {
 	log  *audit.Log
 	ch   chan agentsrv.SignEvent
 	done chan struct{}
-	slog *slog.Logger
 }
 
 // openAuditLog opens the log in dir, stamping checkpoints with stamper
@@ -52,16 +58,13 @@ func openAuditLog(dir string, stamper audit.Stamper, log *slog.Logger) (*auditSi
 	if err != nil {
 		return nil, err
 	}
-	a := &auditSink{log: l, ch: make(chan agentsrv.SignEvent, auditQueue), done: make(chan struct{}), slog: log}
+	a := &auditSink{log: l, ch: make(chan agentsrv.SignEvent, auditQueue), done: make(chan struct{})}
 	go a.run()
 	return a, nil
 }
 
 // Audit implements agentsrv.Auditor.
 func (a *auditSink) Audit(ev *agentsrv.SignEvent) { a.ch <- *ev }
-
-// auditMaxBatch bounds how many records one write carries.
-const auditMaxBatch = 256
 
 func (a *auditSink) run() {
 	defer close(a.done)
@@ -124,53 +127,34 @@ func auditRecord(ev *agentsrv.SignEvent) audit.Record {
 	return r
 }
 
-// akStamper stamps checkpoints with the attester's attestation key
-// (created on first use). Like a quote, it keeps the AK loaded only while
-// it works. Its TPM is the daemon's boundedTPM: each use is bounded by
-// tpm_timeout_secs.
-type akStamper struct{ a *tpmAttester }
-
-func (s akStamper) Stamp(ctx context.Context, digest []byte) (*attest.Stamp, error) {
-	ak, err := s.a.loadAK(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err := ak.Unload(context.WithoutCancel(ctx), s.a.tpm); err != nil {
-			slog.Warn("cannot unload the attestation key", "err", err)
-		}
-	}()
-	return ak.Stamp(ctx, s.a.tpm, digest)
-}
-
-// control is what the daemon adds to the server for control over each
+// control is what the agent adds to the server for control over each
 // signature: the audit log, the notifier and the known_hosts lookup.
 type control struct {
-	audit     *auditSink // nil when audit = false
-	notify    *notifier  // nil when there is nowhere to announce to
+	audit     *auditSink       // nil when audit = false
+	notify    *notify.Notifier // nil when there is nowhere to announce to
 	auditor   agentsrv.Auditor
 	notifier  agentsrv.Notifier
 	knownHost func(ssh.PublicKey, agentsrv.Peer) string
 }
 
-// control opens the audit log (unless the config turns it off) and sets
-// up the notifier and the known_hosts lookup.
-func (d *daemon) control(attester *tpmAttester) (*control, error) {
-	cfg := d.f.cfg
+// control opens the audit log (unless the config turns it off), stamping
+// its checkpoints with stamper, and sets up the notifier and the
+// known_hosts lookup.
+func (a *Agent) control(stamper audit.Stamper) (*control, error) {
 	c := &control{}
-	if cfg.Audit {
-		dir := tpmdev.DefaultStateDir()
-		a, err := openAuditLog(dir, akStamper{attester}, d.log)
+	if a.cfg.Audit {
+		dir := a.opts.StateDir
+		s, err := openAuditLog(dir, stamper, a.log)
 		if err != nil {
-			return nil, withHint(err, "the audit log of signatures is on by default; fix the directory, or set audit = false at the top of config.toml to run without it")
+			return nil, fmt.Errorf("%w: %w", ErrAuditLog, err)
 		}
-		c.audit, c.auditor = a, a
-		d.log.Info("audit log on", "dir", dir)
+		c.audit, c.auditor = s, s
+		a.log.Info("audit log on", "dir", dir)
 	}
-	if n := newNotifier(cfg.NotifyCommand, cfg.DesktopNotify, d.e.getenv, d.log); n != nil {
+	if n := notify.New(a.cfg.NotifyCommand, a.cfg.DesktopNotify, a.getenv, a.log); n != nil {
 		c.notify, c.notifier = n, n
 	}
-	if files := knownHostsFiles(d.e.getenv); files != nil {
+	if files := KnownHostsFiles(a.getenv); files != nil {
 		c.knownHost = agentsrv.KnownHostsLookup(files...)
 	}
 	return c, nil
@@ -185,31 +169,4 @@ func (c *control) close(log *slog.Logger, timeout time.Duration) {
 	if err := c.audit.Close(2 * timeout); err != nil {
 		log.Warn("audit log not closed cleanly", "err", err)
 	}
-}
-
-// knownHostsFiles are the user's known_hosts files, where destinations
-// find their host keys.
-func knownHostsFiles(getenv func(string) string) []string {
-	home := getenv("HOME")
-	if home == "" {
-		return nil
-	}
-	return []string{filepath.Join(home, ".ssh", "known_hosts"), filepath.Join(home, ".ssh", "known_hosts2")}
-}
-
-// restrict sets an identity's configured destinations, with their host
-// keys from known_hosts. An identity whose destinations cannot all be
-// resolved is not served (false): serving it unrestricted would ignore
-// the setting.
-func (d *daemon) restrict(id *agentsrv.Identity, specs []string) bool {
-	if len(specs) == 0 {
-		return true
-	}
-	dcs, err := agentsrv.ParseDestinations(specs, knownHostsFiles(d.e.getenv)...)
-	if err != nil {
-		d.log.Warn("identity not served: its destinations cannot be resolved", "name", id.Blob.Name, "err", err)
-		return false
-	}
-	id.Destinations = dcs
-	return true
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -60,7 +60,7 @@ func startBenchAgent(b testing.TB, aud agentsrv.Auditor) (string, ssh.PublicKey)
 }
 
 // BenchmarkSignAudit compares a warm signature through the socket with
-// the audit log off and on (the daemon's sink over internal/audit, no
+// the audit log off and on (the agent's sink over internal/audit, no
 // TPM stamps): the log must cost no more than 10%.
 func BenchmarkSignAudit(b *testing.B) {
 	for _, on := range []bool{false, true} {
