@@ -26,7 +26,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/icn/icn-agent/agentsrv/client"
-	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func TestListSignVerify(t *testing.T) {
@@ -177,7 +177,7 @@ func TestUnsealErrorIsNotCached(t *testing.T) {
 	ts := startServer(t, Config{Unsealer: f}, Identity{Blob: k.blob})
 	a := ts.dial(t)
 
-	f.setFail(fmt.Errorf("tpm says no: %w", sealstore.ErrPCRMismatch))
+	f.setFail(fmt.Errorf("tpm says no: %w", tpmseal.ErrPCRMismatch))
 	if _, err := a.Sign(k.pub, []byte("x")); err == nil {
 		t.Fatal("Sign succeeded while Unseal fails")
 	}

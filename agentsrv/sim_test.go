@@ -13,9 +13,10 @@ import (
 	"github.com/icn/icn-agent/internal/tpmfault"
 	"github.com/icn/icn-agent/internal/tpmtrace"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
-// simTPM is an Unsealer as the daemon builds it (sealstore.Unseal on a
+// simTPM is an Unsealer as the daemon builds it (tpmseal.Unseal on a
 // tpmdev.TPM), on the in-process simulator, with a fault injector and a
 // counter of the commands that reach the TPM:
 //
@@ -54,7 +55,7 @@ func newSimTPM(t testing.TB, commandTimeout time.Duration) *simTPM {
 
 // Unseal unseals with sealstore, as the daemon's unsealer does.
 func (s *simTPM) Unseal(ctx context.Context, b *sealstore.Blob, dst []byte) error {
-	return sealstore.Unseal(ctx, s.tpm, b, dst)
+	return tpmseal.Unseal(ctx, s.tpm, b, dst)
 }
 
 // seal seals a fresh random identity called name.
@@ -62,7 +63,7 @@ func (s *simTPM) seal(t testing.TB, name string) Identity {
 	t.Helper()
 	seed := make([]byte, sealstore.SeedSize)
 	rand.Read(seed)
-	b, err := sealstore.Seal(context.Background(), s.tpm, seed, sealstore.SealOptions{Name: name})
+	b, err := tpmseal.Seal(context.Background(), s.tpm, seed, tpmseal.SealOptions{Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,10 +27,10 @@
 //     working.
 //
 // Either may also need a PIN: the policy then ends in
-// TPM2_PolicyAuthValue, the object's authValue is [PINAuthValue] of the
-// PIN, and its noDA attribute is clear, so that wrong PINs count towards
-// the TPM's dictionary-attack lockout (TPM_RC_AUTH_FAIL is reported as
-// [ErrWrongPIN], TPM_RC_LOCKOUT as [ErrLockout]). For PolicyAuthorizedPCR
+// TPM2_PolicyAuthValue, the object's authValue is tpmseal.PINAuthValue of
+// the PIN, and its noDA attribute is clear, so that wrong PINs count
+// towards the TPM's dictionary-attack lockout (TPM_RC_AUTH_FAIL is
+// reported as tpmseal.ErrWrongPIN, TPM_RC_LOCKOUT as tpmseal.ErrLockout). For PolicyAuthorizedPCR
 // the PolicyAuthValue comes after TPM2_PolicyAuthorize: the signer approves
 // PCR values only, and the same signed policies serve identities with and
 // without a PIN. Without a PIN the object has noDA set: there is no
@@ -44,7 +44,9 @@
 // a blob file. The blob alone is useless without the very TPM that created
 // it, in the recorded PCR state.
 //
-// This package knows nothing about talking to a TPM. It provides:
+// This package knows nothing about talking to a TPM: sealing, unsealing
+// and the TPM side of migration are package tpmseal (sealstore/tpmseal),
+// which reads and writes what this package defines. It provides:
 //
 //   - [Blob], with [Blob.Marshal] and [ParseBlob] implementing the file
 //     format below, and checking every field, including that the sealed
@@ -53,8 +55,10 @@
 //     computing in software the policy digests a TPM computes;
 //   - [SignedPolicy], with [SignPolicy], [SignedPolicy.Marshal] and
 //     [ParseSignedPolicy] implementing the signed policy file format below;
+//   - [Duplicate], a seed wrapped in software for another TPM's storage
+//     root key ([NewDuplicate], [SRKPublic]), for migration;
 //   - [Store], a directory of blob files and signed policies, written
-//     atomically.
+//     atomically, and its [Watcher].
 //
 // # Store layout
 //

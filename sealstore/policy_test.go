@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"github.com/icn/icn-agent/internal/tpmdev"
 	"os"
 	"reflect"
 	"strings"
@@ -14,6 +13,8 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/simulator"
+
+	"github.com/icn/icn-agent/internal/tpmdev"
 )
 
 // goldenPolicyPCR07Zero is the file holding the PolicyPCR digest over

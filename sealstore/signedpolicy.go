@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/sha256"
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
@@ -23,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/icn/icn-agent/internal/safefile"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 	"github.com/icn/icn-agent/internal/wire"
 )
 
@@ -101,14 +101,6 @@ type SignedPolicy struct {
 	Signed time.Time
 }
 
-// approvalHash returns aHash, the digest a policy key signs and the TPM
-// verifies for TPM2_PolicyAuthorize: SHA256(approvedPolicy || policyRef),
-// with an empty policyRef.
-func approvalHash(approved []byte) []byte {
-	h := sha256.Sum256(approved)
-	return h[:]
-}
-
 // SignPolicy signs the PolicyPCR policy over pcrs (SHA-256 bank, sorted,
 // 32-byte values) with priv, an ECDSA P-256 key. The signature is
 // deterministic (RFC 6979).
@@ -130,7 +122,7 @@ func SignPolicy(priv *ecdsa.PrivateKey, pcrs []PCRValue, comment string, signed 
 	if p.Digest, err = PolicyPCRDigest(p.Bank, p.PCRs); err != nil {
 		return nil, err
 	}
-	der, err := priv.Sign(nil, approvalHash(p.Digest), crypto.SHA256)
+	der, err := priv.Sign(nil, tpmpolicy.ApprovalHash(p.Digest), crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("sealstore: sign policy: %w", err)
 	}
@@ -163,15 +155,15 @@ func (p *SignedPolicy) validate() error {
 		return malformedPolicy("signature", "want r and s of %d bytes each, got %d and %d", p256Size, len(p.R), len(p.S))
 	}
 	r, s := new(big.Int).SetBytes(p.R), new(big.Int).SetBytes(p.S)
-	if !ecdsa.Verify(p.Key.Public, approvalHash(p.Digest), r, s) {
+	if !ecdsa.Verify(p.Key.Public, tpmpolicy.ApprovalHash(p.Digest), r, s) {
 		return malformedPolicy("signature", "does not verify with the policy key %s", p.Key.ID())
 	}
 	return nil
 }
 
-// tpmSignature returns the signature as a TPMT_SIGNATURE for
+// TPMSignature returns the signature as a TPMT_SIGNATURE for
 // TPM2_VerifySignature.
-func (p *SignedPolicy) tpmSignature() tpm2.TPMTSignature {
+func (p *SignedPolicy) TPMSignature() tpm2.TPMTSignature {
 	return tpm2.TPMTSignature{
 		SigAlg: tpm2.TPMAlgECDSA,
 		Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA, &tpm2.TPMSSignatureECC{

@@ -3,7 +3,7 @@
 // implementations.
 //
 // sealstore seals under the SRK and salts its sessions with it; a program
-// that owns its own go-tpm transport implements sealstore.TPM by loading
+// that owns its own go-tpm transport implements tpmseal.TPM by loading
 // the SRK once (the TCG ECC P-256 template, tpm2.ECCSRKTemplate, or the
 // key persisted at 0x81000001) and passing a *Key to each callback.
 // icn-agent's own TPM layer (internal/tpmdev) does exactly that: its SRK

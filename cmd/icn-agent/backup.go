@@ -15,6 +15,7 @@ import (
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func init() {
@@ -342,7 +343,7 @@ func runRestore(e *env, args []string) error {
 		return err
 	}
 	defer tpm.Close()
-	opts := sealstore.SealOptions{Name: name, Comment: comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
+	opts := tpmseal.SealOptions{Name: name, Comment: comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
 	pin, err := f.policy.apply(&opts)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func init() {
@@ -83,7 +84,7 @@ func runList(e *env, args []string) error {
 	ctx := context.Background()
 	out := make([]listEntry, 0, len(entries))
 	var tpmErr error
-	var tpm sealstore.TPM
+	var tpm tpmseal.TPM
 	if len(entries) > 0 {
 		t, err := f.openTPM(ctx)
 		if err != nil {
@@ -166,14 +167,14 @@ func dash(s string) string {
 // PCRs against the values recorded at seal time or, for signed policies,
 // against the policies approved for it. It neither unseals nor asks for a
 // PIN.
-func blobStatus(ctx context.Context, tpm sealstore.TPM, b *sealstore.Blob, policies []*sealstore.SignedPolicy) (string, []int, string) {
-	err := sealstore.CheckPolicy(ctx, tpm, b, policies)
-	var mm *sealstore.PCRMismatchError
+func blobStatus(ctx context.Context, tpm tpmseal.TPM, b *sealstore.Blob, policies []*sealstore.SignedPolicy) (string, []int, string) {
+	err := tpmseal.CheckPolicy(ctx, tpm, b, policies)
+	var mm *tpmseal.PCRMismatchError
 	var mp *sealstore.MissingPolicyError
 	switch {
 	case err == nil:
 		return "usable", nil, ""
-	case errors.Is(err, sealstore.ErrSRKMismatch):
+	case errors.Is(err, tpmseal.ErrSRKMismatch):
 		return "other-tpm", nil, err.Error()
 	case errors.As(err, &mm):
 		return "pcr-mismatch", mm.PCRs, ""

@@ -19,7 +19,7 @@ import (
 	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/internal/memscan"
 	"github.com/icn/icn-agent/internal/swtpmtest"
-	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // memoryCycles is how many times TestMemoryHygiene has the agent unseal an
@@ -185,7 +185,7 @@ func TestMemoryHygiene(t *testing.T) {
 	t.Logf("unseal requests: %v (the agent unsealed %d times); %d drops: %v; %d wrong unlock guesses, 1 wrong PIN, 3 software keys; in %v",
 		m.unseals, unseals, memoryCycles, counts, len(guesses), time.Since(start).Round(time.Millisecond))
 
-	authValue := func(pin []byte) []byte { return sealstore.PINAuthValue(pin) }
+	authValue := func(pin []byte) []byte { return tpmseal.PINAuthValue(pin) }
 	kinds := []secretKind{
 		{"seed of mem (plain identity)", memscan.Ed25519Patterns(memSeed)},
 		{"seed of pin (PIN identity)", memscan.Ed25519Patterns(pinSeed)},

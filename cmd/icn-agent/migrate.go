@@ -11,6 +11,7 @@ import (
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func init() {
@@ -178,7 +179,7 @@ func runImportMigrated(e *env, args []string) error {
 	if err := nameFree(store, name, "import it"); err != nil {
 		return err
 	}
-	opts := sealstore.SealOptions{Name: name, Comment: m.Comment}
+	opts := tpmseal.SealOptions{Name: name, Comment: m.Comment}
 	if flagSet(fs, "comment") {
 		opts.Comment = f.comment
 	}

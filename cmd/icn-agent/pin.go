@@ -10,6 +10,7 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // PINs in the commands: keygen, import and reseal read a new PIN from
@@ -23,7 +24,7 @@ const minPINLen = 4
 
 // explainUnseal adds to an unseal error the TPM's dictionary-attack state
 // (unlock.Explain) and what to do about it.
-func explainUnseal(ctx context.Context, tpm sealstore.TPM, store *sealstore.Store, b *sealstore.Blob, err error) error {
+func explainUnseal(ctx context.Context, tpm tpmseal.TPM, store *sealstore.Store, b *sealstore.Blob, err error) error {
 	return adviseUnseal(store, b, unlock.Explain(ctx, tpm, err))
 }
 
@@ -32,7 +33,7 @@ func explainUnseal(ctx context.Context, tpm sealstore.TPM, store *sealstore.Stor
 func adviseUnseal(store *sealstore.Store, b *sealstore.Blob, err error) error {
 	var mp *sealstore.MissingPolicyError
 	switch {
-	case errors.Is(err, sealstore.ErrLockout):
+	case errors.Is(err, tpmseal.ErrLockout):
 		return fmt.Errorf("%w, or the TPM owner can reset it with tpm2_dictionarylockout --clear-lockout", err)
 	case errors.As(err, &mp):
 		dir := "STORE/policies"
@@ -45,15 +46,15 @@ func adviseUnseal(store *sealstore.Store, b *sealstore.Blob, err error) error {
 	return err
 }
 
-// unsealOptions returns what sealstore.UnsealWith needs to unseal b in a
+// unsealOptions returns what tpmseal.UnsealWith needs to unseal b in a
 // command: the store's signed policies and, for a PIN-protected identity,
 // the PIN (readPIN). The caller wipes opts.PIN.
-func unsealOptions(ctx context.Context, tpm sealstore.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, log *slog.Logger) (sealstore.UnsealOptions, error) {
-	opts := sealstore.UnsealOptions{Policies: unlock.SignedPolicies(store, b, log)}
+func unsealOptions(ctx context.Context, tpm tpmseal.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, log *slog.Logger) (tpmseal.UnsealOptions, error) {
+	opts := tpmseal.UnsealOptions{Policies: unlock.SignedPolicies(store, b, log)}
 	if !b.Policy.PIN {
 		return opts, nil
 	}
-	if err := sealstore.CheckPolicy(ctx, tpm, b, opts.Policies); err != nil {
+	if err := tpmseal.CheckPolicy(ctx, tpm, b, opts.Policies); err != nil {
 		return opts, explainUnseal(ctx, tpm, store, b, err)
 	}
 	pin, err := readPIN(pinFile, b.Name, false)
@@ -67,12 +68,12 @@ func unsealOptions(ctx context.Context, tpm sealstore.TPM, store *sealstore.Stor
 // unsealForCommand unseals b into dst for a command (check, reseal) with
 // unsealOptions. It returns the PIN used (nil if none), which the caller
 // must wipe.
-func unsealForCommand(ctx context.Context, tpm sealstore.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, dst []byte, log *slog.Logger) ([]byte, error) {
+func unsealForCommand(ctx context.Context, tpm tpmseal.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, dst []byte, log *slog.Logger) ([]byte, error) {
 	opts, err := unsealOptions(ctx, tpm, store, b, pinFile, log)
 	if err != nil {
 		return nil, err
 	}
-	if err := sealstore.UnsealWith(ctx, tpm, b, dst, opts); err != nil {
+	if err := tpmseal.UnsealWith(ctx, tpm, b, dst, opts); err != nil {
 		secmem.Wipe(opts.PIN)
 		return nil, explainUnseal(ctx, tpm, store, b, err)
 	}
@@ -110,9 +111,9 @@ func readPIN(pinFile, name string, confirm bool) ([]byte, error) {
 		secmem.Wipe(pin)
 		return nil, fmt.Errorf("the PIN is too short: use at least %d characters", minPINLen)
 	}
-	if len(pin) > sealstore.MaxPINSize {
+	if len(pin) > tpmseal.MaxPINSize {
 		secmem.Wipe(pin)
-		return nil, fmt.Errorf("the PIN is longer than %d bytes", sealstore.MaxPINSize)
+		return nil, fmt.Errorf("the PIN is longer than %d bytes", tpmseal.MaxPINSize)
 	}
 	return pin, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func TestReadPCRValuesFile(t *testing.T) {
@@ -56,13 +57,13 @@ func TestReadPCRValuesFile(t *testing.T) {
 // explainUnseal must keep the sentinels it adds advice to.
 func TestExplainUnsealKeepsSentinels(t *testing.T) {
 	b := &sealstore.Blob{Name: "x", Policy: sealstore.Policy{PCRs: []sealstore.PCRValue{{Index: 0}, {Index: 7}}}}
-	for _, sentinel := range []error{sealstore.ErrWrongPIN, sealstore.ErrLockout, sealstore.ErrNoSignedPolicy, sealstore.ErrPCRMismatch} {
+	for _, sentinel := range []error{tpmseal.ErrWrongPIN, tpmseal.ErrLockout, sealstore.ErrNoSignedPolicy, tpmseal.ErrPCRMismatch} {
 		var in error
 		switch sentinel {
 		case sealstore.ErrNoSignedPolicy:
 			in = &sealstore.MissingPolicyError{Name: "x", KeyID: "k"}
-		case sealstore.ErrPCRMismatch:
-			in = &sealstore.PCRMismatchError{Name: "x", PCRs: []int{7}}
+		case tpmseal.ErrPCRMismatch:
+			in = &tpmseal.PCRMismatchError{Name: "x", PCRs: []int{7}}
 		default:
 			in = sentinel
 		}
@@ -72,7 +73,7 @@ func TestExplainUnsealKeepsSentinels(t *testing.T) {
 	}
 }
 
-// failingTPM is a sealstore.TPM whose every use fails.
+// failingTPM is a tpmseal.TPM whose every use fails.
 type failingTPM struct{}
 
 func (failingTPM) RunWithSRK(context.Context, func(transport.TPM, *tpmdev.SRK) error) error {

@@ -28,6 +28,7 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // Signed PCR policies (see docs/pcr-policies.md).
@@ -238,7 +239,7 @@ func runPolicySign(e *env, c *command, args []string) error {
 	if f.values == "current" {
 		pcrs := f.pcrs.or(f.cfg.Identity.TPM.PCRs)
 		if pcrs == nil {
-			pcrs = sealstore.DefaultPCRs
+			pcrs = tpmseal.DefaultPCRs
 		}
 		if values, err = currentPCRValues(context.Background(), &f.common, pcrs); err != nil {
 			return err

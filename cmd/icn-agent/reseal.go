@@ -12,6 +12,7 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func init() {
@@ -75,7 +76,7 @@ func runReseal(e *env, args []string) error {
 		return err
 	}
 
-	opts := sealstore.SealOptions{Name: name, Comment: old.Comment, PCRs: old.Policy.Indexes()}
+	opts := tpmseal.SealOptions{Name: name, Comment: old.Comment, PCRs: old.Policy.Indexes()}
 	if pcrs.set {
 		opts.PCRs = pcrs.pcrs
 	}
@@ -124,7 +125,7 @@ func runReseal(e *env, args []string) error {
 		defer secmem.Wipe(pin)
 	}
 	opts.PIN = pin
-	blob, err := sealstore.Seal(ctx, tpm, seed.Bytes(), opts)
+	blob, err := tpmseal.Seal(ctx, tpm, seed.Bytes(), opts)
 	if err != nil {
 		return fmt.Errorf("%w; nothing was changed", err)
 	}
@@ -134,7 +135,7 @@ func runReseal(e *env, args []string) error {
 			return err
 		}
 		defer got.Destroy()
-		err = sealstore.UnsealWith(ctx, tpm, staged, got.Bytes(), sealstore.UnsealOptions{PIN: pin, Policies: unlock.SignedPolicies(store, staged, f.log)})
+		err = tpmseal.UnsealWith(ctx, tpm, staged, got.Bytes(), tpmseal.UnsealOptions{PIN: pin, Policies: unlock.SignedPolicies(store, staged, f.log)})
 		if err != nil {
 			return fmt.Errorf("the resealed blob does not unseal, so nothing was changed: %w", explainUnseal(ctx, tpm, store, staged, err))
 		}
@@ -180,7 +181,7 @@ func samePublicKey(seed []byte, pub ssh.PublicKey) error {
 
 // resealHint tells what to do when the blob to reseal does not unseal.
 func resealHint(err error, name string) string {
-	if errors.Is(err, sealstore.ErrPCRMismatch) {
+	if errors.Is(err, tpmseal.ErrPCRMismatch) {
 		return fmt.Sprintf("; reseal it while the platform is in the state it was sealed in (for example before a firmware update; see docs/pcr-policies.md), or restore it from a backup with icn-agent restore %s BACKUP", name)
 	}
 	return ""

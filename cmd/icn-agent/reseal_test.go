@@ -14,6 +14,7 @@ import (
 	"github.com/icn/icn-agent/internal/swtpmtest"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // Reseal, on both TPMs, as the command does it: a blob that unseals is
@@ -58,8 +59,8 @@ func TestResealCommand(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, o := range []sealstore.SealOptions{{Name: "bound", PCRs: []int{7, 16}}, {Name: "free", PCRs: []int{7}}} {
-				b, err := sealstore.Generate(context.Background(), tpm, o)
+			for _, o := range []tpmseal.SealOptions{{Name: "bound", PCRs: []int{7, 16}}, {Name: "free", PCRs: []int{7}}} {
+				b, err := tpmseal.Generate(context.Background(), tpm, o)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -22,6 +22,7 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func init() {
@@ -78,7 +79,7 @@ func (p *policyFlags) check() error {
 
 // apply checks the flags and sets opts' PIN (asked for or read now) and
 // signed-policy key. The caller wipes the PIN it returns.
-func (p *policyFlags) apply(opts *sealstore.SealOptions) ([]byte, error) {
+func (p *policyFlags) apply(opts *tpmseal.SealOptions) ([]byte, error) {
 	if err := p.check(); err != nil {
 		return nil, err
 	}
@@ -246,11 +247,11 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 		return err
 	}
 	defer tpm.Close()
-	opts := sealstore.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs), PIN: pin}
+	opts := tpmseal.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs), PIN: pin}
 	if signer != nil {
 		opts.Signer = signer.Public
 	}
-	blob, err := sealstore.Seal(ctx, tpm, seed, opts)
+	blob, err := tpmseal.Seal(ctx, tpm, seed, opts)
 	if err != nil {
 		return err
 	}
@@ -286,7 +287,7 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 	}
 	if signer != nil {
 		// Sealing needs no signed policy; using the identity does.
-		err := sealstore.CheckPolicy(ctx, tpm, blob, unlock.SignedPolicies(store, blob, f.log))
+		err := tpmseal.CheckPolicy(ctx, tpm, blob, unlock.SignedPolicies(store, blob, f.log))
 		var mp *sealstore.MissingPolicyError
 		if errors.As(err, &mp) {
 			fmt.Fprintf(e.stderr, "icn-agent: %s is sealed to policies signed by key %s, and none approves the current PCR values yet: %v\n", name, signer.ID(), explainUnseal(ctx, tpm, store, blob, err))

@@ -15,16 +15,16 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/icn/icn-agent/attest"
-
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/swtpmtest"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/tpmpolicy"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // Tests run against the in-process simulator and a real swtpm process,
@@ -167,7 +167,7 @@ func (f *fixture) seal(name string, pcrs []int) *identity {
 	if _, err := rand.Read(seed); err != nil {
 		f.t.Fatal(err)
 	}
-	b, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: name, PCRs: pcrs})
+	b, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: name, PCRs: pcrs})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -185,10 +185,10 @@ func (id *identity) subject() Subject {
 
 // unsealingSigner signs as the agent does: it unseals the seed from the
 // TPM, signs and wipes it.
-func unsealingSigner(tpm sealstore.TPM, b *sealstore.Blob) func([]byte) ([]byte, error) {
+func unsealingSigner(tpm tpmseal.TPM, b *sealstore.Blob) func([]byte) ([]byte, error) {
 	return func(msg []byte) ([]byte, error) {
 		seed := make([]byte, sealstore.SeedSize)
-		if err := sealstore.Unseal(context.Background(), tpm, b, seed); err != nil {
+		if err := tpmseal.Unseal(context.Background(), tpm, b, seed); err != nil {
 			return nil, err
 		}
 		priv := ed25519.NewKeyFromSeed(seed)
@@ -408,7 +408,7 @@ func TestPCRExtendedAfterSealing(t *testing.T) {
 				t.Fatalf("certified %v, policy matches %v; want certified and not matching", res.Certified, res.SealedPolicyMatches)
 			}
 			// The TPM agrees: it no longer unseals the identity.
-			if _, err := unsealingSigner(f.tpm, id.blob)([]byte("x")); !errors.Is(err, sealstore.ErrPCRMismatch) {
+			if _, err := unsealingSigner(f.tpm, id.blob)([]byte("x")); !errors.Is(err, tpmseal.ErrPCRMismatch) {
 				t.Fatalf("unseal after extend = %v; want ErrPCRMismatch", err)
 			}
 		})

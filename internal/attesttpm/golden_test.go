@@ -18,6 +18,7 @@ import (
 
 	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 var updateGolden = flag.Bool("update-golden", false, "regenerate the version 2 golden evidence in the top-level testdata/evidence with the simulator; then run go test ./attest -run TestGoldenEvidenceKinds -update for the fuzz seeds")
@@ -97,14 +98,14 @@ func regenerateGoldenKinds(t *testing.T) {
 	for _, gk := range goldenKinds {
 		seed := make([]byte, sealstore.SeedSize)
 		rand.Read(seed)
-		opts := sealstore.SealOptions{Name: "golden-" + gk.kind, PCRs: []int{0, 7}}
+		opts := tpmseal.SealOptions{Name: "golden-" + gk.kind, PCRs: []int{0, 7}}
 		if gk.pin {
 			opts.PIN = []byte("golden pin")
 		}
 		if gk.policy == attest.PolicyAuthorizedPCR {
 			opts.Signer = &policyKey.PublicKey
 		}
-		b, err := sealstore.Seal(ctx, f.tpm, seed, opts)
+		b, err := tpmseal.Seal(ctx, f.tpm, seed, opts)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -64,7 +64,7 @@ import (
 
 	"github.com/icn/icn-agent/agentsrv"
 	"github.com/icn/icn-agent/internal/tpmdev"
-	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // Namespace prefixes every metric of the agent's own.
@@ -244,9 +244,9 @@ func Reason(err error) string {
 		return ReasonLocked
 	case errors.Is(err, agentsrv.ErrNotFound):
 		return ReasonNotFound
-	case errors.Is(err, sealstore.ErrPCRMismatch):
+	case errors.Is(err, tpmseal.ErrPCRMismatch):
 		return ReasonPCRMismatch
-	case errors.Is(err, sealstore.ErrSRKMismatch):
+	case errors.Is(err, tpmseal.ErrSRKMismatch):
 		return ReasonSRKMismatch
 	case errors.Is(err, tpmdev.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return ReasonTimeout

@@ -33,6 +33,7 @@ import (
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/tpmfault"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func TestReason(t *testing.T) {
@@ -43,8 +44,8 @@ func TestReason(t *testing.T) {
 		{nil, metrics.ResultSuccess},
 		{fmt.Errorf("x: %w", agentsrv.ErrLocked), metrics.ReasonLocked},
 		{fmt.Errorf("x: %w", agentsrv.ErrNotFound), metrics.ReasonNotFound},
-		{fmt.Errorf("agentsrv: unseal a: %w", &sealstore.PCRMismatchError{Name: "a", PCRs: []int{7}}), metrics.ReasonPCRMismatch},
-		{fmt.Errorf("sealstore: unseal a: %w", sealstore.ErrSRKMismatch), metrics.ReasonSRKMismatch},
+		{fmt.Errorf("agentsrv: unseal a: %w", &tpmseal.PCRMismatchError{Name: "a", PCRs: []int{7}}), metrics.ReasonPCRMismatch},
+		{fmt.Errorf("sealstore: unseal a: %w", tpmseal.ErrSRKMismatch), metrics.ReasonSRKMismatch},
 		{fmt.Errorf("sealstore: unseal a: %w", tpmdev.ErrTimeout), metrics.ReasonTimeout},
 		{context.DeadlineExceeded, metrics.ReasonTimeout},
 		{fmt.Errorf("load: %w", tpm2.TPMRCLockout), metrics.ReasonTPMError},
@@ -105,10 +106,10 @@ func TestCommandNames(t *testing.T) {
 }
 
 // tpmUnsealer unseals with sealstore, as the daemon does.
-type tpmUnsealer struct{ tpm sealstore.TPM }
+type tpmUnsealer struct{ tpm tpmseal.TPM }
 
 func (u tpmUnsealer) Unseal(ctx context.Context, b *sealstore.Blob, dst []byte) error {
-	return sealstore.Unseal(ctx, u.tpm, b, dst)
+	return tpmseal.Unseal(ctx, u.tpm, b, dst)
 }
 
 // TestScrape runs an agent on the simulator with metrics, signs, fails in
@@ -130,7 +131,7 @@ func TestScrape(t *testing.T) {
 	defer tpm.Close()
 	seed := make([]byte, ed25519.SeedSize)
 	rand.Read(seed)
-	blob, err := sealstore.Seal(context.Background(), tpm, seed, sealstore.SealOptions{Name: "work", PCRs: []int{7, 16}})
+	blob, err := tpmseal.Seal(context.Background(), tpm, seed, tpmseal.SealOptions{Name: "work", PCRs: []int{7, 16}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/wire"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // BackupVersion is the backup plaintext format version this package reads
@@ -248,7 +249,7 @@ func ReadBackupFile(path string, keys *Keys) (*Backup, error) {
 // policies, if it has them) and writes a backup of it to path, encrypted to
 // recipients. Nothing is written if path exists, if the TPM does not unseal
 // b, or if the seed it unseals is not b's.
-func BackupIdentity(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, opts sealstore.UnsealOptions, path string, recipients ...age.Recipient) error {
+func BackupIdentity(ctx context.Context, t tpmseal.TPM, b *sealstore.Blob, opts tpmseal.UnsealOptions, path string, recipients ...age.Recipient) error {
 	seed, err := unsealChecked(ctx, t, b, opts)
 	if err != nil {
 		return err
@@ -268,12 +269,12 @@ var ErrSeedMismatch = errors.New("recovery: the unsealed seed does not match the
 
 // unsealChecked unseals b (with opts) into locked memory and checks the seed against
 // b's public key.
-func unsealChecked(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, opts sealstore.UnsealOptions) (*secmem.Buffer, error) {
+func unsealChecked(ctx context.Context, t tpmseal.TPM, b *sealstore.Blob, opts tpmseal.UnsealOptions) (*secmem.Buffer, error) {
 	seed, err := secmem.New(sealstore.SeedSize)
 	if err != nil {
 		return nil, err
 	}
-	if err := sealstore.UnsealWith(ctx, t, b, seed.Bytes(), opts); err != nil {
+	if err := tpmseal.UnsealWith(ctx, t, b, seed.Bytes(), opts); err != nil {
 		seed.Destroy()
 		return nil, err
 	}
@@ -294,7 +295,7 @@ func unsealChecked(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, opts
 // bk.Comment, and the PCRs). It refuses, before touching the TPM, to
 // replace anything in the store: a name already taken by a blob, even a
 // damaged one, is an error wrapping sealstore.ErrExists.
-func Restore(ctx context.Context, t sealstore.TPM, store *sealstore.Store, bk *Backup, opts sealstore.SealOptions) (*sealstore.Blob, error) {
+func Restore(ctx context.Context, t tpmseal.TPM, store *sealstore.Store, bk *Backup, opts tpmseal.SealOptions) (*sealstore.Blob, error) {
 	pub, err := sealstore.PublicKey(bk.Seed())
 	if err != nil {
 		return nil, err
@@ -306,11 +307,11 @@ func Restore(ctx context.Context, t sealstore.TPM, store *sealstore.Store, bk *B
 }
 
 // sealNew seals seed as the new identity opts.Name in store.
-func sealNew(ctx context.Context, t sealstore.TPM, store *sealstore.Store, seed []byte, opts sealstore.SealOptions) (*sealstore.Blob, error) {
+func sealNew(ctx context.Context, t tpmseal.TPM, store *sealstore.Store, seed []byte, opts tpmseal.SealOptions) (*sealstore.Blob, error) {
 	if err := NameFree(store, opts.Name); err != nil {
 		return nil, err
 	}
-	blob, err := sealstore.Seal(ctx, t, seed, opts)
+	blob, err := tpmseal.Seal(ctx, t, seed, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,7 @@
 //     beforehand. Only that TPM can unwrap it; no passphrase is involved.
 //
 // Either way the seed exists in clear only in locked memory ([secmem]) of
-// the process doing the work, and is sealed again (sealstore.Seal) the
+// the process doing the work, and is sealed again (tpmseal.Seal) the
 // moment it arrives.
 //
 // # Backup files
@@ -126,7 +126,7 @@
 //
 // The target unwraps (import, load, unseal in a policy session salted to
 // its SRK, flush), checks the header digest and the public key, and seals
-// the seed again with sealstore.Seal as an ordinary fixedTPM blob bound to
+// the seed again with tpmseal.Seal as an ordinary fixedTPM blob bound to
 // its own current PCR values. The imported object is never stored.
 //
 // # Writing files

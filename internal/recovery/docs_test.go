@@ -14,6 +14,7 @@ import (
 
 	"github.com/icn/icn-agent/internal/recovery/leaktest"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // emergencyScript returns the shell script of docs/recovery.md that the
@@ -57,7 +58,7 @@ func TestEmergencyProcedure(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed := randomSeed(t)
-	b, err := sealstore.Seal(context.Background(), tpm, seed, sealstore.SealOptions{Name: "work", PCRs: []int{0, 7, 16}})
+	b, err := tpmseal.Seal(context.Background(), tpm, seed, tpmseal.SealOptions{Name: "work", PCRs: []int{0, 7, 16}})
 	if err != nil {
 		t.Fatal(err)
 	}

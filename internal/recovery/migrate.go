@@ -22,6 +22,7 @@ import (
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/wire"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // PEM types of the migration files.
@@ -287,7 +288,7 @@ func (m *Migration) TargetSRKName() []byte { return m.Wrapped.ParentName }
 // the target TPM whose SRK is target, to be sealed there to pcrs (nil means
 // b's PCRs). The seed is in clear only in locked memory, and only for the
 // time it takes to wrap it. It returns ErrSameTPM if target is t's own SRK.
-func Migrate(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, opts sealstore.UnsealOptions, target *sealstore.SRKPublic, pcrs []int) (*Migration, error) {
+func Migrate(ctx context.Context, t tpmseal.TPM, b *sealstore.Blob, opts tpmseal.UnsealOptions, target *sealstore.SRKPublic, pcrs []int) (*Migration, error) {
 	if target == nil {
 		return nil, errors.New("recovery: migrate: no target SRK")
 	}
@@ -340,7 +341,7 @@ func Migrate(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, opts seals
 // A file wrapped for another TPM fails with an error wrapping
 // sealstore.ErrNotForThisTPM (or, if its target Name was altered,
 // sealstore.ErrDuplicateRejected from the TPM).
-func ImportMigration(ctx context.Context, t sealstore.TPM, store *sealstore.Store, m *Migration, opts sealstore.SealOptions) (*sealstore.Blob, error) {
+func ImportMigration(ctx context.Context, t tpmseal.TPM, store *sealstore.Store, m *Migration, opts tpmseal.SealOptions) (*sealstore.Blob, error) {
 	if opts.Name == "" {
 		opts.Name = m.Name
 	}
@@ -359,7 +360,7 @@ func ImportMigration(ctx context.Context, t sealstore.TPM, store *sealstore.Stor
 		return nil, err
 	}
 	defer data.Destroy()
-	if err := sealstore.UnsealDuplicate(ctx, t, m.Wrapped, data.Bytes()); err != nil {
+	if err := tpmseal.UnsealDuplicate(ctx, t, m.Wrapped, data.Bytes()); err != nil {
 		return nil, err
 	}
 	seed := data.Bytes()[:sealstore.SeedSize]
@@ -380,8 +381,8 @@ func ImportMigration(ctx context.Context, t sealstore.TPM, store *sealstore.Stor
 }
 
 // ExportSRK returns the SRK file of t's storage root key, and its Name.
-func ExportSRK(ctx context.Context, t sealstore.TPM) ([]byte, *sealstore.SRKPublic, error) {
-	srk, err := sealstore.ReadSRK(ctx, t)
+func ExportSRK(ctx context.Context, t tpmseal.TPM) ([]byte, *sealstore.SRKPublic, error) {
+	srk, err := tpmseal.ReadSRK(ctx, t)
 	if err != nil {
 		return nil, nil, err
 	}

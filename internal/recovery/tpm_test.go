@@ -23,6 +23,7 @@ import (
 	"github.com/icn/icn-agent/internal/swtpmtest"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // testTPM is a TPM for a test: the in-process simulator (one per process:
@@ -80,9 +81,9 @@ func openStore(t testing.TB) *sealstore.Store {
 }
 
 // sealInto seals seed as identity name in store.
-func sealInto(t testing.TB, tpm sealstore.TPM, store *sealstore.Store, name string, seed []byte) *sealstore.Blob {
+func sealInto(t testing.TB, tpm tpmseal.TPM, store *sealstore.Store, name string, seed []byte) *sealstore.Blob {
 	t.Helper()
-	b, err := sealstore.Seal(context.Background(), tpm, seed, sealstore.SealOptions{Name: name, Comment: "me@example"})
+	b, err := tpmseal.Seal(context.Background(), tpm, seed, tpmseal.SealOptions{Name: name, Comment: "me@example"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,10 +93,10 @@ func sealInto(t testing.TB, tpm sealstore.TPM, store *sealstore.Store, name stri
 	return b
 }
 
-func unsealSeed(t testing.TB, tpm sealstore.TPM, b *sealstore.Blob) []byte {
+func unsealSeed(t testing.TB, tpm tpmseal.TPM, b *sealstore.Blob) []byte {
 	t.Helper()
 	seed := make([]byte, sealstore.SeedSize)
-	if err := sealstore.Unseal(context.Background(), tpm, b, seed); err != nil {
+	if err := tpmseal.Unseal(context.Background(), tpm, b, seed); err != nil {
 		t.Fatal(err)
 	}
 	return seed
@@ -115,10 +116,10 @@ func TestBackupDamageRestore(t *testing.T) {
 			b := sealInto(t, tpm, store, "work", seed)
 			r, keys := keyKinds[len(keyKinds)-1].make(t) // passphrase
 			backup := filepath.Join(t.TempDir(), "work.age")
-			if err := BackupIdentity(ctx, tpm, b, sealstore.UnsealOptions{}, backup, r); err != nil {
+			if err := BackupIdentity(ctx, tpm, b, tpmseal.UnsealOptions{}, backup, r); err != nil {
 				t.Fatal(err)
 			}
-			if err := BackupIdentity(ctx, tpm, b, sealstore.UnsealOptions{}, backup, r); !errors.Is(err, ErrFileExists) {
+			if err := BackupIdentity(ctx, tpm, b, tpmseal.UnsealOptions{}, backup, r); !errors.Is(err, ErrFileExists) {
 				t.Fatalf("second backup to the same file: %v; want ErrFileExists", err)
 			}
 
@@ -131,7 +132,7 @@ func TestBackupDamageRestore(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer bk.Destroy()
-			if _, err := Restore(ctx, tpm, store, bk, sealstore.SealOptions{Name: "work"}); !errors.Is(err, sealstore.ErrExists) {
+			if _, err := Restore(ctx, tpm, store, bk, tpmseal.SealOptions{Name: "work"}); !errors.Is(err, sealstore.ErrExists) {
 				t.Fatalf("restore over a damaged blob: %v; want ErrExists", err)
 			}
 			if data, _ := os.ReadFile(store.Path("work")); string(data) != "garbage\n" {
@@ -142,7 +143,7 @@ func TestBackupDamageRestore(t *testing.T) {
 			if err := os.Remove(store.Path("work")); err != nil {
 				t.Fatal(err)
 			}
-			got, err := Restore(ctx, tpm, store, bk, sealstore.SealOptions{Name: "work", Comment: bk.Comment})
+			got, err := Restore(ctx, tpm, store, bk, tpmseal.SealOptions{Name: "work", Comment: bk.Comment})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +177,7 @@ func TestBackupIdentityRefusesDamagedBlob(t *testing.T) {
 	bad := *b
 	bad.PublicKey = other
 	path := filepath.Join(t.TempDir(), "work.age")
-	if err := BackupIdentity(ctx, tpm, &bad, sealstore.UnsealOptions{}, path, r); !errors.Is(err, ErrSeedMismatch) {
+	if err := BackupIdentity(ctx, tpm, &bad, tpmseal.UnsealOptions{}, path, r); !errors.Is(err, ErrSeedMismatch) {
 		t.Fatalf("BackupIdentity = %v; want ErrSeedMismatch", err)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
@@ -187,7 +188,7 @@ func TestBackupIdentityRefusesDamagedBlob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := BackupIdentity(ctx, tpm, b, sealstore.UnsealOptions{}, path, r); !errors.Is(err, sealstore.ErrPCRMismatch) {
+	if err := BackupIdentity(ctx, tpm, b, tpmseal.UnsealOptions{}, path, r); !errors.Is(err, tpmseal.ErrPCRMismatch) {
 		t.Fatalf("BackupIdentity = %v; want ErrPCRMismatch", err)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
@@ -271,7 +272,7 @@ func newMigration(t *testing.T, pcrs []int) *migrationFixture {
 	}
 	f.srcTPM = newTPM(t, "sim")
 	f.src = sealInto(t, f.srcTPM, openStore(t), "work", f.seed)
-	if f.migration, err = Migrate(context.Background(), f.srcTPM, f.src, sealstore.UnsealOptions{}, target, pcrs); err != nil {
+	if f.migration, err = Migrate(context.Background(), f.srcTPM, f.src, tpmseal.UnsealOptions{}, target, pcrs); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -304,12 +305,12 @@ func TestMigrateAndImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Migrate(ctx, f.srcTPM, f.src, sealstore.UnsealOptions{}, self, nil); !errors.Is(err, ErrSameTPM) {
+	if _, err := Migrate(ctx, f.srcTPM, f.src, tpmseal.UnsealOptions{}, self, nil); !errors.Is(err, ErrSameTPM) {
 		t.Fatalf("migrate to itself: %v; want ErrSameTPM", err)
 	}
 
 	// The target: the same key, sealed to its own SRK, and it signs.
-	b, err := ImportMigration(ctx, f.dst, f.dstStore, parsed, sealstore.SealOptions{Comment: parsed.Comment})
+	b, err := ImportMigration(ctx, f.dst, f.dstStore, parsed, tpmseal.SealOptions{Comment: parsed.Comment})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,11 +331,11 @@ func TestMigrateAndImport(t *testing.T) {
 	}
 	// Once per name: a second import under the same name is refused
 	// before the TPM is asked.
-	if _, err := ImportMigration(ctx, f.dst, f.dstStore, parsed, sealstore.SealOptions{}); !errors.Is(err, sealstore.ErrExists) {
+	if _, err := ImportMigration(ctx, f.dst, f.dstStore, parsed, tpmseal.SealOptions{}); !errors.Is(err, sealstore.ErrExists) {
 		t.Fatalf("second import: %v; want ErrExists", err)
 	}
 	// Other PCRs, another name.
-	b2, err := ImportMigration(ctx, f.dst, f.dstStore, parsed, sealstore.SealOptions{Name: "work2", PCRs: []int{7}})
+	b2, err := ImportMigration(ctx, f.dst, f.dstStore, parsed, tpmseal.SealOptions{Name: "work2", PCRs: []int{7}})
 	if err != nil || !slices.Equal(b2.Policy.Indexes(), []int{7}) {
 		t.Fatalf("import as work2 on PCR 7: %v", err)
 	}
@@ -349,7 +350,7 @@ func TestImportMigrationRefusals(t *testing.T) {
 
 	third := newTPM(t, "sim")
 	store := openStore(t)
-	if _, err := ImportMigration(ctx, third, store, f.migration, sealstore.SealOptions{}); !errors.Is(err, sealstore.ErrNotForThisTPM) {
+	if _, err := ImportMigration(ctx, third, store, f.migration, tpmseal.SealOptions{}); !errors.Is(err, sealstore.ErrNotForThisTPM) {
 		t.Fatalf("third TPM: %v; want ErrNotForThisTPM", err)
 	}
 	_, thirdSRK, err := ExportSRK(ctx, third)
@@ -360,7 +361,7 @@ func TestImportMigrationRefusals(t *testing.T) {
 	wrapped := *forged.Wrapped
 	wrapped.ParentName = thirdSRK.Name
 	forged.Wrapped = &wrapped
-	_, err = ImportMigration(ctx, third, store, &forged, sealstore.SealOptions{})
+	_, err = ImportMigration(ctx, third, store, &forged, tpmseal.SealOptions{})
 	if !errors.Is(err, sealstore.ErrDuplicateRejected) || !errors.Is(err, tpm2.TPMRCIntegrity) {
 		t.Fatalf("third TPM, target name forged: %v; want ErrDuplicateRejected, TPM_RC_INTEGRITY", err)
 	}
@@ -389,7 +390,7 @@ func TestImportMigrationRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ImportMigration(ctx, f.dst, f.dstStore, parsed, sealstore.SealOptions{Name: "x"}); !errors.Is(err, ErrHeaderAltered) {
+			if _, err := ImportMigration(ctx, f.dst, f.dstStore, parsed, tpmseal.SealOptions{Name: "x"}); !errors.Is(err, ErrHeaderAltered) {
 				t.Fatalf("ImportMigration = %v; want ErrHeaderAltered", err)
 			}
 			if names := dirNames(t, f.dstStore.Dir()); len(names) != 0 {
@@ -505,14 +506,14 @@ func TestNoSeedOnDisk(t *testing.T) {
 	for i, kk := range keyKinds {
 		r, keys := kk.make(t)
 		path := filepath.Join(out, "backup"+string(rune('a'+i))+".age")
-		if err := BackupIdentity(ctx, src, b, sealstore.UnsealOptions{}, path, r); err != nil {
+		if err := BackupIdentity(ctx, src, b, tpmseal.UnsealOptions{}, path, r); err != nil {
 			t.Fatal(err)
 		}
 		bk, err := ReadBackupFile(path, keys)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Restore(ctx, src, srcStore, bk, sealstore.SealOptions{Name: "restored" + string(rune('a'+i))}); err != nil {
+		if _, err := Restore(ctx, src, srcStore, bk, tpmseal.SealOptions{Name: "restored" + string(rune('a'+i))}); err != nil {
 			t.Fatal(err)
 		}
 		bk.Destroy()
@@ -521,7 +522,7 @@ func TestNoSeedOnDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Migrate(ctx, src, b, sealstore.UnsealOptions{}, target, nil)
+	m, err := Migrate(ctx, src, b, tpmseal.UnsealOptions{}, target, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +538,7 @@ func TestNoSeedOnDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ImportMigration(ctx, dst, dstStore, parsed, sealstore.SealOptions{})
+	got, err := ImportMigration(ctx, dst, dstStore, parsed, tpmseal.SealOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,7 @@ type Options struct {
 func DefaultStateDir() string { return filepath.Join(xdg.StateHome, "icn-agent") }
 
 // SRK is the loaded storage root key. It is the public srk.Key, so that
-// a *TPM implements the public packages' TPM interfaces (sealstore.TPM).
+// a *TPM implements the public packages' TPM interfaces (tpmseal.TPM).
 type SRK = srk.Key
 
 // TPM is the process's one connection to its TPM. All access goes through

@@ -19,6 +19,7 @@ import (
 	"github.com/icn/icn-agent/internal/tpmfault"
 	"github.com/icn/icn-agent/internal/tpmtrace"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // These tests drive sealstore on the in-process simulator through the
@@ -64,7 +65,7 @@ func newRig(t *testing.T) *rig {
 	})
 	r.seed = make([]byte, sealstore.SeedSize)
 	rand.Read(r.seed)
-	if r.blob, err = sealstore.Seal(context.Background(), tpm, r.seed, sealstore.SealOptions{Name: "work"}); err != nil {
+	if r.blob, err = tpmseal.Seal(context.Background(), tpm, r.seed, tpmseal.SealOptions{Name: "work"}); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -78,7 +79,7 @@ func (r *rig) unseal(t *testing.T) error {
 	done := make(chan error, 1)
 	go func() {
 		dst := make([]byte, sealstore.SeedSize)
-		err := sealstore.Unseal(context.Background(), r.tpm, r.blob, dst)
+		err := tpmseal.Unseal(context.Background(), r.tpm, r.blob, dst)
 		if err == nil && !bytes.Equal(dst, r.seed) {
 			err = errors.New("unsealed the wrong seed")
 		}

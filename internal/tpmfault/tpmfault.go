@@ -12,7 +12,7 @@
 //	tpm, err := tpmdev.Open(ctx, spec, tpmdev.Options{Wrap: inj.Wrap, CommandTimeout: 200 * time.Millisecond})
 //	...
 //	inj.Add(tpmfault.Next(tpm2.TPMCCUnseal, tpmfault.Code(tpm2.TPMRCLockout)))
-//	err = sealstore.Unseal(ctx, tpm, blob, dst) // fails with TPM_RC_LOCKOUT
+//	err = tpmseal.Unseal(ctx, tpm, blob, dst) // fails with TPM_RC_LOCKOUT
 //
 // A rule picks commands by code (or any command), skips the first After
 // of them, then applies its [Fault] to the next Count (or, with Forever,

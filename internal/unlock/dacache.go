@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/icn/icn-agent/internal/tpmdev"
-	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // DARefresh is how often a DACache reads the TPM's dictionary-attack
@@ -25,7 +25,7 @@ var ErrDAUnknown = errors.New("dictionary-attack state not read yet")
 // reads this cache, which Run refreshes in the background, every DARefresh
 // and after each Poke.
 type DACache struct {
-	tpm  sealstore.TPM
+	tpm  tpmseal.TPM
 	log  *slog.Logger
 	poke chan struct{}
 
@@ -37,7 +37,7 @@ type DACache struct {
 
 // NewDACache returns a cache of tpm's dictionary-attack state; log (nil
 // discards) receives failed reads.
-func NewDACache(tpm sealstore.TPM, log *slog.Logger) *DACache {
+func NewDACache(tpm tpmseal.TPM, log *slog.Logger) *DACache {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/icn/icn-agent/internal/tpmdev"
 )
 
-// countingTPM is a sealstore.TPM that counts its uses and fails them all.
+// countingTPM is a tpmseal.TPM that counts its uses and fails them all.
 type countingTPM struct{ n atomic.Int32 }
 
 func (c *countingTPM) RunWithSRK(context.Context, func(transport.TPM, *tpmdev.SRK) error) error {

@@ -10,7 +10,7 @@
 // icn-agent add sent in its unseal request. Nobody keeps a PIN: the agent
 // asks each time it must unseal, and a wrong PIN is reported, never
 // retried. Before asking, the policy is checked without the PIN
-// (sealstore.CheckPolicy): if the PCRs moved, or no signed policy approves
+// (tpmseal.CheckPolicy): if the PCRs moved, or no signed policy approves
 // them, asking could not help and is not done.
 //
 // Because wrong PINs move the TPM's dictionary-attack counter, status
@@ -33,6 +33,7 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 var (
@@ -44,7 +45,7 @@ var (
 type Unsealer struct {
 	// TPM is the agent's TPM, each use bounded by the agent's TPM
 	// timeout.
-	TPM sealstore.TPM
+	TPM tpmseal.TPM
 	// Store holds the signed policies.
 	Store *sealstore.Store
 	// Askpass is the SSH_ASKPASS program; if empty, PIN-protected
@@ -81,13 +82,13 @@ func (u *Unsealer) UnsealWithPIN(ctx context.Context, b *sealstore.Blob, pin, ds
 func (u *Unsealer) unseal(ctx context.Context, b *sealstore.Blob, pin, dst []byte) error {
 	policies := SignedPolicies(u.Store, b, u.log())
 	if !b.Policy.PIN {
-		err := sealstore.UnsealWith(ctx, u.TPM, b, dst, sealstore.UnsealOptions{Policies: policies})
+		err := tpmseal.UnsealWith(ctx, u.TPM, b, dst, tpmseal.UnsealOptions{Policies: policies})
 		return u.explain(ctx, b, err)
 	}
 	if u.AfterPIN != nil {
 		defer u.AfterPIN()
 	}
-	if err := sealstore.CheckPolicy(ctx, u.TPM, b, policies); err != nil {
+	if err := tpmseal.CheckPolicy(ctx, u.TPM, b, policies); err != nil {
 		return u.explain(ctx, b, err)
 	}
 	from := "icn-agent add"
@@ -102,8 +103,8 @@ func (u *Unsealer) unseal(ctx context.Context, b *sealstore.Blob, pin, dst []byt
 		defer secmem.Wipe(asked)
 		pin, from = asked, "SSH_ASKPASS"
 	}
-	err := sealstore.UnsealWith(ctx, u.TPM, b, dst, sealstore.UnsealOptions{PIN: pin, Policies: policies})
-	if errors.Is(err, sealstore.ErrWrongPIN) {
+	err := tpmseal.UnsealWith(ctx, u.TPM, b, dst, tpmseal.UnsealOptions{PIN: pin, Policies: policies})
+	if errors.Is(err, tpmseal.ErrWrongPIN) {
 		u.log().Warn("wrong PIN", "name", b.Name, "fingerprint", ssh.FingerprintSHA256(b.PublicKey), "from", from)
 	}
 	return u.explain(ctx, b, err)
@@ -156,13 +157,13 @@ func SignedPolicies(store *sealstore.Store, b *sealstore.Blob, log *slog.Logger)
 // lockout error: how many failures it counted, when it locks out, how
 // fast it forgets. Other errors, and errors when the state cannot be
 // read, are returned as they are.
-func Explain(ctx context.Context, tpm sealstore.TPM, err error) error {
+func Explain(ctx context.Context, tpm tpmseal.TPM, err error) error {
 	switch {
-	case errors.Is(err, sealstore.ErrWrongPIN):
+	case errors.Is(err, tpmseal.ErrWrongPIN):
 		if st, derr := ReadDA(ctx, tpm); derr == nil {
 			return fmt.Errorf("%w; the TPM has counted %d failed PIN attempt(s) and locks every PIN-protected identity out at %d", err, st.Counter, st.MaxTries)
 		}
-	case errors.Is(err, sealstore.ErrLockout):
+	case errors.Is(err, tpmseal.ErrLockout):
 		if st, derr := ReadDA(ctx, tpm); derr == nil {
 			return fmt.Errorf("%w; it forgets one failed attempt every %s (%d counted, lockout at %d)", err, time.Duration(st.RecoveryTime)*time.Second, st.Counter, st.MaxTries)
 		}
@@ -171,7 +172,7 @@ func Explain(ctx context.Context, tpm sealstore.TPM, err error) error {
 }
 
 // ReadDA reads the TPM's dictionary-attack state.
-func ReadDA(ctx context.Context, t sealstore.TPM) (tpmdev.DAState, error) {
+func ReadDA(ctx context.Context, t tpmseal.TPM) (tpmdev.DAState, error) {
 	var st tpmdev.DAState
 	err := t.RunWithSRK(ctx, func(tpm transport.TPM, _ *tpmdev.SRK) error {
 		var err error

@@ -19,6 +19,7 @@ import (
 	"github.com/icn/icn-agent/internal/tpmdev"
 	_ "github.com/icn/icn-agent/internal/tpmsim"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // fakeAskpass is an SSH_ASKPASS program that records its prompts and
@@ -98,9 +99,9 @@ func TestPINUnsealer(t *testing.T) {
 				t.Fatal(err)
 			}
 			pin := []byte("open sesame")
-			seal := func(name string, opts sealstore.SealOptions) *sealstore.Blob {
+			seal := func(name string, opts tpmseal.SealOptions) *sealstore.Blob {
 				opts.Name = name
-				b, err := sealstore.Generate(ctx, tpm, opts)
+				b, err := tpmseal.Generate(ctx, tpm, opts)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -109,10 +110,10 @@ func TestPINUnsealer(t *testing.T) {
 				}
 				return b
 			}
-			plain := seal("plain", sealstore.SealOptions{})
-			pinned := seal("pinned", sealstore.SealOptions{PIN: pin})
-			moved := seal("moved", sealstore.SealOptions{PIN: pin, PCRs: []int{7, 16}})
-			signed := seal("signed", sealstore.SealOptions{PIN: pin, Signer: &key.PublicKey})
+			plain := seal("plain", tpmseal.SealOptions{})
+			pinned := seal("pinned", tpmseal.SealOptions{PIN: pin})
+			moved := seal("moved", tpmseal.SealOptions{PIN: pin, PCRs: []int{7, 16}})
+			signed := seal("signed", tpmseal.SealOptions{PIN: pin, Signer: &key.PublicKey})
 			err = tpm.Run(ctx, func(tp transport.TPM) error { return tpmdev.ExtendPCR(tp, 16, []byte("moved")) })
 			if err != nil {
 				t.Fatal(err)

@@ -1,4 +1,4 @@
-package sealstore_test
+package tpmseal_test
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/icn/icn-agent/internal/tpmdev"
-	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // A blob's TPM part is the standard TPM2B_PUBLIC and TPM2B_PRIVATE under
@@ -22,7 +22,7 @@ import (
 func TestTPM2ToolsUnsealsBlob(t *testing.T) {
 	f := newFixture(t, "swtpm", nil)
 	seed := randomSeed(t)
-	b, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "work"})
+	b, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "work"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestTPM2ToolsUnsealsSignedPINBlob(t *testing.T) {
 	seed := randomSeed(t)
 	key := newPolicyKey(t)
 	pin := []byte("tools pin")
-	b, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "work", Signer: &key.PublicKey, PIN: pin})
+	b, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "work", Signer: &key.PublicKey, PIN: pin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestTPM2ToolsUnsealsSignedPINBlob(t *testing.T) {
 	run("tpm2_policypcr", "-Q", "-S", "session.ctx", "-l", "sha256:0,7")
 	run("tpm2_policyauthorize", "-Q", "-S", "session.ctx", "-i", "approved.bin", "-n", "key.name", "-t", "ticket.bin")
 	run("tpm2_policyauthvalue", "-Q", "-S", "session.ctx")
-	got := run("tpm2_unseal", "-c", "sealed.ctx", "-p", "session:session.ctx+hex:"+hex.EncodeToString(sealstore.PINAuthValue(pin)))
+	got := run("tpm2_unseal", "-c", "sealed.ctx", "-p", "session:session.ctx+hex:"+hex.EncodeToString(tpmseal.PINAuthValue(pin)))
 	run("tpm2_flushcontext", "session.ctx")
 	run("tpm2_flushcontext", "-t")
 	if !bytes.Equal(got, seed) {

@@ -1,4 +1,4 @@
-package sealstore_test
+package tpmseal_test
 
 import (
 	"bytes"
@@ -15,21 +15,22 @@ import (
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/tpmtrace"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
-func readSRK(t testing.TB, tpm sealstore.TPM) *sealstore.SRKPublic {
+func readSRK(t testing.TB, tpm tpmseal.TPM) *sealstore.SRKPublic {
 	t.Helper()
-	srk, err := sealstore.ReadSRK(context.Background(), tpm)
+	srk, err := tpmseal.ReadSRK(context.Background(), tpm)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return srk
 }
 
-func unwrap(t testing.TB, tpm sealstore.TPM, d *sealstore.Duplicate, n int) ([]byte, error) {
+func unwrap(t testing.TB, tpm tpmseal.TPM, d *sealstore.Duplicate, n int) ([]byte, error) {
 	t.Helper()
 	dst := make([]byte, n)
-	err := sealstore.UnsealDuplicate(context.Background(), tpm, d, dst)
+	err := tpmseal.UnsealDuplicate(context.Background(), tpm, d, dst)
 	return dst, err
 }
 
@@ -62,7 +63,7 @@ func TestMigrateBetweenTPMs(t *testing.T) {
 			}
 			src := newFixture(t, tt.src, nil)
 			seed := randomSeed(t)
-			b, err := sealstore.Seal(ctx, src.tpm, seed, sealstore.SealOptions{Name: "work", Comment: "me@example"})
+			b, err := tpmseal.Seal(ctx, src.tpm, seed, tpmseal.SealOptions{Name: "work", Comment: "me@example"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +117,7 @@ func TestMigrateBetweenTPMs(t *testing.T) {
 			if rec.Contains(seed) {
 				t.Fatal("the seed crossed the target's TPM bus in clear")
 			}
-			b2, err := sealstore.Seal(ctx, dst.tpm, got, sealstore.SealOptions{Name: "work", Comment: b.Comment})
+			b2, err := tpmseal.Seal(ctx, dst.tpm, got, tpmseal.SealOptions{Name: "work", Comment: b.Comment})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -336,7 +337,7 @@ func TestDuplicateCheck(t *testing.T) {
 			if !errors.Is(err, sealstore.ErrMalformedBlob) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Check = %v; want ErrMalformedBlob mentioning %q", err, tt.want)
 			}
-			if err := sealstore.UnsealDuplicate(context.Background(), f.tpm, &d, make([]byte, 4)); !errors.Is(err, sealstore.ErrMalformedBlob) {
+			if err := tpmseal.UnsealDuplicate(context.Background(), f.tpm, &d, make([]byte, 4)); !errors.Is(err, sealstore.ErrMalformedBlob) {
 				t.Fatalf("UnsealDuplicate = %v; want ErrMalformedBlob before the TPM is asked", err)
 			}
 		})

@@ -1,4 +1,4 @@
-package sealstore
+package tpmseal
 
 import (
 	"bytes"

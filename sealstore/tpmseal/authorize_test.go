@@ -1,4 +1,4 @@
-package sealstore_test
+package tpmseal_test
 
 import (
 	"bytes"
@@ -21,6 +21,7 @@ import (
 	"github.com/icn/icn-agent/internal/tpmfault"
 	"github.com/icn/icn-agent/internal/tpmtrace"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // readPCRs reads SHA-256 PCR values from the fixture's TPM.
@@ -83,10 +84,10 @@ func sign(t testing.TB, key *ecdsa.PrivateKey, pcrs []sealstore.PCRValue, commen
 	return p
 }
 
-func unsealWith(t testing.TB, tpm sealstore.TPM, b *sealstore.Blob, opts sealstore.UnsealOptions) ([]byte, error) {
+func unsealWith(t testing.TB, tpm tpmseal.TPM, b *sealstore.Blob, opts tpmseal.UnsealOptions) ([]byte, error) {
 	t.Helper()
 	dst := make([]byte, sealstore.SeedSize)
-	err := sealstore.UnsealWith(context.Background(), tpm, b, dst, opts)
+	err := tpmseal.UnsealWith(context.Background(), tpm, b, dst, opts)
 	return dst, err
 }
 
@@ -100,7 +101,7 @@ func TestSignedPolicyUnseal(t *testing.T) {
 			ctx := context.Background()
 			key := newPolicyKey(t)
 			seed := randomSeed(t)
-			b, err := sealstore.Seal(ctx, f.tpm, seed, sealstore.SealOptions{Name: "fw", PCRs: []int{7, 16}, Signer: &key.PublicKey})
+			b, err := tpmseal.Seal(ctx, f.tpm, seed, tpmseal.SealOptions{Name: "fw", PCRs: []int{7, 16}, Signer: &key.PublicKey})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,15 +119,15 @@ func TestSignedPolicyUnseal(t *testing.T) {
 
 			// Nothing signed yet: the error names the digest and values.
 			before := f.readPCRs(7, 16)
-			_, err = unsealWith(t, f.tpm, b, sealstore.UnsealOptions{})
+			_, err = unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{})
 			wantMissing(t, err, before)
 
 			old := sign(t, key, before, "old firmware")
 			other := sign(t, newPolicyKey(t), before, "someone else's key")
-			if got, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{Policies: []*sealstore.SignedPolicy{other}}); err == nil || bytes.Equal(got, seed) {
+			if got, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{Policies: []*sealstore.SignedPolicy{other}}); err == nil || bytes.Equal(got, seed) {
 				t.Fatalf("a policy signed by another key unsealed (%v)", err)
 			}
-			if got, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{Policies: []*sealstore.SignedPolicy{other, old}}); err != nil || !bytes.Equal(got, seed) {
+			if got, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{Policies: []*sealstore.SignedPolicy{other, old}}); err != nil || !bytes.Equal(got, seed) {
 				t.Fatalf("unseal with the signed policy: %v", err)
 			}
 
@@ -134,13 +135,13 @@ func TestSignedPolicyUnseal(t *testing.T) {
 			// matches; the error says what to sign.
 			f.extend(16)
 			after := f.readPCRs(7, 16)
-			_, err = unsealWith(t, f.tpm, b, sealstore.UnsealOptions{Policies: []*sealstore.SignedPolicy{old}})
+			_, err = unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{Policies: []*sealstore.SignedPolicy{old}})
 			wantMissing(t, err, after)
-			if err := sealstore.CheckPolicy(ctx, f.tpm, b, []*sealstore.SignedPolicy{old}); !errors.Is(err, sealstore.ErrNoSignedPolicy) {
+			if err := tpmseal.CheckPolicy(ctx, f.tpm, b, []*sealstore.SignedPolicy{old}); !errors.Is(err, sealstore.ErrNoSignedPolicy) {
 				t.Errorf("CheckPolicy after the change = %v, want ErrNoSignedPolicy", err)
 			}
-			var mm *sealstore.PCRMismatchError
-			if err := sealstore.CheckPolicy(ctx, f.tpm, b, nil); errors.As(err, &mm) {
+			var mm *tpmseal.PCRMismatchError
+			if err := tpmseal.CheckPolicy(ctx, f.tpm, b, nil); errors.As(err, &mm) {
 				t.Errorf("CheckPolicy of a signed blob = %v; want no PCR mismatch", err)
 			}
 
@@ -149,10 +150,10 @@ func TestSignedPolicyUnseal(t *testing.T) {
 			errors.As(err, &mp)
 			updated := sign(t, key, mp.PCRs, "new firmware")
 			both := []*sealstore.SignedPolicy{old, updated}
-			if err := sealstore.CheckPolicy(ctx, f.tpm, b, both); err != nil {
+			if err := tpmseal.CheckPolicy(ctx, f.tpm, b, both); err != nil {
 				t.Errorf("CheckPolicy with the new policy = %v", err)
 			}
-			if got, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{Policies: both}); err != nil || !bytes.Equal(got, seed) {
+			if got, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{Policies: both}); err != nil || !bytes.Equal(got, seed) {
 				t.Fatalf("unseal after signing the new values: %v", err)
 			}
 
@@ -162,10 +163,10 @@ func TestSignedPolicyUnseal(t *testing.T) {
 			if !samePCRs(f.readPCRs(7, 16), before) {
 				t.Fatalf("PCRs after reboot differ from the values before the change")
 			}
-			if got, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{Policies: both}); err != nil || !bytes.Equal(got, seed) {
+			if got, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{Policies: both}); err != nil || !bytes.Equal(got, seed) {
 				t.Fatalf("unseal with the old policy after reboot: %v", err)
 			}
-			if got, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{Policies: []*sealstore.SignedPolicy{updated}}); err == nil || bytes.Equal(got, seed) {
+			if got, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{Policies: []*sealstore.SignedPolicy{updated}}); err == nil || bytes.Equal(got, seed) {
 				t.Fatalf("the new policy unsealed in the old state (%v)", err)
 			}
 		})
@@ -208,11 +209,11 @@ func TestPINUnseal(t *testing.T) {
 			key := newPolicyKey(t)
 			seed := randomSeed(t)
 			pin := []byte("correct horse")
-			pcrBlob, err := sealstore.Seal(ctx, f.tpm, seed, sealstore.SealOptions{Name: "pin", PCRs: []int{7, 16}, PIN: pin})
+			pcrBlob, err := tpmseal.Seal(ctx, f.tpm, seed, tpmseal.SealOptions{Name: "pin", PCRs: []int{7, 16}, PIN: pin})
 			if err != nil {
 				t.Fatal(err)
 			}
-			signedBlob, err := sealstore.Seal(ctx, f.tpm, seed, sealstore.SealOptions{Name: "signedpin", PCRs: []int{7}, PIN: pin, Signer: &key.PublicKey})
+			signedBlob, err := tpmseal.Seal(ctx, f.tpm, seed, tpmseal.SealOptions{Name: "signedpin", PCRs: []int{7}, PIN: pin, Signer: &key.PublicKey})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -234,22 +235,22 @@ func TestPINUnseal(t *testing.T) {
 				counter uint32
 			}{
 				{"right", pcrBlob, pin, nil, 0},
-				{"none", pcrBlob, nil, sealstore.ErrPINRequired, 0},
-				{"wrong", pcrBlob, []byte("correct horsf"), sealstore.ErrWrongPIN, 1},
+				{"none", pcrBlob, nil, tpmseal.ErrPINRequired, 0},
+				{"wrong", pcrBlob, []byte("correct horsf"), tpmseal.ErrWrongPIN, 1},
 				{"right after wrong", pcrBlob, pin, nil, 1},
 				{"signed right", signedBlob, pin, nil, 1},
-				{"signed wrong", signedBlob, []byte("1234"), sealstore.ErrWrongPIN, 2},
+				{"signed wrong", signedBlob, []byte("1234"), tpmseal.ErrWrongPIN, 2},
 				{"signed right after wrong", signedBlob, pin, nil, 2},
 			}
 			for _, s := range steps {
-				got, err := unsealWith(t, f.tpm, s.b, sealstore.UnsealOptions{PIN: s.pin, Policies: policies})
+				got, err := unsealWith(t, f.tpm, s.b, tpmseal.UnsealOptions{PIN: s.pin, Policies: policies})
 				switch {
 				case s.want == nil && (err != nil || !bytes.Equal(got, seed)):
 					t.Errorf("%s: %v, want the seed", s.name, err)
 				case s.want != nil && !errors.Is(err, s.want):
 					t.Errorf("%s: %v, want %v", s.name, err, s.want)
 				}
-				if errors.Is(s.want, sealstore.ErrWrongPIN) && (!errors.Is(err, tpm2.TPMRCAuthFail) || !strings.Contains(err.Error(), "wrong PIN")) {
+				if errors.Is(s.want, tpmseal.ErrWrongPIN) && (!errors.Is(err, tpm2.TPMRCAuthFail) || !strings.Contains(err.Error(), "wrong PIN")) {
 					t.Errorf("%s: %v does not say wrong PIN and TPM_RC_AUTH_FAIL", s.name, err)
 				}
 				if c := f.da().Counter; c != s.counter {
@@ -259,13 +260,13 @@ func TestPINUnseal(t *testing.T) {
 			// A PCR mismatch is reported as such, and a wrong PIN given
 			// then is not counted: the policy fails first.
 			f.extend(16)
-			if _, err := unsealWith(t, f.tpm, pcrBlob, sealstore.UnsealOptions{PIN: []byte("wrong")}); !errors.Is(err, sealstore.ErrPCRMismatch) {
+			if _, err := unsealWith(t, f.tpm, pcrBlob, tpmseal.UnsealOptions{PIN: []byte("wrong")}); !errors.Is(err, tpmseal.ErrPCRMismatch) {
 				t.Errorf("PCR mismatch with a wrong PIN: %v, want ErrPCRMismatch", err)
 			}
 			if c := f.da().Counter; c != 2 {
 				t.Errorf("DA counter after a PCR mismatch %d, want 2", c)
 			}
-			if err := sealstore.CheckPolicy(ctx, f.tpm, pcrBlob, nil); !errors.Is(err, sealstore.ErrPCRMismatch) {
+			if err := tpmseal.CheckPolicy(ctx, f.tpm, pcrBlob, nil); !errors.Is(err, tpmseal.ErrPCRMismatch) {
 				t.Errorf("CheckPolicy = %v, want ErrPCRMismatch", err)
 			}
 			f.runTPM(tpmdev.ResetLockout)
@@ -281,7 +282,7 @@ func TestPINLockout(t *testing.T) {
 			f := newFixture(t, kind, nil)
 			seed := randomSeed(t)
 			pin := []byte("2468")
-			b, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "locked", PIN: pin})
+			b, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "locked", PIN: pin})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -291,17 +292,17 @@ func TestPINLockout(t *testing.T) {
 				want      error
 				inLockout bool
 			}{
-				{[]byte("1111"), sealstore.ErrWrongPIN, false},
-				{[]byte("2222"), sealstore.ErrWrongPIN, true},
-				{pin, sealstore.ErrLockout, true},
-				{[]byte("3333"), sealstore.ErrLockout, true},
+				{[]byte("1111"), tpmseal.ErrWrongPIN, false},
+				{[]byte("2222"), tpmseal.ErrWrongPIN, true},
+				{pin, tpmseal.ErrLockout, true},
+				{[]byte("3333"), tpmseal.ErrLockout, true},
 			}
 			for i, s := range steps {
-				_, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{PIN: s.pin})
+				_, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{PIN: s.pin})
 				if !errors.Is(err, s.want) {
 					t.Errorf("step %d: %v, want %v", i, err, s.want)
 				}
-				if errors.Is(s.want, sealstore.ErrLockout) && (errors.Is(err, sealstore.ErrWrongPIN) || !errors.Is(err, tpm2.TPMRCLockout) || !strings.Contains(err.Error(), "dictionary-attack lockout")) {
+				if errors.Is(s.want, tpmseal.ErrLockout) && (errors.Is(err, tpmseal.ErrWrongPIN) || !errors.Is(err, tpm2.TPMRCLockout) || !strings.Contains(err.Error(), "dictionary-attack lockout")) {
 					t.Errorf("step %d: %v: want a lockout error distinct from a wrong PIN", i, err)
 				}
 				if st := f.da(); st.InLockout != s.inLockout || st.Counter != 2 && s.inLockout {
@@ -309,7 +310,7 @@ func TestPINLockout(t *testing.T) {
 				}
 			}
 			f.runTPM(tpmdev.ResetLockout)
-			if got, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{PIN: pin}); err != nil || !bytes.Equal(got, seed) {
+			if got, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{PIN: pin}); err != nil || !bytes.Equal(got, seed) {
 				t.Fatalf("right PIN after the lockout was reset: %v", err)
 			}
 			f.runTPM(func(tpm transport.TPM) error { return tpmdev.SetDAParameters(tpm, 3, 1000, 1000) })
@@ -326,32 +327,32 @@ func TestPINErrorsInjected(t *testing.T) {
 		want error
 		not  error
 	}{
-		{"auth fail", tpm2.TPMRC(0x98e), sealstore.ErrWrongPIN, sealstore.ErrLockout},
-		{"lockout", tpm2.TPMRCLockout, sealstore.ErrLockout, sealstore.ErrWrongPIN},
-		{"other", tpm2.TPMRCIntegrity, tpm2.TPMRCIntegrity, sealstore.ErrWrongPIN},
+		{"auth fail", tpm2.TPMRC(0x98e), tpmseal.ErrWrongPIN, tpmseal.ErrLockout},
+		{"lockout", tpm2.TPMRCLockout, tpmseal.ErrLockout, tpmseal.ErrWrongPIN},
+		{"other", tpm2.TPMRCIntegrity, tpm2.TPMRCIntegrity, tpmseal.ErrWrongPIN},
 	}
 	inj := tpmfault.New()
 	f := newFixture(t, "sim", inj.Wrap)
 	pin := []byte("1357")
-	b, err := sealstore.Seal(context.Background(), f.tpm, randomSeed(t), sealstore.SealOptions{Name: "inj", PIN: pin})
+	b, err := tpmseal.Seal(context.Background(), f.tpm, randomSeed(t), tpmseal.SealOptions{Name: "inj", PIN: pin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := sealstore.Seal(context.Background(), f.tpm, randomSeed(t), sealstore.SealOptions{Name: "plain"})
+	plain, err := tpmseal.Seal(context.Background(), f.tpm, randomSeed(t), tpmseal.SealOptions{Name: "plain"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			armed := inj.Add(tpmfault.Next(tpm2.TPMCCUnseal, tpmfault.Code(tt.rc)))
-			_, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{PIN: pin})
+			_, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{PIN: pin})
 			if inj.Fired(armed) != 1 || !errors.Is(err, tt.want) || errors.Is(err, tt.not) {
 				t.Errorf("unseal = %v, want %v and not %v", err, tt.want, tt.not)
 			}
 			// Without a PIN there is no PIN to blame.
 			armed = inj.Add(tpmfault.Next(tpm2.TPMCCUnseal, tpmfault.Code(tt.rc)))
-			_, err = unsealWith(t, f.tpm, plain, sealstore.UnsealOptions{})
-			if inj.Fired(armed) != 1 || errors.Is(err, sealstore.ErrWrongPIN) || errors.Is(err, sealstore.ErrLockout) || !errors.Is(err, tt.rc) {
+			_, err = unsealWith(t, f.tpm, plain, tpmseal.UnsealOptions{})
+			if inj.Fired(armed) != 1 || errors.Is(err, tpmseal.ErrWrongPIN) || errors.Is(err, tpmseal.ErrLockout) || !errors.Is(err, tt.rc) {
 				t.Errorf("unseal of a blob without PIN = %v, want the bare TPM error", err)
 			}
 		})
@@ -374,17 +375,17 @@ func TestPINNeverOnTheBus(t *testing.T) {
 			f := newFixture(t, kind, func(next transport.TPM) transport.TPM { rec = tpmtrace.NewRecorder(next); return rec })
 			key := newPolicyKey(t)
 			seed := randomSeed(t)
-			b, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "bus", PCRs: []int{0, 7}, PIN: zeroPIN, Signer: &key.PublicKey})
+			b, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "bus", PCRs: []int{0, 7}, PIN: zeroPIN, Signer: &key.PublicKey})
 			if err != nil {
 				t.Fatal(err)
 			}
 			policies := []*sealstore.SignedPolicy{sign(t, key, f.readPCRs(0, 7), "")}
-			if got, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{PIN: zeroPIN, Policies: policies}); err != nil || !bytes.Equal(got, seed) {
+			if got, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{PIN: zeroPIN, Policies: policies}); err != nil || !bytes.Equal(got, seed) {
 				t.Fatalf("unseal with a PIN whose SHA-256 has a zero byte: %v", err)
 			}
 			raw := sha256.Sum256(zeroPIN)
 			for name, secret := range map[string][]byte{
-				"PIN": zeroPIN, "authValue": sealstore.PINAuthValue(zeroPIN), "SHA-256 of the PIN": raw[:], "seed": seed,
+				"PIN": zeroPIN, "authValue": tpmseal.PINAuthValue(zeroPIN), "SHA-256 of the PIN": raw[:], "seed": seed,
 			} {
 				for i := 0; i+8 <= len(secret); i++ {
 					if rec.Contains(secret[i : i+8]) {
@@ -408,7 +409,7 @@ func TestFailedPolicyUnsealsLeakNothing(t *testing.T) {
 			ctx := context.Background()
 			key := newPolicyKey(t)
 			pin := []byte("9999")
-			signed, err := sealstore.Seal(ctx, f.tpm, randomSeed(t), sealstore.SealOptions{Name: "s", PCRs: []int{16}, Signer: &key.PublicKey, PIN: pin})
+			signed, err := tpmseal.Seal(ctx, f.tpm, randomSeed(t), tpmseal.SealOptions{Name: "s", PCRs: []int{16}, Signer: &key.PublicKey, PIN: pin})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -417,18 +418,18 @@ func TestFailedPolicyUnsealsLeakNothing(t *testing.T) {
 			forged.R = bytes.Clone(good.R)
 			forged.R[0] ^= 1 // rejected in software, never sent
 			for i := 0; i < 10; i++ {
-				if _, err := unsealWith(t, f.tpm, signed, sealstore.UnsealOptions{PIN: pin, Policies: []*sealstore.SignedPolicy{&forged}}); !errors.Is(err, sealstore.ErrNoSignedPolicy) {
+				if _, err := unsealWith(t, f.tpm, signed, tpmseal.UnsealOptions{PIN: pin, Policies: []*sealstore.SignedPolicy{&forged}}); !errors.Is(err, sealstore.ErrNoSignedPolicy) {
 					t.Fatalf("attempt %d: %v; want ErrNoSignedPolicy", i, err)
 				}
 			}
 			for i := 0; i < 2; i++ {
-				if _, err := unsealWith(t, f.tpm, signed, sealstore.UnsealOptions{PIN: []byte("0000"), Policies: []*sealstore.SignedPolicy{good}}); !errors.Is(err, sealstore.ErrWrongPIN) {
+				if _, err := unsealWith(t, f.tpm, signed, tpmseal.UnsealOptions{PIN: []byte("0000"), Policies: []*sealstore.SignedPolicy{good}}); !errors.Is(err, tpmseal.ErrWrongPIN) {
 					t.Fatalf("wrong PIN %d: %v", i, err)
 				}
 			}
 			f.extend(16)
 			for i := 0; i < 5; i++ {
-				if _, err := unsealWith(t, f.tpm, signed, sealstore.UnsealOptions{PIN: pin, Policies: []*sealstore.SignedPolicy{good}}); !errors.Is(err, sealstore.ErrNoSignedPolicy) {
+				if _, err := unsealWith(t, f.tpm, signed, tpmseal.UnsealOptions{PIN: pin, Policies: []*sealstore.SignedPolicy{good}}); !errors.Is(err, sealstore.ErrNoSignedPolicy) {
 					t.Fatalf("after the change %d: %v", i, err)
 				}
 			}
@@ -470,29 +471,29 @@ func TestPolicyCommandCounts(t *testing.T) {
 			policies := []*sealstore.SignedPolicy{sign(t, key, f.readPCRs(0, 7), "")}
 			tests := []struct {
 				name string
-				opts sealstore.SealOptions
+				opts tpmseal.SealOptions
 				want []tpm2.TPMCC
 			}{
-				{"pcr+pin", sealstore.SealOptions{Name: "a", PIN: pin}, []tpm2.TPMCC{
+				{"pcr+pin", tpmseal.SealOptions{Name: "a", PIN: pin}, []tpm2.TPMCC{
 					tpm2.TPMCCLoad, tpm2.TPMCCStartAuthSession, tpm2.TPMCCPolicyPCR, tpm2.TPMCCPolicyAuthValue, tpm2.TPMCCUnseal, tpm2.TPMCCFlushContext}},
-				{"signed", sealstore.SealOptions{Name: "b", Signer: &key.PublicKey}, []tpm2.TPMCC{
+				{"signed", tpmseal.SealOptions{Name: "b", Signer: &key.PublicKey}, []tpm2.TPMCC{
 					tpm2.TPMCCPCRRead, tpm2.TPMCCLoadExternal, tpm2.TPMCCVerifySignature, tpm2.TPMCCFlushContext,
 					tpm2.TPMCCLoad, tpm2.TPMCCStartAuthSession, tpm2.TPMCCPolicyPCR, tpm2.TPMCCPolicyAuthorize, tpm2.TPMCCUnseal, tpm2.TPMCCFlushContext}},
-				{"signed+pin", sealstore.SealOptions{Name: "c", Signer: &key.PublicKey, PIN: pin}, []tpm2.TPMCC{
+				{"signed+pin", tpmseal.SealOptions{Name: "c", Signer: &key.PublicKey, PIN: pin}, []tpm2.TPMCC{
 					tpm2.TPMCCPCRRead, tpm2.TPMCCLoadExternal, tpm2.TPMCCVerifySignature, tpm2.TPMCCFlushContext,
 					tpm2.TPMCCLoad, tpm2.TPMCCStartAuthSession, tpm2.TPMCCPolicyPCR, tpm2.TPMCCPolicyAuthorize, tpm2.TPMCCPolicyAuthValue, tpm2.TPMCCUnseal, tpm2.TPMCCFlushContext}},
 			}
 			for _, tt := range tests {
-				b, err := sealstore.Generate(ctx, f.tpm, tt.opts)
+				b, err := tpmseal.Generate(ctx, f.tpm, tt.opts)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{PIN: pin, Policies: policies}); err != nil {
+				if _, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{PIN: pin, Policies: policies}); err != nil {
 					t.Fatal(err)
 				}
 				before, total := c.Snapshot(), c.Total()
 				start := time.Now()
-				if _, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{PIN: pin, Policies: policies}); err != nil {
+				if _, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{PIN: pin, Policies: policies}); err != nil {
 					t.Fatal(err)
 				}
 				took := time.Since(start)
@@ -525,7 +526,7 @@ func TestSignedPolicyRetriesWhenPCRsMove(t *testing.T) {
 	f := newFixture(t, "sim", inj.Wrap)
 	key := newPolicyKey(t)
 	seed := randomSeed(t)
-	b, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "race", PCRs: []int{7}, Signer: &key.PublicKey})
+	b, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "race", PCRs: []int{7}, Signer: &key.PublicKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,7 +543,7 @@ func TestSignedPolicyRetriesWhenPCRsMove(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			armed := inj.Add(tpmfault.Rule{Command: tpm2.TPMCCPolicyAuthorize, Count: tt.count, Fault: tpmfault.Code(valueParam1)})
-			got, err := unsealWith(t, f.tpm, b, sealstore.UnsealOptions{Policies: policies})
+			got, err := unsealWith(t, f.tpm, b, tpmseal.UnsealOptions{Policies: policies})
 			inj.Clear()
 			if tt.ok && (err != nil || !bytes.Equal(got, seed)) {
 				t.Errorf("unseal = %v, want the seed after %d retries", err, tt.count)

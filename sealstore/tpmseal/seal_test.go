@@ -1,4 +1,4 @@
-package sealstore_test
+package tpmseal_test
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/tpmtrace"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // fixture is one TPM under test: the in-process simulator or a swtpm
@@ -97,10 +98,10 @@ func randomSeed(t testing.TB) []byte {
 	return seed
 }
 
-func unseal(t testing.TB, tpm sealstore.TPM, b *sealstore.Blob) ([]byte, error) {
+func unseal(t testing.TB, tpm tpmseal.TPM, b *sealstore.Blob) ([]byte, error) {
 	t.Helper()
 	dst := make([]byte, sealstore.SeedSize)
-	err := sealstore.Unseal(context.Background(), tpm, b, dst)
+	err := tpmseal.Unseal(context.Background(), tpm, b, dst)
 	return dst, err
 }
 
@@ -109,7 +110,7 @@ func TestSealUnsealRoundTrip(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			f := newFixture(t, kind, nil)
 			seed := randomSeed(t)
-			b, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "work", Comment: "me@host"})
+			b, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "work", Comment: "me@host"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -145,7 +146,7 @@ func TestBlobSurvivesRebootAndNewProcess(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			f := newFixture(t, kind, nil)
 			seed := randomSeed(t)
-			b, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "work"})
+			b, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "work"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -166,11 +167,11 @@ func TestPCRBinding(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			f := newFixture(t, kind, nil)
 			seed := randomSeed(t)
-			bound, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "bound", PCRs: []int{0, 7, 16}})
+			bound, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "bound", PCRs: []int{0, 7, 16}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			other, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "other", PCRs: []int{0, 7}})
+			other, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "other", PCRs: []int{0, 7}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -178,11 +179,11 @@ func TestPCRBinding(t *testing.T) {
 			f.extend(23)
 
 			_, err = unseal(t, f.tpm, bound)
-			var mm *sealstore.PCRMismatchError
-			if !errors.Is(err, sealstore.ErrPCRMismatch) || !errors.As(err, &mm) || !slices.Equal(mm.PCRs, []int{16}) {
+			var mm *tpmseal.PCRMismatchError
+			if !errors.Is(err, tpmseal.ErrPCRMismatch) || !errors.As(err, &mm) || !slices.Equal(mm.PCRs, []int{16}) {
 				t.Fatalf("unseal after extending PCR 16 = %v; want ErrPCRMismatch naming PCR 16", err)
 			}
-			if err := sealstore.CheckPolicy(context.Background(), f.tpm, bound, nil); !errors.As(err, &mm) || !slices.Equal(mm.PCRs, []int{16}) {
+			if err := tpmseal.CheckPolicy(context.Background(), f.tpm, bound, nil); !errors.As(err, &mm) || !slices.Equal(mm.PCRs, []int{16}) {
 				t.Fatalf("CheckPolicy = %v; want a PCR mismatch naming PCR 16", err)
 			}
 			if got, err := unseal(t, f.tpm, other); err != nil || !bytes.Equal(got, seed) {
@@ -203,13 +204,13 @@ func TestFailedUnsealsLeakNoSessions(t *testing.T) {
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
 			f := newFixture(t, kind, nil)
-			b, err := sealstore.Seal(context.Background(), f.tpm, randomSeed(t), sealstore.SealOptions{Name: "bound", PCRs: []int{16}})
+			b, err := tpmseal.Seal(context.Background(), f.tpm, randomSeed(t), tpmseal.SealOptions{Name: "bound", PCRs: []int{16}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			f.extend(16)
 			for i := 0; i < 10; i++ {
-				if _, err := unseal(t, f.tpm, b); !errors.Is(err, sealstore.ErrPCRMismatch) {
+				if _, err := unseal(t, f.tpm, b); !errors.Is(err, tpmseal.ErrPCRMismatch) {
 					t.Fatalf("attempt %d: %v; want ErrPCRMismatch", i, err)
 				}
 			}
@@ -252,7 +253,7 @@ func TestSeedNeverOnTheBus(t *testing.T) {
 			var rec *tpmtrace.Recorder
 			f := newFixture(t, kind, func(next transport.TPM) transport.TPM { rec = tpmtrace.NewRecorder(next); return rec })
 			seed := randomSeed(t)
-			b, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "work"})
+			b, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "work"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -299,7 +300,7 @@ func TestTPMCommandCounts(t *testing.T) {
 			f := newFixture(t, kind, func(next transport.TPM) transport.TPM { c = tpmtrace.NewCounter(next); return c })
 			var blobs []*sealstore.Blob
 			for _, name := range []string{"a", "b", "c"} {
-				b, err := sealstore.Generate(context.Background(), f.tpm, sealstore.SealOptions{Name: name})
+				b, err := tpmseal.Generate(context.Background(), f.tpm, tpmseal.SealOptions{Name: name})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -335,13 +336,13 @@ func TestTPMCommandCounts(t *testing.T) {
 
 func TestOtherTPMRejected(t *testing.T) {
 	a := newFixture(t, "sim", nil)
-	b, err := sealstore.Generate(context.Background(), a.tpm, sealstore.SealOptions{Name: "work"})
+	b, err := tpmseal.Generate(context.Background(), a.tpm, tpmseal.SealOptions{Name: "work"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.tpm.Close()
 	other := newFixture(t, "sim", nil) // another seed: another TPM
-	if _, err := unseal(t, other.tpm, b); !errors.Is(err, sealstore.ErrSRKMismatch) {
+	if _, err := unseal(t, other.tpm, b); !errors.Is(err, tpmseal.ErrSRKMismatch) {
 		t.Fatalf("unseal on another TPM = %v; want ErrSRKMismatch", err)
 	}
 }
@@ -351,17 +352,17 @@ func TestSealRejectsBadInput(t *testing.T) {
 	tests := []struct {
 		name string
 		seed []byte
-		opts sealstore.SealOptions
+		opts tpmseal.SealOptions
 	}{
-		{"short seed", make([]byte, 31), sealstore.SealOptions{Name: "x"}},
-		{"bad name", make([]byte, 32), sealstore.SealOptions{Name: "../x"}},
-		{"pcr out of range", make([]byte, 32), sealstore.SealOptions{Name: "x", PCRs: []int{24}}},
-		{"duplicate pcr", make([]byte, 32), sealstore.SealOptions{Name: "x", PCRs: []int{7, 7}}},
-		{"empty pcr list", make([]byte, 32), sealstore.SealOptions{Name: "x", PCRs: []int{}}},
+		{"short seed", make([]byte, 31), tpmseal.SealOptions{Name: "x"}},
+		{"bad name", make([]byte, 32), tpmseal.SealOptions{Name: "../x"}},
+		{"pcr out of range", make([]byte, 32), tpmseal.SealOptions{Name: "x", PCRs: []int{24}}},
+		{"duplicate pcr", make([]byte, 32), tpmseal.SealOptions{Name: "x", PCRs: []int{7, 7}}},
+		{"empty pcr list", make([]byte, 32), tpmseal.SealOptions{Name: "x", PCRs: []int{}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if b, err := sealstore.Seal(context.Background(), f.tpm, tt.seed, tt.opts); err == nil {
+			if b, err := tpmseal.Seal(context.Background(), f.tpm, tt.seed, tt.opts); err == nil {
 				t.Fatalf("Seal succeeded: %+v", b)
 			}
 		})
@@ -370,14 +371,14 @@ func TestSealRejectsBadInput(t *testing.T) {
 
 func TestUnsealDamagedBlob(t *testing.T) {
 	f := newFixture(t, "sim", nil)
-	b, err := sealstore.Generate(context.Background(), f.tpm, sealstore.SealOptions{Name: "work"})
+	b, err := tpmseal.Generate(context.Background(), f.tpm, tpmseal.SealOptions{Name: "work"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	damaged := *b
 	damaged.Private = bytes.Clone(b.Private)
 	damaged.Private[len(damaged.Private)-1] ^= 1
-	if _, err := unseal(t, f.tpm, &damaged); err == nil || errors.Is(err, sealstore.ErrPCRMismatch) {
+	if _, err := unseal(t, f.tpm, &damaged); err == nil || errors.Is(err, tpmseal.ErrPCRMismatch) {
 		t.Fatalf("unseal of a damaged private area = %v; want a TPM integrity error", err)
 	}
 	// The TPM keeps working for everyone else.
@@ -390,7 +391,7 @@ func BenchmarkSeal(b *testing.B) {
 	f := newFixture(b, "sim", nil)
 	seed := randomSeed(b)
 	for b.Loop() {
-		if _, err := sealstore.Seal(context.Background(), f.tpm, seed, sealstore.SealOptions{Name: "bench"}); err != nil {
+		if _, err := tpmseal.Seal(context.Background(), f.tpm, seed, tpmseal.SealOptions{Name: "bench"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -400,13 +401,13 @@ func BenchmarkColdUnseal(b *testing.B) {
 	for _, kind := range kinds {
 		b.Run(kind, func(b *testing.B) {
 			f := newFixture(b, kind, nil)
-			blob, err := sealstore.Generate(context.Background(), f.tpm, sealstore.SealOptions{Name: "bench"})
+			blob, err := tpmseal.Generate(context.Background(), f.tpm, tpmseal.SealOptions{Name: "bench"})
 			if err != nil {
 				b.Fatal(err)
 			}
 			dst := make([]byte, sealstore.SeedSize)
 			for b.Loop() {
-				if err := sealstore.Unseal(context.Background(), f.tpm, blob, dst); err != nil {
+				if err := tpmseal.Unseal(context.Background(), f.tpm, blob, dst); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -416,7 +417,7 @@ func BenchmarkColdUnseal(b *testing.B) {
 
 func BenchmarkSignAfterUnseal(b *testing.B) {
 	f := newFixture(b, "sim", nil)
-	blob, err := sealstore.Generate(context.Background(), f.tpm, sealstore.SealOptions{Name: "bench"})
+	blob, err := tpmseal.Generate(context.Background(), f.tpm, tpmseal.SealOptions{Name: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

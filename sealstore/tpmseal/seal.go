@@ -1,10 +1,9 @@
-package sealstore
+package tpmseal
 
 import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -15,16 +14,13 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
-	"golang.org/x/crypto/ssh"
 
-	"github.com/icn/icn-agent/internal/edlocked"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
+	"github.com/icn/icn-agent/sealstore"
 	"github.com/icn/icn-agent/srk"
 )
-
-// SeedSize is the size of an Ed25519 seed, the secret a blob seals.
-const SeedSize = ed25519.SeedSize
 
 // DefaultPCRs are the PCRs a new identity is bound to unless told
 // otherwise: 0 (firmware) and 7 (Secure Boot policy).
@@ -152,23 +148,6 @@ func checkPIN(pin []byte) error {
 	return nil
 }
 
-// PublicKey returns the SSH public key of an Ed25519 seed. The values
-// derived from the seed on the way (SHA-512 of it: the clamped scalar and
-// the nonce prefix) stay on the stack of edlocked's scrubbed frames, never
-// on the heap, and are cleared before PublicKey returns.
-func PublicKey(seed []byte) (ssh.PublicKey, error) {
-	if len(seed) != SeedSize {
-		return nil, fmt.Errorf("sealstore: seed is %d bytes, want %d", len(seed), SeedSize)
-	}
-	pk := new([ed25519.PublicKeySize]byte)
-	edlocked.Deep(func() { edlocked.PublicKey(pk, seed) })
-	pub, err := ssh.NewPublicKey(ed25519.PublicKey(pk[:]))
-	if err != nil {
-		return nil, fmt.Errorf("sealstore: %w", err)
-	}
-	return pub, nil
-}
-
 // sealedTemplate is the public area of a sealed seed: a KEYEDHASH object
 // that only this TPM (fixedTPM) under this SRK (fixedParent) can load, whose
 // data is ours (no sensitiveDataOrigin), usable only through its policy (no
@@ -195,8 +174,8 @@ func sealedTemplate(policy []byte, pin bool) tpm2.TPMTPublic {
 // Generate creates a new Ed25519 identity from crypto/rand and seals its
 // seed. The seed exists in clear only in locked memory, and is wiped before
 // Generate returns.
-func Generate(ctx context.Context, t TPM, opts SealOptions) (*Blob, error) {
-	buf, err := secmem.New(SeedSize)
+func Generate(ctx context.Context, t TPM, opts SealOptions) (*sealstore.Blob, error) {
+	buf, err := secmem.New(sealstore.SeedSize)
 	if err != nil {
 		return nil, err
 	}
@@ -213,11 +192,11 @@ func Generate(ctx context.Context, t TPM, opts SealOptions) (*Blob, error) {
 // policy also needs the PIN. The seed (and the PIN's authValue) cross to
 // the TPM encrypted (a session salted to the SRK, with parameter
 // encryption). Seal does not keep or wipe seed: that is the caller's.
-func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, error) {
-	if len(seed) != SeedSize {
-		return nil, fmt.Errorf("sealstore: seed is %d bytes, want %d", len(seed), SeedSize)
+func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*sealstore.Blob, error) {
+	if len(seed) != sealstore.SeedSize {
+		return nil, fmt.Errorf("sealstore: seed is %d bytes, want %d", len(seed), sealstore.SeedSize)
 	}
-	if err := ValidName(opts.Name); err != nil {
+	if err := sealstore.ValidName(opts.Name); err != nil {
 		return nil, err
 	}
 	if err := checkPIN(opts.PIN); err != nil {
@@ -236,7 +215,7 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 			return nil, fmt.Errorf("sealstore: PCR %d out of range 0-%d", p, tpmdev.NumPCRs-1)
 		}
 	}
-	pub, err := PublicKey(seed)
+	pub, err := sealstore.PublicKey(seed)
 	if err != nil {
 		return nil, err
 	}
@@ -247,17 +226,17 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 		auth = PINAuthValue(opts.PIN)
 		defer secmem.Wipe(auth)
 	}
-	var signer *PolicyKey
+	var signer *sealstore.PolicyKey
 	if opts.Signer != nil {
-		if signer, err = NewPolicyKey(opts.Signer); err != nil {
+		if signer, err = sealstore.NewPolicyKey(opts.Signer); err != nil {
 			return nil, err
 		}
 	}
 
-	var blob *Blob
+	var blob *sealstore.Blob
 	err = t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
-		newBlob := func(policy Policy, pubArea, priv []byte) *Blob {
-			return &Blob{
+		newBlob := func(policy sealstore.Policy, pubArea, priv []byte) *sealstore.Blob {
+			return &sealstore.Blob{
 				Name:      opts.Name,
 				Comment:   opts.Comment,
 				PublicKey: pub,
@@ -270,12 +249,12 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 		}
 		if signer != nil {
 			// No PCR value is fixed: only the selection and the key.
-			policy := Policy{Kind: PolicyAuthorizedPCR, PIN: pin, Bank: bank, Signer: signer.PolicyKeyPublic()}
+			policy := sealstore.Policy{Kind: sealstore.PolicyAuthorizedPCR, PIN: pin, Bank: bank, Signer: signer.PolicyKeyPublic()}
 			for _, idx := range pcrs {
-				policy.PCRs = append(policy.PCRs, PCRValue{Index: idx})
+				policy.PCRs = append(policy.PCRs, sealstore.PCRValue{Index: idx})
 			}
 			var err error
-			if policy.Digest, err = PolicyDigest(policy); err != nil {
+			if policy.Digest, err = sealstore.PolicyDigest(policy); err != nil {
 				return err
 			}
 			pubArea, priv, err := createSealedLocked(tpm, srk, seed, policy.Digest, auth)
@@ -293,11 +272,11 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*Blob, err
 			if err != nil {
 				return err
 			}
-			policy := Policy{Kind: PolicyPCR, PIN: pin, Bank: bank}
+			policy := sealstore.Policy{Kind: sealstore.PolicyPCR, PIN: pin, Bank: bank}
 			for i, idx := range pcrs {
-				policy.PCRs = append(policy.PCRs, PCRValue{Index: idx, Value: values[i]})
+				policy.PCRs = append(policy.PCRs, sealstore.PCRValue{Index: idx, Value: values[i]})
 			}
-			if policy.Digest, err = PolicyDigest(policy); err != nil {
+			if policy.Digest, err = sealstore.PolicyDigest(policy); err != nil {
 				return err
 			}
 			pubArea, priv, err := createSealedLocked(tpm, srk, seed, policy.Digest, auth)
@@ -363,7 +342,7 @@ type UnsealOptions struct {
 	// PolicyAuthorizedPCR policy (see Store.SignedPolicies); ignored
 	// otherwise. The one signed by the blob's key for the PCRs' current
 	// values is used.
-	Policies []*SignedPolicy
+	Policies []*sealstore.SignedPolicy
 }
 
 // Unseal asks the TPM for the seed sealed in b and writes it to dst, which
@@ -373,7 +352,7 @@ type UnsealOptions struct {
 // A cold unseal of a PolicyPCR blob without PIN costs five TPM commands:
 // Load, StartAuthSession, PolicyPCR, Unseal and FlushContext of the object
 // (the one-off session ends with Unseal).
-func Unseal(ctx context.Context, t TPM, b *Blob, dst []byte) error {
+func Unseal(ctx context.Context, t TPM, b *sealstore.Blob, dst []byte) error {
 	return UnsealWith(ctx, t, b, dst, UnsealOptions{})
 }
 
@@ -401,17 +380,17 @@ var errPCRMoved = errors.New("a PCR changed during the unseal")
 // the values to sign for a PolicyAuthorizedPCR blob; ErrPINRequired,
 // ErrWrongPIN (the TPM counted a failure) or ErrLockout for a PIN blob;
 // ErrSRKMismatch for a blob of another TPM. A wrong PIN is never retried.
-func UnsealWith(ctx context.Context, t TPM, b *Blob, dst []byte, opts UnsealOptions) error {
-	if len(dst) != SeedSize {
-		return fmt.Errorf("sealstore: unseal buffer is %d bytes, want %d", len(dst), SeedSize)
+func UnsealWith(ctx context.Context, t TPM, b *sealstore.Blob, dst []byte, opts UnsealOptions) error {
+	if len(dst) != sealstore.SeedSize {
+		return fmt.Errorf("sealstore: unseal buffer is %d bytes, want %d", len(dst), sealstore.SeedSize)
 	}
 	inPub, err := tpm2.Unmarshal[tpm2.TPM2BPublic](b.Public)
 	if err != nil {
-		return fmt.Errorf("sealstore: %s: %w: public area: %v", b.Name, ErrMalformedBlob, err)
+		return fmt.Errorf("sealstore: %s: %w: public area: %v", b.Name, sealstore.ErrMalformedBlob, err)
 	}
 	inPriv, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](b.Private)
 	if err != nil {
-		return fmt.Errorf("sealstore: %s: %w: private area: %v", b.Name, ErrMalformedBlob, err)
+		return fmt.Errorf("sealstore: %s: %w: private area: %v", b.Name, sealstore.ErrMalformedBlob, err)
 	}
 	u := unsealer{b: b, pub: inPub, priv: inPriv, policies: opts.Policies, dst: dst}
 	if b.Policy.PIN {
@@ -423,8 +402,8 @@ func UnsealWith(ctx context.Context, t TPM, b *Blob, dst []byte, opts UnsealOpti
 		}
 		u.pin = opts.PIN
 	}
-	if b.Policy.Kind == PolicyAuthorizedPCR {
-		if u.signer, err = parsePolicyKeyPublic(b.Policy.Signer); err != nil {
+	if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
+		if u.signer, err = b.Policy.SignerKey(); err != nil {
 			return fmt.Errorf("sealstore: %s: %w", b.Name, err)
 		}
 	}
@@ -438,7 +417,7 @@ func UnsealWith(ctx context.Context, t TPM, b *Blob, dst []byte, opts UnsealOpti
 				continue // a PCR moved between reading it and Unseal
 			}
 			switch {
-			case errors.Is(err, tpm2.TPMRCPolicyFail) && b.Policy.Kind == PolicyPCR:
+			case errors.Is(err, tpm2.TPMRCPolicyFail) && b.Policy.Kind == sealstore.PolicyPCR:
 				return mismatchLocked(tpm, b)
 			case errors.Is(err, tpm2.TPMRCAuthFail) && b.Policy.PIN:
 				return &pinError{name: b.Name, sentinel: ErrWrongPIN, tpm: err}
@@ -450,7 +429,7 @@ func UnsealWith(ctx context.Context, t TPM, b *Blob, dst []byte, opts UnsealOpti
 	})
 	if err != nil {
 		var mm *PCRMismatchError
-		var mp *MissingPolicyError
+		var mp *sealstore.MissingPolicyError
 		var pe *pinError
 		if errors.As(err, &mm) || errors.As(err, &mp) || errors.As(err, &pe) {
 			return err
@@ -462,11 +441,11 @@ func UnsealWith(ctx context.Context, t TPM, b *Blob, dst []byte, opts UnsealOpti
 
 // unsealer is one UnsealWith call's state.
 type unsealer struct {
-	b        *Blob
+	b        *sealstore.Blob
 	pub      *tpm2.TPM2BPublic
 	priv     *tpm2.TPM2BPrivate
-	signer   *PolicyKey // PolicyAuthorizedPCR only
-	policies []*SignedPolicy
+	signer   *sealstore.PolicyKey // PolicyAuthorizedPCR only
+	policies []*sealstore.SignedPolicy
 	pin      []byte // the PIN, PIN blobs only (the caller's; not wiped here)
 	dst      []byte
 }
@@ -478,18 +457,18 @@ type unsealer struct {
 // TPM may hold as few as three objects, and the SRK and an attestation key
 // may be two of them.
 func (u *unsealer) once(tpm transport.TPM, srk *tpmdev.SRK) error {
-	var approved *SignedPolicy
+	var approved *sealstore.SignedPolicy
 	var ticket *tpm2.TPMTTKVerified
 	if u.signer != nil {
 		values, _, err := tpmdev.ReadPCRs(tpm, u.b.Policy.Bank, u.b.Policy.Indexes())
 		if err != nil {
 			return err
 		}
-		current := make([]PCRValue, len(values))
+		current := make([]sealstore.PCRValue, len(values))
 		for i, idx := range u.b.Policy.Indexes() {
-			current[i] = PCRValue{Index: idx, Value: values[i]}
+			current[i] = sealstore.PCRValue{Index: idx, Value: values[i]}
 		}
-		if approved, err = FindSignedPolicy(u.b, current, u.policies); err != nil {
+		if approved, err = sealstore.FindSignedPolicy(u.b, current, u.policies); err != nil {
 			return err
 		}
 		if ticket, err = verifyPolicyLocked(tpm, u.signer, approved); err != nil {
@@ -524,7 +503,7 @@ func (u *unsealer) once(tpm transport.TPM, srk *tpmdev.SRK) error {
 // policyLocked runs the policy commands of a sealed object's policy in
 // session h: PolicyPCR with the current values, PolicyAuthorize with the
 // approved signed policy (PolicyAuthorizedPCR), PolicyAuthValue (PIN).
-func policyLocked(tpm transport.TPM, h tpm2.TPMISHPolicy, sel tpm2.TPMLPCRSelection, pin bool, approved *SignedPolicy, signer *PolicyKey, ticket *tpm2.TPMTTKVerified) error {
+func policyLocked(tpm transport.TPM, h tpm2.TPMISHPolicy, sel tpm2.TPMLPCRSelection, pin bool, approved *sealstore.SignedPolicy, signer *sealstore.PolicyKey, ticket *tpm2.TPMTTKVerified) error {
 	if _, err := (tpm2.PolicyPCR{PolicySession: h, Pcrs: sel}).Execute(tpm); err != nil {
 		return err
 	}
@@ -561,7 +540,7 @@ func policyLocked(tpm transport.TPM, h tpm2.TPMISHPolicy, sel tpm2.TPMLPCRSelect
 // owner hierarchy: a ticket from a key in the null hierarchy is a null
 // ticket, which TPM2_PolicyAuthorize refuses), verifies the signature over
 // aHash and returns the ticket, after flushing the key.
-func verifyPolicyLocked(tpm transport.TPM, key *PolicyKey, approved *SignedPolicy) (*tpm2.TPMTTKVerified, error) {
+func verifyPolicyLocked(tpm transport.TPM, key *sealstore.PolicyKey, approved *sealstore.SignedPolicy) (*tpm2.TPMTTKVerified, error) {
 	ext, err := tpm2.LoadExternal{
 		InPublic:  tpm2.New2B(key.TPMPublic),
 		Hierarchy: tpm2.TPMRHOwner,
@@ -575,8 +554,8 @@ func verifyPolicyLocked(tpm transport.TPM, key *PolicyKey, approved *SignedPolic
 	}
 	rsp, err := tpm2.VerifySignature{
 		KeyHandle: tpm2.NamedHandle{Handle: ext.ObjectHandle, Name: ext.Name},
-		Digest:    tpm2.TPM2BDigest{Buffer: approvalHash(approved.Digest)},
-		Signature: approved.tpmSignature(),
+		Digest:    tpm2.TPM2BDigest{Buffer: tpmpolicy.ApprovalHash(approved.Digest)},
+		Signature: approved.TPMSignature(),
 	}.Execute(tpm)
 	if err != nil {
 		return nil, fmt.Errorf("verify signed policy %s: %w", approved.FileName(), err)
@@ -586,7 +565,7 @@ func verifyPolicyLocked(tpm transport.TPM, key *PolicyKey, approved *SignedPolic
 
 // mismatchLocked reads the blob's PCRs and says which differ from the
 // values recorded at seal time.
-func mismatchLocked(tpm transport.TPM, b *Blob) error {
+func mismatchLocked(tpm transport.TPM, b *sealstore.Blob) error {
 	idx := b.Policy.Indexes()
 	values, _, err := tpmdev.ReadPCRs(tpm, b.Policy.Bank, idx)
 	if err != nil {
@@ -607,7 +586,7 @@ func mismatchLocked(tpm transport.TPM, b *Blob) error {
 // *MissingPolicyError when none of policies approves the current values
 // of a PolicyAuthorizedPCR blob). Callers use it before asking for a PIN
 // that could not help.
-func CheckPolicy(ctx context.Context, t TPM, b *Blob, policies []*SignedPolicy) error {
+func CheckPolicy(ctx context.Context, t TPM, b *sealstore.Blob, policies []*sealstore.SignedPolicy) error {
 	return t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
 		if !bytes.Equal(srk.Name.Buffer, b.SRKName) {
 			return fmt.Errorf("sealstore: %s: %w", b.Name, ErrSRKMismatch)
@@ -616,10 +595,10 @@ func CheckPolicy(ctx context.Context, t TPM, b *Blob, policies []*SignedPolicy) 
 		if err != nil {
 			return err
 		}
-		current := make([]PCRValue, len(values))
+		current := make([]sealstore.PCRValue, len(values))
 		e := &PCRMismatchError{Name: b.Name}
 		for i, pv := range b.Policy.PCRs {
-			current[i] = PCRValue{Index: pv.Index, Value: values[i]}
+			current[i] = sealstore.PCRValue{Index: pv.Index, Value: values[i]}
 			if b.Policy.HasValues() && !bytes.Equal(values[i], pv.Value) {
 				e.PCRs = append(e.PCRs, pv.Index)
 			}
@@ -627,8 +606,8 @@ func CheckPolicy(ctx context.Context, t TPM, b *Blob, policies []*SignedPolicy) 
 		if len(e.PCRs) > 0 {
 			return e
 		}
-		if b.Policy.Kind == PolicyAuthorizedPCR {
-			_, err := FindSignedPolicy(b, current, policies)
+		if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
+			_, err := sealstore.FindSignedPolicy(b, current, policies)
 			return err
 		}
 		return nil

@@ -1,4 +1,4 @@
-package sealstore_test
+package tpmseal_test
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/tpmsim"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 var updateGolden = flag.Bool("update-golden", false, "write the golden files of ../testdata/blobs that are missing (delete one to regenerate it), sealing with the committed simulator seed")
@@ -31,8 +32,8 @@ const goldenPIN = "golden-pin"
 type goldenCase struct {
 	name    string
 	comment string
-	opts    func(t *testing.T) sealstore.SealOptions
-	unseal  sealstore.UnsealOptions
+	opts    func(t *testing.T) tpmseal.SealOptions
+	unseal  tpmseal.UnsealOptions
 	check   func(t *testing.T, b *sealstore.Blob)
 }
 
@@ -53,7 +54,7 @@ func TestGoldenBlob(t *testing.T) {
 	cases := []goldenCase{
 		{
 			name: "work", comment: "golden@icn-agent",
-			opts: func(*testing.T) sealstore.SealOptions { return sealstore.SealOptions{} },
+			opts: func(*testing.T) tpmseal.SealOptions { return tpmseal.SealOptions{} },
 			check: func(t *testing.T, b *sealstore.Blob) {
 				if b.Policy.Kind != sealstore.PolicyPCR || b.Policy.PIN {
 					t.Errorf("policy %v, PIN %v", b.Policy.Kind, b.Policy.PIN)
@@ -62,10 +63,10 @@ func TestGoldenBlob(t *testing.T) {
 		},
 		{
 			name: "signed", comment: "signed@icn-agent",
-			opts: func(*testing.T) sealstore.SealOptions {
-				return sealstore.SealOptions{Signer: &key.PublicKey}
+			opts: func(*testing.T) tpmseal.SealOptions {
+				return tpmseal.SealOptions{Signer: &key.PublicKey}
 			},
-			unseal: sealstore.UnsealOptions{Policies: []*sealstore.SignedPolicy{policy}},
+			unseal: tpmseal.UnsealOptions{Policies: []*sealstore.SignedPolicy{policy}},
 			check: func(t *testing.T, b *sealstore.Blob) {
 				k, err := b.Policy.SignerKey()
 				if err != nil || b.Policy.Kind != sealstore.PolicyAuthorizedPCR || b.Policy.PIN || b.Policy.HasValues() {
@@ -78,10 +79,10 @@ func TestGoldenBlob(t *testing.T) {
 		},
 		{
 			name: "pin", comment: "pin@icn-agent",
-			opts: func(*testing.T) sealstore.SealOptions {
-				return sealstore.SealOptions{PIN: []byte(goldenPIN)}
+			opts: func(*testing.T) tpmseal.SealOptions {
+				return tpmseal.SealOptions{PIN: []byte(goldenPIN)}
 			},
-			unseal: sealstore.UnsealOptions{PIN: []byte(goldenPIN)},
+			unseal: tpmseal.UnsealOptions{PIN: []byte(goldenPIN)},
 			check: func(t *testing.T, b *sealstore.Blob) {
 				if b.Policy.Kind != sealstore.PolicyPCR || !b.Policy.PIN {
 					t.Errorf("policy %v, PIN %v", b.Policy.Kind, b.Policy.PIN)
@@ -92,12 +93,12 @@ func TestGoldenBlob(t *testing.T) {
 	tpm := openGoldenTPM(t)
 	for _, gc := range cases {
 		t.Run(gc.name, func(t *testing.T) {
-			sealedPath := filepath.Join("../testdata/blobs", gc.name+".sealed")
-			pubPath := filepath.Join("../testdata/blobs", gc.name+".pub")
+			sealedPath := filepath.Join("../../testdata/blobs", gc.name+".sealed")
+			pubPath := filepath.Join("../../testdata/blobs", gc.name+".pub")
 			if _, err := os.Stat(sealedPath); *updateGolden && errors.Is(err, os.ErrNotExist) {
 				opts := gc.opts(t)
 				opts.Name, opts.Comment = gc.name, gc.comment
-				b, err := sealstore.Generate(context.Background(), tpm, opts)
+				b, err := tpmseal.Generate(context.Background(), tpm, opts)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -121,7 +122,7 @@ func TestGoldenBlob(t *testing.T) {
 				t.Fatalf("re-encoding the golden blob changed it")
 			}
 			got := make([]byte, sealstore.SeedSize)
-			if err := sealstore.UnsealWith(context.Background(), tpm, b, got, gc.unseal); err != nil {
+			if err := tpmseal.UnsealWith(context.Background(), tpm, b, got, gc.unseal); err != nil {
 				t.Fatal(err)
 			}
 			pub, err := sealstore.PublicKey(got)
@@ -131,15 +132,15 @@ func TestGoldenBlob(t *testing.T) {
 			if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
 				// Without the signed policy it names what to sign: the
 				// PolicyPCR digest of PCRs 0 and 7 all-zero.
-				err := sealstore.UnsealWith(context.Background(), tpm, b, got, sealstore.UnsealOptions{})
-				zero := strings.TrimSpace(string(readFile(t, "../testdata/policy/pcr-0-7-zero.hex")))
+				err := tpmseal.UnsealWith(context.Background(), tpm, b, got, tpmseal.UnsealOptions{})
+				zero := strings.TrimSpace(string(readFile(t, "../../testdata/policy/pcr-0-7-zero.hex")))
 				if !errors.Is(err, sealstore.ErrNoSignedPolicy) || !strings.Contains(err.Error(), zero) {
 					t.Errorf("unseal without the signed policy = %v, want ErrNoSignedPolicy naming digest %s", err, zero)
 				}
 			}
 			if b.Policy.PIN {
-				err := sealstore.UnsealWith(context.Background(), tpm, b, got, sealstore.UnsealOptions{PIN: []byte("not-" + goldenPIN)})
-				if !errors.Is(err, sealstore.ErrWrongPIN) {
+				err := tpmseal.UnsealWith(context.Background(), tpm, b, got, tpmseal.UnsealOptions{PIN: []byte("not-" + goldenPIN)})
+				if !errors.Is(err, tpmseal.ErrWrongPIN) {
 					t.Errorf("unseal with a wrong PIN = %v, want ErrWrongPIN", err)
 				}
 			}
@@ -154,7 +155,7 @@ func TestGoldenBlob(t *testing.T) {
 func TestGoldenSignedPolicy(t *testing.T) {
 	key := goldenPolicyKey(t)
 	p := goldenSignedPolicy(t, key)
-	path := filepath.Join("../testdata/blobs/policies", p.FileName())
+	path := filepath.Join("../../testdata/blobs/policies", p.FileName())
 	data := readFile(t, path)
 	again, err := p.Marshal()
 	if err != nil || !bytes.Equal(again, data) {
@@ -164,14 +165,14 @@ func TestGoldenSignedPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	zero, err := hex.DecodeString(strings.TrimSpace(string(readFile(t, "../testdata/policy/pcr-0-7-zero.hex"))))
+	zero, err := hex.DecodeString(strings.TrimSpace(string(readFile(t, "../../testdata/policy/pcr-0-7-zero.hex"))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(parsed.Digest, zero) || !slices.Equal(parsed.Indexes(), []int{0, 7}) || parsed.Comment != "golden power-on values" {
 		t.Errorf("golden policy: digest %x pcrs %v comment %q", parsed.Digest, parsed.Indexes(), parsed.Comment)
 	}
-	pubKey, err := sealstore.ParsePolicyKeyPEM(readFile(t, "../testdata/blobs/policy-key.pem.pub"))
+	pubKey, err := sealstore.ParsePolicyKeyPEM(readFile(t, "../../testdata/blobs/policy-key.pem.pub"))
 	if err != nil || !bytes.Equal(pubKey.Name, parsed.Key.Name) {
 		t.Errorf("policy-key.pem.pub is not the signer (%v)", err)
 	}
@@ -184,7 +185,7 @@ func TestGoldenSignedPolicy(t *testing.T) {
 // policy signing key, a test key whose private half is public on purpose.
 func goldenPolicyKey(t *testing.T) *ecdsa.PrivateKey {
 	t.Helper()
-	const path = "../testdata/blobs/policy-key.pem"
+	const path = "../../testdata/blobs/policy-key.pem"
 	if _, err := os.Stat(path); *updateGolden && errors.Is(err, os.ErrNotExist) {
 		k := newPolicyKey(t)
 		der, err := x509.MarshalPKCS8PrivateKey(k)
@@ -219,7 +220,7 @@ func goldenSignedPolicy(t *testing.T, key *ecdsa.PrivateKey) *sealstore.SignedPo
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join("../testdata/blobs/policies", p.FileName())
+	path := filepath.Join("../../testdata/blobs/policies", p.FileName())
 	if _, err := os.Stat(path); *updateGolden && errors.Is(err, os.ErrNotExist) {
 		data, err := p.Marshal()
 		if err != nil {
@@ -236,7 +237,7 @@ func goldenSignedPolicy(t *testing.T, key *ecdsa.PrivateKey) *sealstore.SignedPo
 func openGoldenTPM(t *testing.T) *tpmdev.TPM {
 	t.Helper()
 	state := t.TempDir()
-	if err := os.WriteFile(filepath.Join(state, tpmsim.SeedFile), readFile(t, "../testdata/blobs/sim-seed"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(state, tpmsim.SeedFile), readFile(t, "../../testdata/blobs/sim-seed"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tpm, err := tpmdev.Open(context.Background(), tpmdev.Spec{Kind: tpmdev.KindSim}, tpmdev.Options{StateDir: state})

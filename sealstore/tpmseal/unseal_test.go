@@ -1,4 +1,4 @@
-package sealstore_test
+package tpmseal_test
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // wireTap is a transport.TPM that keeps a copy of every response as the
@@ -75,16 +76,16 @@ func TestUnsealResponseEncrypted(t *testing.T) {
 			pin := []byte("2468")
 			cases := []struct {
 				name string
-				opts sealstore.SealOptions
-				with sealstore.UnsealOptions
+				opts tpmseal.SealOptions
+				with tpmseal.UnsealOptions
 			}{
-				{"pcr", sealstore.SealOptions{Name: "pcr", PCRs: []int{7}}, sealstore.UnsealOptions{}},
-				{"pcr+pin", sealstore.SealOptions{Name: "pin", PCRs: []int{7}, PIN: pin}, sealstore.UnsealOptions{PIN: pin}},
-				{"signed+pin", sealstore.SealOptions{Name: "signed", PCRs: []int{7}, PIN: pin, Signer: &key.PublicKey}, sealstore.UnsealOptions{PIN: pin}},
+				{"pcr", tpmseal.SealOptions{Name: "pcr", PCRs: []int{7}}, tpmseal.UnsealOptions{}},
+				{"pcr+pin", tpmseal.SealOptions{Name: "pin", PCRs: []int{7}, PIN: pin}, tpmseal.UnsealOptions{PIN: pin}},
+				{"signed+pin", tpmseal.SealOptions{Name: "signed", PCRs: []int{7}, PIN: pin, Signer: &key.PublicKey}, tpmseal.UnsealOptions{PIN: pin}},
 			}
 			for _, c := range cases {
 				seed := randomSeed(t)
-				b, err := sealstore.Seal(ctx, f.tpm, seed, c.opts)
+				b, err := tpmseal.Seal(ctx, f.tpm, seed, c.opts)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -99,7 +100,7 @@ func TestUnsealResponseEncrypted(t *testing.T) {
 				tap.mu.Lock()
 				tap.unsealed = nil
 				tap.mu.Unlock()
-				if err := sealstore.UnsealWith(ctx, f.tpm, b, buf.Bytes(), c.with); err != nil {
+				if err := tpmseal.UnsealWith(ctx, f.tpm, b, buf.Bytes(), c.with); err != nil {
 					t.Fatalf("%s: %v", c.name, err)
 				}
 				if !bytes.Equal(buf.Bytes(), seed) {
@@ -149,16 +150,16 @@ func TestUnsealResponseTampered(t *testing.T) {
 				}
 			}}
 			f := newFixture(t, "sim", func(next transport.TPM) transport.TPM { tap.next = next; return tap })
-			b, err := sealstore.Seal(context.Background(), f.tpm, randomSeed(t), sealstore.SealOptions{Name: "t", PCRs: []int{7}})
+			b, err := tpmseal.Seal(context.Background(), f.tpm, randomSeed(t), tpmseal.SealOptions{Name: "t", PCRs: []int{7}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			dst := bytes.Repeat([]byte{0xaa}, sealstore.SeedSize)
-			err = sealstore.Unseal(context.Background(), f.tpm, b, dst)
+			err = tpmseal.Unseal(context.Background(), f.tpm, b, dst)
 			if err == nil {
 				t.Fatal("a tampered response was accepted")
 			}
-			if errors.Is(err, sealstore.ErrPCRMismatch) {
+			if errors.Is(err, tpmseal.ErrPCRMismatch) {
 				t.Fatalf("tampering reported as a PCR mismatch: %v", err)
 			}
 			if !bytes.Equal(dst, make([]byte, sealstore.SeedSize)) {

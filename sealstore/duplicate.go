@@ -31,7 +31,7 @@ package sealstore
 // its SRK's private key, which never leaves that TPM. Any other TPM recovers
 // a different seed and fails the check with TPM_RC_INTEGRITY; so does the
 // right TPM given an altered file. The imported object is never written
-// anywhere: [UnsealDuplicate] imports, loads, unseals and flushes it in one
+// anywhere: tpmseal.UnsealDuplicate imports, loads, unseals and flushes it in one
 // go, and the caller seals the data again, as an ordinary fixedTPM blob
 // under the target's PCR policy.
 //
@@ -42,17 +42,14 @@ package sealstore
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
-	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/icn/icn-agent/internal/secmem"
-	"github.com/icn/icn-agent/internal/tpmdev"
 )
 
 // MaxDuplicateData is the most data a duplicate can carry: the TPM's
@@ -108,20 +105,6 @@ func NewSRKPublic(pub tpm2.TPMTPublic) (*SRKPublic, error) {
 		return nil, fmt.Errorf("%w: %v", ErrNotSRK, err)
 	}
 	return &SRKPublic{Public: pub, Name: bytes.Clone(name.Buffer)}, nil
-}
-
-// ReadSRK returns the public half of t's storage root key.
-func ReadSRK(ctx context.Context, t TPM) (*SRKPublic, error) {
-	var out *SRKPublic
-	err := t.RunWithSRK(ctx, func(_ transport.TPM, srk *tpmdev.SRK) error {
-		var err error
-		out, err = NewSRKPublic(srk.Public)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sealstore: read storage root key: %w", err)
-	}
-	return out, nil
 }
 
 // DuplicatePolicy returns the authPolicy of a wrapped object:
@@ -241,6 +224,15 @@ func (d *Duplicate) Check() error {
 	return err
 }
 
+// Parts returns what TPM2_Import takes, after the checks of Check.
+func (d *Duplicate) Parts() (pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivate, seed tpm2.TPM2BEncryptedSecret, err error) {
+	p, err := d.parse()
+	if err != nil {
+		return pub, priv, seed, err
+	}
+	return p.pub, p.priv, p.seed, nil
+}
+
 type parsedDuplicate struct {
 	pub  tpm2.TPM2BPublic
 	priv tpm2.TPM2BPrivate
@@ -309,86 +301,4 @@ func (d *Duplicate) parse() (*parsedDuplicate, error) {
 		}
 	}
 	return &p, nil
-}
-
-// UnsealDuplicate imports d under t's storage root key, loads it, unseals
-// it into dst and flushes it; the imported object is never kept. dst must
-// be exactly as long as the wrapped data (callers pass locked memory). The
-// data crosses back from the TPM encrypted (a policy session salted to the
-// SRK, with response encryption).
-//
-// If d was wrapped for another SRK the error wraps ErrNotForThisTPM and
-// the TPM is not asked. If the TPM refuses the import (d altered, or its
-// parent Name altered to match this TPM), the error wraps
-// ErrDuplicateRejected and the TPM's response code.
-func UnsealDuplicate(ctx context.Context, t TPM, d *Duplicate, dst []byte) error {
-	p, err := d.parse()
-	if err != nil {
-		return err
-	}
-	if len(dst) == 0 || len(dst) > MaxDuplicateData {
-		return fmt.Errorf("sealstore: unwrap buffer is %d bytes, want 1 to %d", len(dst), MaxDuplicateData)
-	}
-	err = t.RunWithSRK(ctx, func(tpm transport.TPM, srk *tpmdev.SRK) error {
-		if !bytes.Equal(srk.Name.Buffer, d.ParentName) {
-			return fmt.Errorf("%w: wrapped for SRK %x, this TPM's SRK is %x", ErrNotForThisTPM, d.ParentName, srk.Name.Buffer)
-		}
-		imp, err := tpm2.Import{
-			ParentHandle: srk.AuthHandle(),
-			ObjectPublic: p.pub,
-			Duplicate:    p.priv,
-			InSymSeed:    p.seed,
-			Symmetric:    tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
-		}.Execute(tpm)
-		if err != nil {
-			if errors.Is(err, tpm2.TPMRCIntegrity) {
-				return fmt.Errorf("%w: %w", ErrDuplicateRejected, err)
-			}
-			return fmt.Errorf("import wrapped object: %w", err)
-		}
-		load, err := tpm2.Load{
-			ParentHandle: srk.AuthHandle(),
-			InPrivate:    imp.OutPrivate,
-			InPublic:     p.pub,
-		}.Execute(tpm)
-		if err != nil {
-			return fmt.Errorf("load imported object: %w", err)
-		}
-		defer tpm2.FlushContext{FlushHandle: load.ObjectHandle}.Execute(tpm)
-		return unsealDuplicateLocked(tpm, srk, tpm2.NamedHandle{Handle: load.ObjectHandle, Name: load.Name}, dst)
-	})
-	if err != nil {
-		return fmt.Errorf("sealstore: unwrap: %w", err)
-	}
-	return nil
-}
-
-// unsealDuplicateLocked satisfies the wrapped object's policy,
-// PolicyCommandCode(Unseal), in a one-off policy session salted to the SRK
-// and unseals with the response encrypted.
-func unsealDuplicateLocked(tpm transport.TPM, srk *tpmdev.SRK, obj tpm2.NamedHandle, dst []byte) error {
-	sess := tpm2.Policy(tpm2.TPMAlgSHA256, 16,
-		func(tpm transport.TPM, h tpm2.TPMISHPolicy, _ tpm2.TPM2BNonce) error {
-			if _, err := (tpm2.PolicyCommandCode{PolicySession: h, Code: tpm2.TPMCCUnseal}).Execute(tpm); err != nil {
-				// go-tpm does not flush a session whose policy callback
-				// fails.
-				tpm2.FlushContext{FlushHandle: h}.Execute(tpm)
-				return err
-			}
-			return nil
-		},
-		tpm2.Salted(srk.Handle, srk.Public),
-		tpm2.AESEncryption(128, tpm2.EncryptOut))
-	rsp, err := tpm2.Unseal{
-		ItemHandle: tpm2.AuthHandle{Handle: obj.Handle, Name: obj.Name, Auth: sess},
-	}.Execute(tpm)
-	if err != nil {
-		return fmt.Errorf("unseal imported object: %w", err)
-	}
-	defer secmem.Wipe(rsp.OutData.Buffer)
-	if len(rsp.OutData.Buffer) != len(dst) {
-		return fmt.Errorf("wrapped object holds %d bytes, want %d", len(rsp.OutData.Buffer), len(dst))
-	}
-	copy(dst, rsp.OutData.Buffer)
-	return nil
 }

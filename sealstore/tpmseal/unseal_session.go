@@ -1,4 +1,4 @@
-package sealstore
+package tpmseal
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	"github.com/icn/icn-agent/internal/edlocked"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/sealstore"
 )
 
 // The unseal session, by hand.
@@ -184,8 +185,8 @@ func (s *unsealSession) close(tpm transport.TPM) {
 // is returned as the tpm2.TPMRC go-tpm would return, so errors.Is with
 // tpm2.TPMRCPolicyFail and the like works as with go-tpm's Unseal.
 func (s *unsealSession) unseal(tpm transport.TPM, handle tpm2.TPMHandle, name tpm2.TPM2BName, dst []byte) (err error) {
-	if len(dst) != SeedSize {
-		return fmt.Errorf("unseal buffer is %d bytes, want %d", len(dst), SeedSize)
+	if len(dst) != sealstore.SeedSize {
+		return fmt.Errorf("unseal buffer is %d bytes, want %d", len(dst), sealstore.SeedSize)
 	}
 	defer func() {
 		if err != nil {
@@ -316,8 +317,8 @@ func (s *unsealSession) finishUnseal(rsp []byte, name tpm2.TPM2BName, dst []byte
 	if !hmac.Equal(want[:], mac) {
 		return errResponseHMAC
 	}
-	if len(outData) != SeedSize {
-		return fmt.Errorf("sealed object holds %d bytes, want %d", len(outData), SeedSize)
+	if len(outData) != sealstore.SeedSize {
+		return fmt.Errorf("sealed object holds %d bytes, want %d", len(outData), sealstore.SeedSize)
 	}
 	if attrs&attrEncrypt == 0 {
 		return errors.New("the TPM did not encrypt the response")
