@@ -21,6 +21,7 @@ import (
 	"github.com/icn/icn-agent/internal/config"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
+	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 // logRecorder is a slog.Handler that passes each message to a channel,
@@ -95,7 +96,7 @@ func newHome(t *testing.T, names ...string) (*home, []ssh.PublicKey) {
 	for _, name := range names {
 		seed := make([]byte, ed25519.SeedSize)
 		rand.Read(seed)
-		b, err := sealstore.Seal(context.Background(), tpm, seed, sealstore.SealOptions{Name: name, PCRs: []int{0, 7}})
+		b, err := tpmseal.Seal(context.Background(), tpm, seed, tpmseal.SealOptions{Name: name, PCRs: []int{0, 7}})
 		if err != nil {
 			t.Fatal(err)
 		}
