@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/didkey"
+	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
@@ -249,23 +249,15 @@ func runCheck(e *env, args []string) error {
 		return err
 	}
 	defer tpm.Close()
-	seed, err := secmem.New(sealstore.SeedSize)
-	if err != nil {
-		return err
-	}
-	defer seed.Destroy()
-	pin, err := unsealForCommand(ctx, tpm, store, b, *pinFile, seed.Bytes(), f.log)
-	if err != nil {
-		return err
-	}
-	secmem.Wipe(pin)
-	got, err := sealstore.PublicKey(seed.Bytes())
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(got.Marshal(), b.PublicKey.Marshal()) {
+	seed, pin, err := unsealForCommand(ctx, tpm, store, b, *pinFile, f.log)
+	if errors.Is(err, provision.ErrSeedMismatch) {
 		return fmt.Errorf("%s unseals, but the seed does not match its public key: the blob is damaged; restore it from a backup", b.Name)
 	}
+	if err != nil {
+		return err
+	}
+	seed.Destroy()
+	secmem.Wipe(pin)
 	var extra string
 	if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
 		if k, err := b.Policy.SignerKey(); err == nil {

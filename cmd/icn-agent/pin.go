@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/icn/icn-agent/internal/prompt"
+	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
@@ -64,19 +65,21 @@ func unsealOptions(ctx context.Context, tpm sealstore.TPM, store *sealstore.Stor
 	return opts, nil
 }
 
-// unsealForCommand unseals b into dst for a command (check, reseal) with
-// unsealOptions. It returns the PIN used (nil if none), which the caller
-// must wipe.
-func unsealForCommand(ctx context.Context, tpm sealstore.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, dst []byte, log *slog.Logger) ([]byte, error) {
+// unsealForCommand unseals b for a command (check, reseal) with
+// unsealOptions, checking the seed against b's public key
+// (provision.Unseal). It returns the seed, which the caller destroys, and
+// the PIN used (nil if none), which the caller wipes.
+func unsealForCommand(ctx context.Context, tpm sealstore.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, log *slog.Logger) (*secmem.Buffer, []byte, error) {
 	opts, err := unsealOptions(ctx, tpm, store, b, pinFile, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := sealstore.UnsealWith(ctx, tpm, b, dst, opts); err != nil {
+	seed, err := provision.Unseal(ctx, tpm, b, opts)
+	if err != nil {
 		secmem.Wipe(opts.PIN)
-		return nil, explainUnseal(ctx, tpm, store, b, err)
+		return nil, nil, explainUnseal(ctx, tpm, store, b, err)
 	}
-	return opts.PIN, nil
+	return seed, opts.PIN, nil
 }
 
 // readPIN reads a PIN from the first line of pinFile or, if pinFile is

@@ -4,19 +4,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/prompt"
+	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
@@ -229,17 +228,6 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 		return err
 	}
 	defer secmem.Wipe(pin)
-	if seed == nil {
-		buf, err := secmem.New(sealstore.SeedSize)
-		if err != nil {
-			return err
-		}
-		defer buf.Destroy()
-		if _, err := rand.Read(buf.Bytes()); err != nil {
-			return fmt.Errorf("generate seed: %w", err)
-		}
-		seed = buf.Bytes()
-	}
 	ctx := context.Background()
 	tpm, err := f.openTPM(ctx)
 	if err != nil {
@@ -250,35 +238,15 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 	if signer != nil {
 		opts.Signer = signer.Public
 	}
-	blob, err := sealstore.Seal(ctx, tpm, seed, opts)
-	if err != nil {
-		return err
-	}
+	var backup *provision.Backup
 	if bf.path != "" {
-		bk, err := recovery.NewBackup(name, f.comment, seed, time.Now())
-		if err != nil {
-			return err
-		}
-		err = bk.WriteFile(bf.path, recipients...)
-		bk.Destroy()
-		if err != nil {
-			return fmt.Errorf("%w; nothing was written", fileExistsError(err, bf.path, "backup file"))
-		}
+		backup = &provision.Backup{Path: bf.path, Recipients: recipients}
 	}
-	if err := store.Create(blob); err != nil {
-		if bf.path != "" {
-			_, lerr := store.Load(name)
-			switch {
-			case errors.Is(lerr, sealstore.ErrNotFound) || errors.Is(err, sealstore.ErrExists):
-				// The identity was not created: its backup must not
-				// outlive it as the only copy of an unused key.
-				os.Remove(bf.path)
-			case lerr == nil:
-				return fmt.Errorf("%w (the identity was created; its backup is %s)", err, bf.path)
-			default:
-				return fmt.Errorf("%w (whether the identity was created is unclear: %v; its backup is kept at %s)", err, lerr, bf.path)
-			}
-		}
+	blob, err := provision.Create(ctx, tpm, store, seed, opts, backup)
+	if errors.Is(err, recovery.ErrFileExists) {
+		return fmt.Errorf("%w; nothing was written", fileExistsError(err, bf.path, "backup file"))
+	}
+	if err != nil {
 		return err
 	}
 	if bf.path != "" {

@@ -1,0 +1,195 @@
+package provision_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"filippo.io/age"
+
+	"github.com/icn/icn-agent/internal/provision"
+	"github.com/icn/icn-agent/internal/recovery"
+	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/sealstore"
+
+	// The tests run on the reference simulator.
+	_ "github.com/icn/icn-agent/internal/tpmsim"
+)
+
+// setup opens the simulator TPM (one per process: the tests do not run
+// in parallel) and an empty store.
+func setup(t *testing.T) (*tpmdev.TPM, *sealstore.Store) {
+	t.Helper()
+	tpm, err := tpmdev.Open(context.Background(), tpmdev.Spec{Kind: tpmdev.KindSim}, tpmdev.Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tpm.Close() })
+	store, err := sealstore.Open(filepath.Join(t.TempDir(), "identities"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tpm, store
+}
+
+func seedOf(b byte) []byte { return bytes.Repeat([]byte{b}, sealstore.SeedSize) }
+
+func TestCreateWithBackup(t *testing.T) {
+	ctx := context.Background()
+	tpm, store := setup(t)
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "id.backup")
+	backup := &provision.Backup{Path: path, Recipients: []age.Recipient{id.Recipient()}}
+	blob, err := provision.Create(ctx, tpm, store, seedOf(1), sealstore.SealOptions{Name: "id", Comment: "me"}, backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Load("id"); err != nil {
+		t.Fatalf("the identity was not stored: %v", err)
+	}
+	bk, err := recovery.ReadBackupFile(path, &recovery.Keys{Identities: []age.Identity{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bk.Destroy()
+	if !bytes.Equal(bk.Seed(), seedOf(1)) || bk.Name != "id" || bk.Comment != "me" || !bytes.Equal(bk.PublicKey.Marshal(), blob.PublicKey.Marshal()) {
+		t.Fatalf("backup %q %q does not hold the identity", bk.Name, bk.Comment)
+	}
+	seed, err := provision.Unseal(ctx, tpm, blob, sealstore.UnsealOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Destroy()
+	if !bytes.Equal(seed.Bytes(), seedOf(1)) {
+		t.Fatal("the identity unseals to another seed")
+	}
+
+	// An existing backup file is never overwritten, and then no
+	// identity is stored either.
+	before, _ := os.ReadFile(path)
+	_, err = provision.Create(ctx, tpm, store, seedOf(2), sealstore.SealOptions{Name: "other"}, backup)
+	if !errors.Is(err, recovery.ErrFileExists) {
+		t.Fatalf("existing backup file: %v, want ErrFileExists", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("the existing backup file changed")
+	}
+	if _, err := store.Load("other"); !errors.Is(err, sealstore.ErrNotFound) {
+		t.Fatalf("an identity was stored although its backup failed: %v", err)
+	}
+
+	// An identity that cannot be stored (its name is taken) takes its
+	// new backup with it, and the old identity stays.
+	path2 := filepath.Join(t.TempDir(), "again.backup")
+	_, err = provision.Create(ctx, tpm, store, nil, sealstore.SealOptions{Name: "id"}, &provision.Backup{Path: path2, Recipients: backup.Recipients})
+	if !errors.Is(err, sealstore.ErrExists) {
+		t.Fatalf("taken name: %v, want ErrExists", err)
+	}
+	if _, err := os.Lstat(path2); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the backup of an identity never created was kept: %v", err)
+	}
+	if b, err := store.Load("id"); err != nil || !bytes.Equal(b.PublicKey.Marshal(), blob.PublicKey.Marshal()) {
+		t.Fatalf("the existing identity changed: %v", err)
+	}
+}
+
+// A new identity without a seed gets a random one.
+func TestCreateGenerates(t *testing.T) {
+	ctx := context.Background()
+	tpm, store := setup(t)
+	a, err := provision.Create(ctx, tpm, store, nil, sealstore.SealOptions{Name: "a"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := provision.Create(ctx, tpm, store, nil, sealstore.SealOptions{Name: "b"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(a.PublicKey.Marshal(), b.PublicKey.Marshal()) {
+		t.Fatal("two generated identities have the same key")
+	}
+}
+
+// A blob that unseals to a seed not its own is damaged.
+func TestUnsealSeedMismatch(t *testing.T) {
+	ctx := context.Background()
+	tpm, store := setup(t)
+	a, err := provision.Create(ctx, tpm, store, seedOf(1), sealstore.SealOptions{Name: "a"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := sealstore.PublicKey(seedOf(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := *a
+	damaged.PublicKey = other
+	if _, err := provision.Unseal(ctx, tpm, &damaged, sealstore.UnsealOptions{}); !errors.Is(err, provision.ErrSeedMismatch) {
+		t.Fatalf("Unseal of a damaged blob: %v, want ErrSeedMismatch", err)
+	}
+	// Nor is a wrong seed resealed as the identity.
+	if _, err := provision.Reseal(ctx, tpm, store, a, seedOf(2), sealstore.SealOptions{Name: "a"}, nil); !errors.Is(err, provision.ErrSeedMismatch) {
+		t.Fatalf("Reseal of another seed: %v, want ErrSeedMismatch", err)
+	}
+}
+
+// Reseal changes the PCRs and adds a PIN; the new blob replaces the old
+// one only after it unseals with that PIN, and an interrupted reseal
+// blocks the next one without changing anything.
+func TestReseal(t *testing.T) {
+	ctx := context.Background()
+	tpm, store := setup(t)
+	old, err := provision.Create(ctx, tpm, store, seedOf(3), sealstore.SealOptions{Name: "r", Comment: "c", PCRs: []int{0, 7}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := provision.Unseal(ctx, tpm, old, sealstore.UnsealOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Destroy()
+	pin := []byte("1234")
+	called := 0
+	policies := func(*sealstore.Blob) []*sealstore.SignedPolicy { called++; return nil }
+	blob, err := provision.Reseal(ctx, tpm, store, old, seed.Bytes(), sealstore.SealOptions{Name: "r", Comment: old.Comment, PCRs: []int{7}, PIN: pin}, policies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if called != 1 {
+		t.Errorf("policies called %d times, want once (for the staged blob)", called)
+	}
+	stored, err := store.Load("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(stored.Policy.Indexes(), []int{7}) || !stored.Policy.PIN || stored.Comment != "c" || !bytes.Equal(stored.Private, blob.Private) {
+		t.Fatalf("stored blob: PCRs %v, PIN %v, comment %q", stored.Policy.Indexes(), stored.Policy.PIN, stored.Comment)
+	}
+	if _, err := provision.Unseal(ctx, tpm, stored, sealstore.UnsealOptions{}); !errors.Is(err, sealstore.ErrPINRequired) {
+		t.Fatalf("unseal without the new PIN: %v, want ErrPINRequired", err)
+	}
+	got, err := provision.Unseal(ctx, tpm, stored, sealstore.UnsealOptions{PIN: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Destroy()
+
+	// An interrupted reseal left NAME.sealed.bak: nothing changes.
+	if err := os.WriteFile(store.BackupPath("r"), []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = provision.Reseal(ctx, tpm, store, stored, seed.Bytes(), sealstore.SealOptions{Name: "r", PCRs: []int{0}}, nil)
+	if !errors.Is(err, sealstore.ErrResealPending) {
+		t.Fatalf("reseal beside a pending one: %v, want ErrResealPending", err)
+	}
+	if now, err := store.Load("r"); err != nil || !bytes.Equal(now.Private, stored.Private) {
+		t.Fatalf("the blob changed: %v", err)
+	}
+}
