@@ -189,36 +189,13 @@ func (d *decryptFlags) decryptError(file string, err error) error {
 	case errors.Is(err, recovery.ErrEmptyPassphrase):
 		return fmt.Errorf("empty passphrase for %s; nothing was written", file)
 	case errors.As(err, &nm) && len(d.identities) == 0:
-		return fmt.Errorf("%s is encrypted to %s; pass -i FILE with the matching age identity or SSH private key", file, recipientKinds(nm))
+		return fmt.Errorf("%s is encrypted to %s; pass -i FILE with the matching age identity or SSH private key", file, nm.RecipientKinds())
 	case errors.As(err, &nm):
-		return fmt.Errorf("none of the identities given with -i can decrypt %s (it is encrypted to %s); nothing was written", file, recipientKinds(nm))
+		return fmt.Errorf("none of the identities given with -i can decrypt %s (it is encrypted to %s); nothing was written", file, nm.RecipientKinds())
 	case errors.Is(err, recovery.ErrNotAge):
 		return fmt.Errorf("%s is not age-encrypted; want a backup written by icn-agent backup or keygen --backup", file)
 	}
 	return fmt.Errorf("cannot decrypt %s: %v; nothing was written", file, strings.TrimPrefix(err.Error(), "recovery: "))
-}
-
-// recipientKinds names the kinds of recipient an age file is encrypted to.
-func recipientKinds(nm *recovery.NoMatchError) string {
-	seen := map[string]bool{}
-	var out []string
-	for _, t := range nm.StanzaTypes {
-		name := map[string]string{
-			"X25519":         "an age key",
-			"mlkem768x25519": "an age post-quantum key",
-			"ssh-ed25519":    "an SSH Ed25519 key",
-			"ssh-rsa":        "an SSH RSA key",
-			"scrypt":         "a passphrase",
-		}[t]
-		if name == "" {
-			name = "a " + t + " recipient"
-		}
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, name)
-		}
-	}
-	return strings.Join(out, " or ")
 }
 
 // checkNewFile fails if path exists: backups and migration files are never

@@ -1,23 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 
 	"filippo.io/age"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/prompt"
 	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/recovery"
-	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
@@ -194,7 +188,7 @@ func runImport(e *env, args []string) error {
 	}
 	defer seed.Destroy()
 	if f.comment == "" {
-		f.comment = pubComment(file+".pub", seed.Bytes())
+		f.comment = recovery.PublicKeyComment(file+".pub", seed.Bytes())
 	}
 	return sealIdentity(e, &f, &bf, name, seed.Bytes())
 }
@@ -264,97 +258,30 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 	return err
 }
 
-// pubComment returns the comment of the public key file beside an imported
-// key, as ssh-keygen wrote it, if that file holds the key's public half.
-func pubComment(path string, seed []byte) string {
-	data, err := safefile.Read(path, maxKeyFile)
-	if err != nil {
-		return ""
-	}
-	pub, comment, _, _, err := ssh.ParseAuthorizedKey(data)
-	if err != nil {
-		return ""
-	}
-	want, err := sealstore.PublicKey(seed)
-	if err != nil || !bytes.Equal(pub.Marshal(), want.Marshal()) {
-		return ""
-	}
-	return comment
-}
+// maxKeyFile bounds the small key files commands read.
+const maxKeyFile = recovery.MaxKeyFile
 
-// maxKeyFile bounds what import reads: an OpenSSH Ed25519 key is ~400 bytes.
-const maxKeyFile = 64 << 10
-
-// readEd25519Seed reads an OpenSSH (or PKCS#8) Ed25519 private key, in the
-// clear, passphrase-protected, or age-encrypted as the earlier software
-// keystore kept them, and returns its seed in locked memory.
+// readEd25519Seed reads an Ed25519 private key to import
+// (recovery.ReadEd25519Seed) and returns its seed in locked memory.
 func readEd25519Seed(file string, dec *decryptFlags) (*secmem.Buffer, error) {
-	passFile := dec.passFile
-	keyBuf, data, err := prompt.ReadFile(file, maxKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	defer keyBuf.Destroy()
-	if recovery.IsAgeEncrypted(data) {
-		keys, err := dec.keys(file)
-		if err != nil {
-			return nil, err
-		}
-		plain, err := recovery.Decrypt(data, keys, maxKeyFile)
-		if err != nil {
-			return nil, dec.decryptError(file, err)
-		}
-		defer plain.Destroy()
-		if recovery.IsBackup(plain.Bytes()) {
-			return nil, fmt.Errorf("%s is an icn-agent backup, not a key: restore it with icn-agent restore NAME %s", file, file)
-		}
-		data = plain.Bytes()
-	}
-	key, err := ssh.ParseRawPrivateKey(data)
-	var missing *ssh.PassphraseMissingError
-	if errors.As(err, &missing) {
-		pass, perr := readPassphrase(file, passFile)
-		if perr != nil {
-			return nil, perr
-		}
-		key, err = ssh.ParseRawPrivateKeyWithPassphrase(data, pass)
-		secmem.Wipe(pass)
-		if errors.Is(err, x509.IncorrectPasswordError) {
-			return nil, fmt.Errorf("wrong passphrase for %s; nothing was written", file)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s is not an OpenSSH private key (%v); icn-agent imports OpenSSH Ed25519 keys such as ~/.ssh/id_ed25519", file, err)
-	}
-	var priv ed25519.PrivateKey
-	switch k := key.(type) {
-	case ed25519.PrivateKey:
-		priv = k
-	case *ed25519.PrivateKey:
-		priv = *k
-	default:
-		return nil, fmt.Errorf("%s holds a %s key; icn-agent seals only Ed25519 keys (make one with ssh-keygen -t ed25519, or use icn-agent keygen)", file, keyKind(key))
-	}
-	defer secmem.Wipe(priv)
-	buf, err := secmem.New(sealstore.SeedSize)
-	if err != nil {
-		return nil, err
-	}
-	copy(buf.Bytes(), priv[:ed25519.SeedSize]) // not priv.Seed(): that is a copy nobody wipes
-	return buf, nil
-}
-
-func keyKind(key any) string {
-	s := fmt.Sprintf("%T", key)
+	seed, err := recovery.ReadEd25519Seed(file, recovery.KeyFileOptions{
+		Keys:       func() (*recovery.Keys, error) { return dec.keys(file) },
+		Passphrase: func() ([]byte, error) { return readPassphrase(file, dec.passFile) },
+	})
+	var de *recovery.DecryptError
 	switch {
-	case strings.Contains(s, "rsa"):
-		return "RSA"
-	case strings.Contains(s, "ecdsa"):
-		return "ECDSA"
-	case strings.Contains(s, "dsa"):
-		return "DSA"
+	case errors.As(err, &de):
+		return nil, dec.decryptError(file, de.Err)
+	case errors.Is(err, recovery.ErrBackupNotKey):
+		return nil, fmt.Errorf("%w: restore it with icn-agent restore NAME %s", err, file)
+	case errors.Is(err, recovery.ErrWrongPassphrase):
+		return nil, fmt.Errorf("%w; nothing was written", err)
+	case errors.Is(err, recovery.ErrNotPrivateKey):
+		return nil, fmt.Errorf("%w; icn-agent imports OpenSSH Ed25519 keys such as ~/.ssh/id_ed25519", err)
+	case errors.Is(err, recovery.ErrNotEd25519):
+		return nil, fmt.Errorf("%w; icn-agent seals only Ed25519 keys (make one with ssh-keygen -t ed25519, or use icn-agent keygen)", err)
 	}
-	return s
+	return seed, err
 }
 
 // readPassphrase reads a key passphrase from passFile, or asks on the
