@@ -252,52 +252,8 @@ func runStatus(e *env, args []string) error {
 	return nil
 }
 
-// statusJSON is the JSON form of the agent's status, for scripts.
-type statusJSON struct {
-	Locked       bool                 `json:"locked"`
-	SoftwareKeys int                  `json:"software_keys"`
-	Identities   []identityStatusJSON `json:"identities"`
-	// Lockout is the TPM's dictionary-attack state (wrong PINs).
-	Lockout *client.LockoutStatus `json:"lockout,omitempty"`
-	// Metrics are the agent's counters (see internal/metrics), present
-	// when it runs with --metrics-listen and is not locked.
-	Metrics json.RawMessage `json:"metrics,omitempty"`
-}
-
-type identityStatusJSON struct {
-	Name        string     `json:"name"`
-	Fingerprint string     `json:"fingerprint"`
-	Unsealed    bool       `json:"unsealed"`
-	Expiry      *time.Time `json:"expiry,omitempty"`
-	UnsealCount uint64     `json:"unseal_count"`
-	Hidden      bool       `json:"hidden"`
-	PCRMismatch []int      `json:"pcr_mismatch,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
-	// The last signature since the agent started: when, for which
-	// process, to which host.
-	LastUsed *time.Time `json:"last_used,omitempty"`
-	LastPeer string     `json:"last_peer,omitempty"`
-	LastDest string     `json:"last_dest,omitempty"`
-}
-
 func writeStatusJSON(e *env, st *client.Status, metrics json.RawMessage) error {
-	out := statusJSON{Locked: st.Locked, SoftwareKeys: st.SoftwareKeys, Identities: []identityStatusJSON{}, Lockout: st.Lockout, Metrics: metrics}
-	for _, is := range st.Identities {
-		j := identityStatusJSON{
-			Name: is.Name, Fingerprint: is.Fingerprint, Unsealed: is.Unsealed, UnsealCount: is.UnsealCount,
-			Hidden: is.Hidden, PCRMismatch: is.PCRMismatch, LastError: is.LastError,
-		}
-		if !is.Expiry.IsZero() {
-			t := is.Expiry.UTC()
-			j.Expiry = &t
-		}
-		if !is.LastUsed.IsZero() {
-			t := is.LastUsed.UTC()
-			j.LastUsed, j.LastPeer, j.LastDest = &t, is.LastPeer, is.LastDest
-		}
-		out.Identities = append(out.Identities, j)
-	}
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return enc.Encode(st.JSON(metrics))
 }

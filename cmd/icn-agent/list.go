@@ -115,7 +115,11 @@ func runList(e *env, args []string) error {
 		case tpmErr != nil:
 			le.Status, le.Error = "unknown", tpmErr.Error()
 		default:
-			le.Status, le.MismatchedPCRs, le.Error = blobStatus(ctx, tpm, b, unlock.SignedPolicies(store, b, f.log))
+			st := sealstore.CheckStatus(ctx, tpm, b, unlock.SignedPolicies(store, b, f.log))
+			le.Status, le.MismatchedPCRs = st.Status, st.MismatchedPCRs
+			if st.Err != nil && st.Status != sealstore.StatusPCRMismatch {
+				le.Error = st.Err.Error()
+			}
 		}
 		out = append(out, le)
 	}
@@ -160,27 +164,6 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// blobStatus says whether this TPM should unseal b now: its SRK, and its
-// PCRs against the values recorded at seal time or, for signed policies,
-// against the policies approved for it. It neither unseals nor asks for a
-// PIN.
-func blobStatus(ctx context.Context, tpm sealstore.TPM, b *sealstore.Blob, policies []*sealstore.SignedPolicy) (string, []int, string) {
-	err := sealstore.CheckPolicy(ctx, tpm, b, policies)
-	var mm *sealstore.PCRMismatchError
-	var mp *sealstore.MissingPolicyError
-	switch {
-	case err == nil:
-		return "usable", nil, ""
-	case errors.Is(err, sealstore.ErrSRKMismatch):
-		return "other-tpm", nil, err.Error()
-	case errors.As(err, &mm):
-		return "pcr-mismatch", mm.PCRs, ""
-	case errors.As(err, &mp):
-		return "no-signed-policy", nil, err.Error()
-	}
-	return "unknown", nil, err.Error()
 }
 
 func didOf(pub ssh.PublicKey) (string, error) {
