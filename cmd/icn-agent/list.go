@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/icn/icn-agent/internal/didkey"
 	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
@@ -38,27 +36,6 @@ func init() {
 	})
 }
 
-// listEntry is one line of "icn-agent list"; its JSON form is for scripts.
-type listEntry struct {
-	Name        string `json:"name"`
-	Fingerprint string `json:"fingerprint,omitempty"`
-	PCRs        []int  `json:"pcrs,omitempty"`
-	DIDKey      string `json:"did_key,omitempty"`
-	Comment     string `json:"comment,omitempty"`
-	// Policy is "pcr" (bound to the PCR values at seal time) or "signed"
-	// (bound to PCR values approved by a policy key).
-	Policy string `json:"policy,omitempty"`
-	// PIN says unsealing also needs the identity's PIN.
-	PIN bool `json:"pin,omitempty"`
-	// Status is "usable", "pcr-mismatch", "no-signed-policy", "other-tpm",
-	// "unreadable" or "unknown".
-	Status string `json:"status"`
-	// MismatchedPCRs lists the PCRs that changed since sealing.
-	MismatchedPCRs []int  `json:"mismatched_pcrs,omitempty"`
-	Error          string `json:"error,omitempty"`
-	Path           string `json:"path"`
-}
-
 func runList(e *env, args []string) error {
 	c := lookup("list")
 	var f common
@@ -81,7 +58,7 @@ func runList(e *env, args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	out := make([]listEntry, 0, len(entries))
+	out := make([]sealstore.Listing, 0, len(entries))
 	var tpmErr error
 	var tpm sealstore.TPM
 	if len(entries) > 0 {
@@ -94,32 +71,14 @@ func runList(e *env, args []string) error {
 		}
 	}
 	for _, en := range entries {
-		le := listEntry{Name: en.Name, Path: en.Path}
-		if en.Err != nil {
-			le.Status, le.Error = "unreadable", en.Err.Error()+"; "+restoreHint(en.Name, en.Path)
-			out = append(out, le)
-			continue
-		}
-		b := en.Blob
-		le.Fingerprint = ssh.FingerprintSHA256(b.PublicKey)
-		le.PCRs = b.Policy.Indexes()
-		le.Comment = b.Comment
-		le.Policy, le.PIN = "pcr", b.Policy.PIN
-		if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
-			le.Policy = "signed"
-		}
-		if did, err := didOf(b.PublicKey); err == nil {
-			le.DIDKey = did
-		}
+		le := sealstore.Describe(en)
 		switch {
+		case en.Err != nil:
+			le.Error += "; " + restoreHint(en.Name, en.Path)
 		case tpmErr != nil:
 			le.Status, le.Error = "unknown", tpmErr.Error()
 		default:
-			st := sealstore.CheckStatus(ctx, tpm, b, unlock.SignedPolicies(store, b, f.log))
-			le.Status, le.MismatchedPCRs = st.Status, st.MismatchedPCRs
-			if st.Err != nil && st.Status != sealstore.StatusPCRMismatch {
-				le.Error = st.Err.Error()
-			}
+			le.SetStatus(sealstore.CheckStatus(ctx, tpm, en.Blob, unlock.SignedPolicies(store, en.Blob, f.log)))
 		}
 		out = append(out, le)
 	}
@@ -164,18 +123,6 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func didOf(pub ssh.PublicKey) (string, error) {
-	cpk, ok := pub.(ssh.CryptoPublicKey)
-	if !ok {
-		return "", errors.New("not a crypto public key")
-	}
-	edpub, ok := cpk.CryptoPublicKey().(ed25519.PublicKey)
-	if !ok {
-		return "", errors.New("not an Ed25519 key")
-	}
-	return didkey.Encode(edpub), nil
 }
 
 func runPubkey(e *env, args []string) error {
