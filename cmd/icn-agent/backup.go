@@ -63,15 +63,7 @@ func (b *encryptFlags) check() error {
 // passphrase asked for twice on the terminal.
 func (b *encryptFlags) resolve(path string) ([]age.Recipient, error) {
 	if len(b.recipients) > 0 {
-		var out []age.Recipient
-		for _, arg := range b.recipients {
-			rs, err := recovery.ParseRecipients(arg)
-			if err != nil {
-				return nil, fmt.Errorf("%w; a recipient is an age public key (age1...), an SSH public key line, or a file of them", err)
-			}
-			out = append(out, rs...)
-		}
-		return out, nil
+		return recovery.ParseRecipientArgs(b.recipients)
 	}
 	pass, err := newPassphrase(path, b.passFile)
 	if err != nil {
@@ -123,10 +115,6 @@ func newPassphrase(backup, passFile string) ([]byte, error) {
 	return pass, nil
 }
 
-// maxIdentityFile bounds an identity file (-i): age identities, one a
-// line, or an SSH private key.
-const maxIdentityFile = 1 << 20
-
 // decryptFlags say how to decrypt an age file: identities (-i) and, for a
 // passphrase-encrypted file, --passphrase-file or the terminal.
 type decryptFlags struct {
@@ -143,19 +131,13 @@ func (d *decryptFlags) register(fs *flag.FlagSet, passUsage string) {
 // passphrases are asked for only when needed.
 func (d *decryptFlags) keys(file string) (*recovery.Keys, error) {
 	k := &recovery.Keys{Passphrase: func() ([]byte, error) { return askPassphrase(file, d.passFile) }}
-	for _, path := range d.identities {
-		// An identity file is a private key: read it as a secret.
-		buf, data, err := prompt.ReadFile(path, maxIdentityFile)
-		if err != nil {
-			return nil, fmt.Errorf("identity file: %w", err)
-		}
-		ids, err := recovery.ParseIdentities(path, data, func() ([]byte, error) { return askPassphrase(path, d.passFile) })
-		buf.Destroy()
-		if err != nil {
-			return nil, err
-		}
-		k.Identities = append(k.Identities, ids...)
+	ids, err := recovery.ReadIdentityFiles(d.identities, func(path string) func() ([]byte, error) {
+		return func() ([]byte, error) { return askPassphrase(path, d.passFile) }
+	})
+	if err != nil {
+		return nil, err
 	}
+	k.Identities = ids
 	return k, nil
 }
 

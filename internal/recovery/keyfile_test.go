@@ -175,3 +175,35 @@ func TestRecipientKinds(t *testing.T) {
 		t.Errorf("RecipientKinds = %q, want %q", got, want)
 	}
 }
+
+func TestReadIdentityFilesAndRecipientArgs(t *testing.T) {
+	dir := t.TempDir()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "key.txt")
+	if err := os.WriteFile(path, []byte("# created: now\n"+id.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := ParseRecipientArgs([]string{id.Recipient().String()})
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("ParseRecipientArgs = %v, %v", rs, err)
+	}
+	if _, err := ParseRecipientArgs([]string{"age1nope"}); err == nil || !strings.Contains(err.Error(), "a recipient is an age public key") {
+		t.Errorf("bad recipient: %v", err)
+	}
+	ids, err := ReadIdentityFiles([]string{path}, nil)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("ReadIdentityFiles = %v, %v", ids, err)
+	}
+	plain, err := Decrypt(ageEncrypt(t, rs[0], []byte("hi")), &Keys{Identities: ids}, 100)
+	if err != nil || string(plain.Bytes()) != "hi" {
+		t.Fatalf("decrypt with the identity read: %v", err)
+	}
+	plain.Destroy()
+	missing := filepath.Join(dir, "none")
+	if _, err := ReadIdentityFiles([]string{path, missing}, nil); err == nil || !strings.HasPrefix(err.Error(), "identity file: ") || !strings.Contains(err.Error(), missing) {
+		t.Errorf("missing identity file: %v", err)
+	}
+}
