@@ -131,41 +131,15 @@ func needsPIN(cl *client.Client, dir, name string) bool {
 	return true
 }
 
-// addWithOptions sends an unseal@icn-agent request with a PIN or the
-// confirm flag, which agents before them refuse as malformed. The
-// request holding the PIN is wiped once sent.
+// addWithOptions sends an unseal@icn-agent request with a PIN, the
+// confirm flag or destinations (agentsrv.RequestUnseal).
 func addWithOptions(cl *client.Client, name string, o agentsrv.UnsealOptions) error {
-	req, err := agentsrv.MarshalUnsealRequest(name, o)
-	if err != nil {
-		return err
+	err := agentsrv.RequestUnseal(cl, name, o)
+	var re *agentsrv.RefusedError
+	if errors.As(err, &re) {
+		return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, re.Err)
 	}
-	_, err = cl.Agent().Extension(agentsrv.ExtUnseal, req)
-	secmem.Wipe(req)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, agent.ErrExtensionUnsupported) {
-		return client.ErrNotICNAgent
-	}
-	// The protocol carries no error text: the agent's status says what
-	// went wrong with this identity.
-	st, serr := cl.Status()
-	switch {
-	case serr != nil:
-	case st.Locked:
-		return fmt.Errorf("unseal %s: %w", name, client.ErrLocked)
-	default:
-		for _, is := range st.Identities {
-			if is.Name == name {
-				if is.LastError != "" {
-					return errors.New(is.LastError)
-				}
-				return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, err)
-			}
-		}
-		return fmt.Errorf("%w: %q", client.ErrNotFound, name)
-	}
-	return fmt.Errorf("unseal %s: %w", name, err)
+	return err
 }
 
 func runStatus(e *env, args []string) error {
