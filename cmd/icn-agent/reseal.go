@@ -75,23 +75,18 @@ func runReseal(e *env, args []string) error {
 		return err
 	}
 
-	opts := sealstore.SealOptions{Name: name, Comment: old.Comment, PCRs: old.Policy.Indexes()}
+	var change provision.Change
 	if pcrs.set {
-		opts.PCRs = pcrs.pcrs
+		change.PCRs = pcrs.pcrs
 	}
-	var signer *sealstore.PolicyKey
-	switch {
-	case *signedPolicy != "":
-		if signer, err = readPolicyKey(*signedPolicy); err != nil {
-			return err
-		}
-	case old.Policy.Kind == sealstore.PolicyAuthorizedPCR:
-		if signer, err = old.Policy.SignerKey(); err != nil {
+	if *signedPolicy != "" {
+		if change.Signer, err = readPolicyKey(*signedPolicy); err != nil {
 			return err
 		}
 	}
-	if signer != nil {
-		opts.Signer = signer.Public
+	opts, signer, err := change.SealOptions(old)
+	if err != nil {
+		return err
 	}
 
 	ctx := context.Background()

@@ -15,7 +15,8 @@
 //   - [Reseal] seals an unsealed seed again, under another policy or PIN,
 //     and replaces the identity's blob only after the new blob, read back
 //     from the store, unseals to the same key (sealstore's ReplaceChecked
-//     does the replacing, crash-safely).
+//     does the replacing, crash-safely). [Change] says what a reseal
+//     changes; everything else about the identity is kept.
 //
 // Restoring a backup and importing a migration are recovery.Restore and
 // recovery.ImportMigration; they too refuse to replace anything.

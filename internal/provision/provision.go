@@ -169,3 +169,36 @@ func samePublicKey(seed []byte, pub interface{ Marshal() []byte }) error {
 	}
 	return nil
 }
+
+// Change says what a reseal changes. Everything else is kept: the key, the
+// name and comment, the PCR selection and the kind of policy (fixed
+// values, or the same signing key). A reseal always binds to the PCRs'
+// current values, or to policies signed for them.
+type Change struct {
+	// PCRs, if not nil, is the new PCR selection.
+	PCRs []int
+	// Signer, if not nil, binds the identity to policies signed by this
+	// key from now on.
+	Signer *sealstore.PolicyKey
+}
+
+// SealOptions returns the options to reseal old with ch (the PIN is the
+// caller's to set), and the policy key the new blob is bound to, nil for
+// fixed PCR values.
+func (ch Change) SealOptions(old *sealstore.Blob) (sealstore.SealOptions, *sealstore.PolicyKey, error) {
+	opts := sealstore.SealOptions{Name: old.Name, Comment: old.Comment, PCRs: old.Policy.Indexes()}
+	if ch.PCRs != nil {
+		opts.PCRs = ch.PCRs
+	}
+	signer := ch.Signer
+	if signer == nil && old.Policy.Kind == sealstore.PolicyAuthorizedPCR {
+		var err error
+		if signer, err = old.Policy.SignerKey(); err != nil {
+			return opts, nil, err
+		}
+	}
+	if signer != nil {
+		opts.Signer = signer.Public
+	}
+	return opts, signer, nil
+}

@@ -193,3 +193,44 @@ func TestReseal(t *testing.T) {
 		t.Fatalf("the blob changed: %v", err)
 	}
 }
+
+// A reseal keeps what it is not told to change.
+func TestChangeSealOptions(t *testing.T) {
+	key, _, err := sealstore.NewPolicySigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := sealstore.NewPolicySigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := &sealstore.Blob{Name: "f", Comment: "c", Policy: sealstore.Policy{Kind: sealstore.PolicyPCR, PCRs: []sealstore.PCRValue{{Index: 0}, {Index: 7}}}}
+	signed := &sealstore.Blob{Name: "s", Policy: sealstore.Policy{Kind: sealstore.PolicyAuthorizedPCR, PCRs: []sealstore.PCRValue{{Index: 7}}, Signer: key.PolicyKeyPublic()}}
+	for _, tc := range []struct {
+		old      *sealstore.Blob
+		ch       provision.Change
+		pcrs     []int
+		signerID string
+	}{
+		{fixed, provision.Change{}, []int{0, 7}, ""},
+		{fixed, provision.Change{PCRs: []int{7}}, []int{7}, ""},
+		{fixed, provision.Change{Signer: key}, []int{0, 7}, key.ID()},
+		{signed, provision.Change{}, []int{7}, key.ID()},
+		{signed, provision.Change{Signer: other, PCRs: []int{0, 7}}, []int{0, 7}, other.ID()},
+	} {
+		opts, signer, err := tc.ch.SealOptions(tc.old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := ""
+		if signer != nil {
+			id = signer.ID()
+			if !opts.Signer.Equal(signer.Public) {
+				t.Errorf("%s: options and signer disagree", tc.old.Name)
+			}
+		}
+		if opts.Name != tc.old.Name || opts.Comment != tc.old.Comment || !slices.Equal(opts.PCRs, tc.pcrs) || id != tc.signerID {
+			t.Errorf("%s with %+v: name %q comment %q PCRs %v signer %q; want PCRs %v signer %q", tc.old.Name, tc.ch, opts.Name, opts.Comment, opts.PCRs, id, tc.pcrs, tc.signerID)
+		}
+	}
+}
