@@ -225,12 +225,9 @@ func runBackup(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := store.Load(name)
+	b, err := loadToCopy(store, name, "a damaged identity cannot be backed up: restore it from an earlier backup")
 	if err != nil {
-		if errors.Is(err, sealstore.ErrNotFound) {
-			return fmt.Errorf("no identity %q in %s; icn-agent list shows them", name, store.Dir())
-		}
-		return fmt.Errorf("%w; a damaged identity cannot be backed up: restore it from an earlier backup", err)
+		return err
 	}
 	if err := checkNewFile(*out, "backup file"); err != nil {
 		return err
@@ -302,7 +299,7 @@ func runRestore(e *env, args []string) error {
 	}
 	defer tpm.Close()
 	opts := sealstore.SealOptions{Name: name, Comment: comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
-	pin, err := f.policy.apply(&opts)
+	_, pin, err := f.policy.apply(&opts)
 	if err != nil {
 		return err
 	}

@@ -113,6 +113,29 @@ func runList(e *env, args []string) error {
 	return tw.Flush()
 }
 
+// loadToUnseal loads identity name to unseal it (check, reseal); a
+// damaged blob's error says how to restore it.
+func loadToUnseal(store *sealstore.Store, name string) (*sealstore.Blob, error) {
+	b, err := store.Load(name)
+	if errors.Is(err, sealstore.ErrMalformedBlob) || errors.Is(err, sealstore.ErrUnsupportedVersion) {
+		return nil, fmt.Errorf("%w; %s", err, restoreHint(name, store.Path(name)))
+	}
+	return b, err
+}
+
+// loadToCopy loads identity name to copy it off this TPM (backup,
+// migrate); damaged says what to do instead with a damaged one.
+func loadToCopy(store *sealstore.Store, name, damaged string) (*sealstore.Blob, error) {
+	b, err := store.Load(name)
+	switch {
+	case errors.Is(err, sealstore.ErrNotFound):
+		return nil, fmt.Errorf("no identity %q in %s; icn-agent list shows them", name, store.Dir())
+	case err != nil:
+		return nil, fmt.Errorf("%w; %s", err, damaged)
+	}
+	return b, nil
+}
+
 // restoreHint tells how to recover an identity whose blob is damaged.
 func restoreHint(name, path string) string {
 	return fmt.Sprintf("restore it from a backup: mv %s %s.damaged && icn-agent restore %s BACKUP", path, path, name)
@@ -166,10 +189,7 @@ func runCheck(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := store.Load(pos[0])
-	if errors.Is(err, sealstore.ErrMalformedBlob) || errors.Is(err, sealstore.ErrUnsupportedVersion) {
-		return fmt.Errorf("%w; %s", err, restoreHint(pos[0], store.Path(pos[0])))
-	}
+	b, err := loadToUnseal(store, pos[0])
 	if err != nil {
 		return err
 	}

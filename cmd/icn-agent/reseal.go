@@ -67,10 +67,7 @@ func runReseal(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	old, err := store.Load(name)
-	if errors.Is(err, sealstore.ErrMalformedBlob) || errors.Is(err, sealstore.ErrUnsupportedVersion) {
-		return fmt.Errorf("%w; %s", err, restoreHint(name, store.Path(name)))
-	}
+	old, err := loadToUnseal(store, name)
 	if err != nil {
 		return err
 	}

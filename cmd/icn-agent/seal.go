@@ -69,40 +69,30 @@ func (p *policyFlags) check() error {
 	return nil
 }
 
-// apply checks the flags and sets opts' PIN (asked for or read now) and
-// signed-policy key. The caller wipes the PIN it returns.
-func (p *policyFlags) apply(opts *sealstore.SealOptions) ([]byte, error) {
+// apply checks the flags, reads the policy key of --signed-policy and
+// the new PIN of --pin (asked for or read now), and sets them in opts. It
+// returns the key (nil if not given) and the PIN (nil if not given),
+// which the caller wipes.
+func (p *policyFlags) apply(opts *sealstore.SealOptions) (*sealstore.PolicyKey, []byte, error) {
 	if err := p.check(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	signer, pin, err := p.resolve(opts.Name)
-	if err != nil {
-		return nil, err
-	}
-	opts.PIN = pin
-	if signer != nil {
-		opts.Signer = signer.Public
-	}
-	return pin, nil
-}
-
-// resolve returns the policy key of --signed-policy (nil if not given) and
-// the new PIN of --pin (nil if not given; the caller wipes it).
-func (p *policyFlags) resolve(name string) (*sealstore.PolicyKey, []byte, error) {
 	var key *sealstore.PolicyKey
 	if p.signedPolicy != "" {
 		var err error
 		if key, err = readPolicyKey(p.signedPolicy); err != nil {
 			return nil, nil, err
 		}
+		opts.Signer = key.Public
 	}
 	if !p.pin {
 		return key, nil, nil
 	}
-	pin, err := readPIN(p.pinFile, name, true)
+	pin, err := readPIN(p.pinFile, opts.Name, true)
 	if err != nil {
 		return nil, nil, err
 	}
+	opts.PIN = pin
 	return key, pin, nil
 }
 
@@ -217,7 +207,8 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 			return err
 		}
 	}
-	signer, pin, err := f.policy.resolve(name)
+	opts := sealstore.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
+	signer, pin, err := f.policy.apply(&opts)
 	if err != nil {
 		return err
 	}
@@ -228,10 +219,6 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 		return err
 	}
 	defer tpm.Close()
-	opts := sealstore.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs), PIN: pin}
-	if signer != nil {
-		opts.Signer = signer.Public
-	}
 	var backup *provision.Backup
 	if bf.path != "" {
 		backup = &provision.Backup{Path: bf.path, Recipients: recipients}
