@@ -50,18 +50,12 @@ func adviseUnseal(store *sealstore.Store, b *sealstore.Blob, err error) error {
 // command: the store's signed policies and, for a PIN-protected identity,
 // the PIN (readPIN). The caller wipes opts.PIN.
 func unsealOptions(ctx context.Context, tpm sealstore.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, log *slog.Logger) (sealstore.UnsealOptions, error) {
-	opts := sealstore.UnsealOptions{Policies: unlock.SignedPolicies(store, b, log)}
-	if !b.Policy.PIN {
-		return opts, nil
-	}
-	if err := sealstore.CheckPolicy(ctx, tpm, b, opts.Policies); err != nil {
+	opts, err := provision.UnsealOptions(ctx, tpm, b, unlock.SignedPolicies(store, b, log), func() ([]byte, error) {
+		return readPIN(pinFile, b.Name, false)
+	})
+	if err != nil {
 		return opts, explainUnseal(ctx, tpm, store, b, err)
 	}
-	pin, err := readPIN(pinFile, b.Name, false)
-	if err != nil {
-		return opts, err
-	}
-	opts.PIN = pin
 	return opts, nil
 }
 

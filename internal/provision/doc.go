@@ -12,6 +12,10 @@
 //   - [Unseal] unseals an identity into locked memory and checks the seed
 //     against the identity's public key: a blob that unseals to another
 //     key is damaged ([ErrSeedMismatch]), whatever the TPM says.
+//     [UnsealOptions] gathers what it needs, asking for a PIN only once
+//     the identity's policy is known to be satisfiable: a wrong guess
+//     counts towards the TPM's lockout, a guess that cannot help must
+//     not be asked for.
 //   - [Reseal] seals an unsealed seed again, under another policy or PIN,
 //     and replaces the identity's blob only after the new blob, read back
 //     from the store, unseals to the same key (sealstore's ReplaceChecked

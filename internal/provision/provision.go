@@ -202,3 +202,26 @@ func (ch Change) SealOptions(old *sealstore.Blob) (sealstore.SealOptions, *seals
 	}
 	return opts, signer, nil
 }
+
+// UnsealOptions returns what sealstore.UnsealWith needs to unseal b:
+// policies (the signed policies that may approve b's PCR values) and, for
+// a PIN-protected identity, the PIN from pin. pin is called only after
+// sealstore.CheckPolicy found b's policy satisfiable now, so that a PIN
+// is never spent (nor asked for) on an unseal that cannot work; its
+// errors, and CheckPolicy's, are returned as they are. The caller wipes
+// the returned options' PIN.
+func UnsealOptions(ctx context.Context, t sealstore.TPM, b *sealstore.Blob, policies []*sealstore.SignedPolicy, pin func() ([]byte, error)) (sealstore.UnsealOptions, error) {
+	opts := sealstore.UnsealOptions{Policies: policies}
+	if !b.Policy.PIN {
+		return opts, nil
+	}
+	if err := sealstore.CheckPolicy(ctx, t, b, policies); err != nil {
+		return opts, err
+	}
+	p, err := pin()
+	if err != nil {
+		return opts, err
+	}
+	opts.PIN = p
+	return opts, nil
+}

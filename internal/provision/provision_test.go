@@ -11,6 +11,8 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/google/go-tpm/tpm2/transport"
+
 	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/tpmdev"
@@ -232,5 +234,48 @@ func TestChangeSealOptions(t *testing.T) {
 		if opts.Name != tc.old.Name || opts.Comment != tc.old.Comment || !slices.Equal(opts.PCRs, tc.pcrs) || id != tc.signerID {
 			t.Errorf("%s with %+v: name %q comment %q PCRs %v signer %q; want PCRs %v signer %q", tc.old.Name, tc.ch, opts.Name, opts.Comment, opts.PCRs, id, tc.pcrs, tc.signerID)
 		}
+	}
+}
+
+// The PIN is asked for only when the identity has one and its policy can
+// be satisfied now.
+func TestUnsealOptionsAsksPINLast(t *testing.T) {
+	ctx := context.Background()
+	tpm, store := setup(t)
+	pin := []byte("2468")
+	withPIN, err := provision.Create(ctx, tpm, store, seedOf(4), sealstore.SealOptions{Name: "p", PCRs: []int{7}, PIN: pin}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := provision.Create(ctx, tpm, store, seedOf(5), sealstore.SealOptions{Name: "n", PCRs: []int{7}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	ask := func() ([]byte, error) { asked++; return append([]byte(nil), pin...), nil }
+
+	opts, err := provision.UnsealOptions(ctx, tpm, without, nil, ask)
+	if err != nil || opts.PIN != nil || asked != 0 {
+		t.Fatalf("identity without a PIN: %v, PIN %q, asked %d times", err, opts.PIN, asked)
+	}
+	opts, err = provision.UnsealOptions(ctx, tpm, withPIN, nil, ask)
+	if err != nil || asked != 1 {
+		t.Fatalf("identity with a PIN: %v, asked %d times", err, asked)
+	}
+	seed, err := provision.Unseal(ctx, tpm, withPIN, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed.Destroy()
+
+	errNoTTY := errors.New("no terminal")
+	if _, err := provision.UnsealOptions(ctx, tpm, withPIN, nil, func() ([]byte, error) { return nil, errNoTTY }); err != errNoTTY {
+		t.Errorf("PIN source error: %v, want it as it is", err)
+	}
+	if err := tpm.Run(ctx, func(tt transport.TPM) error { return tpmdev.ExtendPCR(tt, 7, []byte("new firmware")) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := provision.UnsealOptions(ctx, tpm, withPIN, nil, ask); !errors.Is(err, sealstore.ErrPCRMismatch) || asked != 1 {
+		t.Fatalf("after PCR 7 changed: %v, asked %d times; want ErrPCRMismatch without asking", err, asked)
 	}
 }
