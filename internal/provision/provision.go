@@ -119,7 +119,8 @@ type Policies func(b *sealstore.Blob) []*sealstore.SignedPolicy
 // Reseal seals seed, the seed of the identity old (from Unseal), again
 // with opts, and replaces old's blob in store with the new one once it,
 // read back from the store, unseals with opts.PIN and policies to old's
-// key. It returns the new blob. Nothing is changed unless all succeeds:
+// key. opts.Name must be old's (Change.SealOptions makes such options).
+// It returns the new blob. Nothing is changed unless all succeeds:
 // errors say so, and an error wraps sealstore.ErrResealPending if an
 // earlier reseal of old is running or was interrupted.
 //
@@ -127,6 +128,9 @@ type Policies func(b *sealstore.Blob) []*sealstore.SignedPolicy
 // it with the error, so that the caller can explain an unseal failure of
 // the new blob in terms of its policy.
 func Reseal(ctx context.Context, t sealstore.TPM, store *sealstore.Store, old *sealstore.Blob, seed []byte, opts sealstore.SealOptions, policies Policies) (*sealstore.Blob, error) {
+	if opts.Name != old.Name {
+		return nil, fmt.Errorf("provision: reseal %s as %q: a reseal keeps the name; nothing was changed", old.Name, opts.Name)
+	}
 	if err := samePublicKey(seed, old.PublicKey); err != nil {
 		return nil, fmt.Errorf("%s: %w; nothing was changed", old.Name, err)
 	}
@@ -152,10 +156,7 @@ func Reseal(ctx context.Context, t sealstore.TPM, store *sealstore.Store, old *s
 		}
 		return nil
 	})
-	if err != nil {
-		return blob, err
-	}
-	return blob, nil
+	return blob, err
 }
 
 // samePublicKey checks that seed is the seed of pub.

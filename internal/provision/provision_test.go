@@ -136,6 +136,10 @@ func TestUnsealSeedMismatch(t *testing.T) {
 	if _, err := provision.Unseal(ctx, tpm, &damaged, sealstore.UnsealOptions{}); !errors.Is(err, provision.ErrSeedMismatch) {
 		t.Fatalf("Unseal of a damaged blob: %v, want ErrSeedMismatch", err)
 	}
+	// A reseal never replaces another identity.
+	if _, err := provision.Reseal(ctx, tpm, store, a, seedOf(1), sealstore.SealOptions{Name: "b"}, nil); err == nil {
+		t.Fatal("Reseal under another name succeeded")
+	}
 	// Nor is a wrong seed resealed as the identity.
 	if _, err := provision.Reseal(ctx, tpm, store, a, seedOf(2), sealstore.SealOptions{Name: "a"}, nil); !errors.Is(err, provision.ErrSeedMismatch) {
 		t.Fatalf("Reseal of another seed: %v, want ErrSeedMismatch", err)
