@@ -211,7 +211,8 @@ type PCRReader interface {
 var _ PCRReader = (*tpmdev.TPM)(nil)
 
 // ReadPCRValues reads the current SHA-256 values of pcrs from the TPM, in
-// the order given, to sign them (SignPolicy) or compare them.
+// the order given (ascending, each once), to sign them (SignPolicy) or
+// compare them.
 func ReadPCRValues(ctx context.Context, t PCRReader, pcrs []int) ([]PCRValue, error) {
 	var out []PCRValue
 	err := t.Run(ctx, func(tpm transport.TPM) error {
