@@ -3,10 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -282,17 +280,11 @@ func readPEMPublicKey(path string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Accept the output of icn-agent ak, comment line included.
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return nil, fmt.Errorf("%s holds no PEM public key", path)
-		}
-		if b.Type == "PUBLIC KEY" {
-			return x509.ParsePKIXPublicKey(b.Bytes)
-		}
+	pub, err := attest.ParsePEMPublicKey(data)
+	if errors.Is(err, attest.ErrNoPublicKey) {
+		return nil, fmt.Errorf("%s holds no PEM public key", path)
 	}
+	return pub, err
 }
 
 func printResult(e *env, r *attest.Result) {
@@ -316,9 +308,9 @@ func printResult(e *env, r *attest.Result) {
 	case !r.Certified:
 		fmt.Fprintf(&b, "sealed key: not certified\n")
 	case r.SealedPolicyMatches:
-		fmt.Fprintf(&b, "sealed key: certified; its %s matches the quoted values (it unseals in this state)\n", policyDescription(r.SealedPolicyKind, r.SealedPIN))
+		fmt.Fprintf(&b, "sealed key: certified; its %s matches the quoted values (it unseals in this state)\n", r.SealedPolicyKind.Describe(r.SealedPIN))
 	default:
-		fmt.Fprintf(&b, "sealed key: certified; its %s does NOT match the quoted values (it no longer unseals)\n", policyDescription(r.SealedPolicyKind, r.SealedPIN))
+		fmt.Fprintf(&b, "sealed key: certified; its %s does NOT match the quoted values (it no longer unseals)\n", r.SealedPolicyKind.Describe(r.SealedPIN))
 	}
 	e.stdout.Write(b.Bytes())
 }

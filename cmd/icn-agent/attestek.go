@@ -1,10 +1,8 @@
 package main
 
 import (
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 
@@ -26,37 +24,18 @@ func init() {
 // maxRootsFile bounds a bundle of trusted certificates.
 const maxRootsFile = 1 << 20
 
-// readTrust reads a PEM bundle of trusted certificates: the self-signed
-// ones are roots, the others intermediates.
+// readTrust reads a PEM bundle of trusted certificates (attest.ParseEKTrust).
 func readTrust(path string) (attest.EKTrust, error) {
 	data, err := safefile.Read(path, maxRootsFile)
 	if err != nil {
 		return attest.EKTrust{}, err
 	}
-	trust := attest.EKTrust{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool()}
-	n := 0
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return attest.EKTrust{}, fmt.Errorf("%s: certificate %d: %w", path, n+1, err)
-		}
-		n++
-		if cert.CheckSignatureFrom(cert) == nil {
-			trust.Roots.AddCert(cert)
-		} else {
-			trust.Intermediates.AddCert(cert)
-		}
+	trust, err := attest.ParseEKTrust(data)
+	if errors.Is(err, attest.ErrNoCertificate) {
+		return trust, fmt.Errorf("%s holds no PEM certificate", path)
 	}
-	if n == 0 {
-		return attest.EKTrust{}, fmt.Errorf("%s holds no PEM certificate", path)
+	if err != nil {
+		return trust, fmt.Errorf("%s: %w", path, err)
 	}
 	return trust, nil
 }
@@ -118,7 +97,7 @@ func runAttest(e *env, args []string) error {
 			j.EKSubject, j.EKIssuer = v.EK.Certificate.Subject.String(), v.EK.Certificate.Issuer.String()
 			j.AKName = hex.EncodeToString(r.AKName)
 			j.Certified, j.SealedPolicyMatches = r.Certified, r.SealedPolicyMatches
-			j.Policy = policyDescription(r.SealedPolicyKind, r.SealedPIN)
+			j.Policy = r.SealedPolicyKind.Describe(r.SealedPIN)
 			for _, i := range r.SealedPCRs {
 				j.PCRs = append(j.PCRs, fmt.Sprintf("%d=%s", i, hex.EncodeToString(r.PCRs[i])))
 			}

@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/icn/icn-agent/internal/audit"
@@ -75,35 +74,9 @@ func runAudit(e *env, args []string) error {
 				_, err = e.stdout.Write(append(b, '\n'))
 				return err
 			}
-			_, err := fmt.Fprintln(e.stdout, formatRecord(r))
+			_, err := fmt.Fprintln(e.stdout, r.Line())
 			return err
 		})
 	}
 	return usagef("unknown audit subcommand %q: want verify or show", args[0])
-}
-
-// formatRecord is one line of audit show.
-func formatRecord(r audit.Record) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%6d %s %-10s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05"), r.Event)
-	switch r.Event {
-	case "sign", "refuse":
-		fmt.Fprintf(&b, " %s %s (%s)", r.Name, r.Key, r.Backend)
-		if r.PeerUID != nil {
-			fmt.Fprintf(&b, " uid %d", *r.PeerUID)
-		}
-		if r.PeerPID != 0 {
-			fmt.Fprintf(&b, " pid %d", r.PeerPID)
-		}
-		if r.PeerExe != "" {
-			fmt.Fprintf(&b, " %s", r.PeerExe)
-		}
-		if r.Dest != "" {
-			fmt.Fprintf(&b, " to %s", r.Dest)
-		}
-		fmt.Fprintf(&b, ": %s", r.Outcome)
-	case "checkpoint":
-		fmt.Fprintf(&b, " covers record %d", r.Covers)
-	}
-	return b.String()
 }

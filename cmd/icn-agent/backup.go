@@ -64,15 +64,7 @@ func (b *encryptFlags) check() error {
 // passphrase asked for twice on the terminal.
 func (b *encryptFlags) resolve(path string) ([]age.Recipient, error) {
 	if len(b.recipients) > 0 {
-		var out []age.Recipient
-		for _, arg := range b.recipients {
-			rs, err := recovery.ParseRecipients(arg)
-			if err != nil {
-				return nil, fmt.Errorf("%w; a recipient is an age public key (age1...), an SSH public key line, or a file of them", err)
-			}
-			out = append(out, rs...)
-		}
-		return out, nil
+		return recovery.ParseRecipientArgs(b.recipients)
 	}
 	pass, err := newPassphrase(path, b.passFile)
 	if err != nil {
@@ -124,10 +116,6 @@ func newPassphrase(backup, passFile string) ([]byte, error) {
 	return pass, nil
 }
 
-// maxIdentityFile bounds an identity file (-i): age identities, one a
-// line, or an SSH private key.
-const maxIdentityFile = 1 << 20
-
 // decryptFlags say how to decrypt an age file: identities (-i) and, for a
 // passphrase-encrypted file, --passphrase-file or the terminal.
 type decryptFlags struct {
@@ -144,19 +132,13 @@ func (d *decryptFlags) register(fs *flag.FlagSet, passUsage string) {
 // passphrases are asked for only when needed.
 func (d *decryptFlags) keys(file string) (*recovery.Keys, error) {
 	k := &recovery.Keys{Passphrase: func() ([]byte, error) { return askPassphrase(file, d.passFile) }}
-	for _, path := range d.identities {
-		// An identity file is a private key: read it as a secret.
-		buf, data, err := prompt.ReadFile(path, maxIdentityFile)
-		if err != nil {
-			return nil, fmt.Errorf("identity file: %w", err)
-		}
-		ids, err := recovery.ParseIdentities(path, data, func() ([]byte, error) { return askPassphrase(path, d.passFile) })
-		buf.Destroy()
-		if err != nil {
-			return nil, err
-		}
-		k.Identities = append(k.Identities, ids...)
+	ids, err := recovery.ReadIdentityFiles(d.identities, func(path string) func() ([]byte, error) {
+		return func() ([]byte, error) { return askPassphrase(path, d.passFile) }
+	})
+	if err != nil {
+		return nil, err
 	}
+	k.Identities = ids
 	return k, nil
 }
 
@@ -190,36 +172,13 @@ func (d *decryptFlags) decryptError(file string, err error) error {
 	case errors.Is(err, recovery.ErrEmptyPassphrase):
 		return fmt.Errorf("empty passphrase for %s; nothing was written", file)
 	case errors.As(err, &nm) && len(d.identities) == 0:
-		return fmt.Errorf("%s is encrypted to %s; pass -i FILE with the matching age identity or SSH private key", file, recipientKinds(nm))
+		return fmt.Errorf("%s is encrypted to %s; pass -i FILE with the matching age identity or SSH private key", file, nm.RecipientKinds())
 	case errors.As(err, &nm):
-		return fmt.Errorf("none of the identities given with -i can decrypt %s (it is encrypted to %s); nothing was written", file, recipientKinds(nm))
+		return fmt.Errorf("none of the identities given with -i can decrypt %s (it is encrypted to %s); nothing was written", file, nm.RecipientKinds())
 	case errors.Is(err, recovery.ErrNotAge):
 		return fmt.Errorf("%s is not age-encrypted; want a backup written by icn-agent backup or keygen --backup", file)
 	}
 	return fmt.Errorf("cannot decrypt %s: %v; nothing was written", file, strings.TrimPrefix(err.Error(), "recovery: "))
-}
-
-// recipientKinds names the kinds of recipient an age file is encrypted to.
-func recipientKinds(nm *recovery.NoMatchError) string {
-	seen := map[string]bool{}
-	var out []string
-	for _, t := range nm.StanzaTypes {
-		name := map[string]string{
-			"X25519":         "an age key",
-			"mlkem768x25519": "an age post-quantum key",
-			"ssh-ed25519":    "an SSH Ed25519 key",
-			"ssh-rsa":        "an SSH RSA key",
-			"scrypt":         "a passphrase",
-		}[t]
-		if name == "" {
-			name = "a " + t + " recipient"
-		}
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, name)
-		}
-	}
-	return strings.Join(out, " or ")
 }
 
 // checkNewFile fails if path exists: backups and migration files are never
@@ -267,12 +226,9 @@ func runBackup(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := store.Load(name)
+	b, err := loadToCopy(store, name, "a damaged identity cannot be backed up: restore it from an earlier backup")
 	if err != nil {
-		if errors.Is(err, sealstore.ErrNotFound) {
-			return fmt.Errorf("no identity %q in %s; icn-agent list shows them", name, store.Dir())
-		}
-		return fmt.Errorf("%w; a damaged identity cannot be backed up: restore it from an earlier backup", err)
+		return err
 	}
 	if err := checkNewFile(*out, "backup file"); err != nil {
 		return err
@@ -344,7 +300,7 @@ func runRestore(e *env, args []string) error {
 	}
 	defer tpm.Close()
 	opts := tpmseal.SealOptions{Name: name, Comment: comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
-	pin, err := f.policy.apply(&opts)
+	_, pin, err := f.policy.apply(&opts)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/icn/icn-agent/agentsrv"
 	"github.com/icn/icn-agent/agentsrv/client"
+	"github.com/icn/icn-agent/internal/daemon"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -79,7 +80,7 @@ func runAdd(e *env, args []string) error {
 	}
 	var dcs []agentsrv.DestinationConstraint
 	if len(dests) > 0 {
-		files := knownHostsFiles(e.getenv)
+		files := daemon.KnownHostsFiles(e.getenv)
 		if *hostsFile != "" {
 			files = []string{*hostsFile}
 		}
@@ -131,41 +132,15 @@ func needsPIN(cl *client.Client, dir, name string) bool {
 	return true
 }
 
-// addWithOptions sends an unseal@icn-agent request with a PIN or the
-// confirm flag, which agents before them refuse as malformed. The
-// request holding the PIN is wiped once sent.
+// addWithOptions sends an unseal@icn-agent request with a PIN, the
+// confirm flag or destinations (agentsrv.RequestUnseal).
 func addWithOptions(cl *client.Client, name string, o agentsrv.UnsealOptions) error {
-	req, err := agentsrv.MarshalUnsealRequest(name, o)
-	if err != nil {
-		return err
+	err := agentsrv.RequestUnseal(cl, name, o)
+	var re *agentsrv.RefusedError
+	if errors.As(err, &re) {
+		return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, re.Err)
 	}
-	_, err = cl.Agent().Extension(agentsrv.ExtUnseal, req)
-	secmem.Wipe(req)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, agent.ErrExtensionUnsupported) {
-		return client.ErrNotICNAgent
-	}
-	// The protocol carries no error text: the agent's status says what
-	// went wrong with this identity.
-	st, serr := cl.Status()
-	switch {
-	case serr != nil:
-	case st.Locked:
-		return fmt.Errorf("unseal %s: %w", name, client.ErrLocked)
-	default:
-		for _, is := range st.Identities {
-			if is.Name == name {
-				if is.LastError != "" {
-					return errors.New(is.LastError)
-				}
-				return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, err)
-			}
-		}
-		return fmt.Errorf("%w: %q", client.ErrNotFound, name)
-	}
-	return fmt.Errorf("unseal %s: %w", name, err)
+	return err
 }
 
 func runStatus(e *env, args []string) error {
@@ -252,52 +227,8 @@ func runStatus(e *env, args []string) error {
 	return nil
 }
 
-// statusJSON is the JSON form of the agent's status, for scripts.
-type statusJSON struct {
-	Locked       bool                 `json:"locked"`
-	SoftwareKeys int                  `json:"software_keys"`
-	Identities   []identityStatusJSON `json:"identities"`
-	// Lockout is the TPM's dictionary-attack state (wrong PINs).
-	Lockout *client.LockoutStatus `json:"lockout,omitempty"`
-	// Metrics are the agent's counters (see internal/metrics), present
-	// when it runs with --metrics-listen and is not locked.
-	Metrics json.RawMessage `json:"metrics,omitempty"`
-}
-
-type identityStatusJSON struct {
-	Name        string     `json:"name"`
-	Fingerprint string     `json:"fingerprint"`
-	Unsealed    bool       `json:"unsealed"`
-	Expiry      *time.Time `json:"expiry,omitempty"`
-	UnsealCount uint64     `json:"unseal_count"`
-	Hidden      bool       `json:"hidden"`
-	PCRMismatch []int      `json:"pcr_mismatch,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
-	// The last signature since the agent started: when, for which
-	// process, to which host.
-	LastUsed *time.Time `json:"last_used,omitempty"`
-	LastPeer string     `json:"last_peer,omitempty"`
-	LastDest string     `json:"last_dest,omitempty"`
-}
-
 func writeStatusJSON(e *env, st *client.Status, metrics json.RawMessage) error {
-	out := statusJSON{Locked: st.Locked, SoftwareKeys: st.SoftwareKeys, Identities: []identityStatusJSON{}, Lockout: st.Lockout, Metrics: metrics}
-	for _, is := range st.Identities {
-		j := identityStatusJSON{
-			Name: is.Name, Fingerprint: is.Fingerprint, Unsealed: is.Unsealed, UnsealCount: is.UnsealCount,
-			Hidden: is.Hidden, PCRMismatch: is.PCRMismatch, LastError: is.LastError,
-		}
-		if !is.Expiry.IsZero() {
-			t := is.Expiry.UTC()
-			j.Expiry = &t
-		}
-		if !is.LastUsed.IsZero() {
-			t := is.LastUsed.UTC()
-			j.LastUsed, j.LastPeer, j.LastDest = &t, is.LastPeer, is.LastDest
-		}
-		out.Identities = append(out.Identities, j)
-	}
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return enc.Encode(st.JSON(metrics))
 }

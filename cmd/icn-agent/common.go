@@ -3,14 +3,11 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"log/slog"
-	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/icn/icn-agent/internal/config"
 	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 	"github.com/icn/icn-agent/sealstore"
 )
 
@@ -97,39 +94,15 @@ type pcrList struct {
 	set  bool
 }
 
-func (p *pcrList) String() string {
-	s := make([]string, len(p.pcrs))
-	for i, v := range p.pcrs {
-		s[i] = strconv.Itoa(v)
-	}
-	return strings.Join(s, ",")
-}
+func (p *pcrList) String() string { return joinInts(p.pcrs) }
 
 func (p *pcrList) Set(v string) error {
-	pcrs, err := parsePCRs(v)
+	pcrs, err := tpmpolicy.ParseList(v)
 	if err != nil {
 		return err
 	}
 	p.pcrs, p.set = pcrs, true
 	return nil
-}
-
-// parsePCRs parses a comma-separated list of PCR indexes 0-23.
-func parsePCRs(v string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(v, ",") {
-		f = strings.TrimSpace(f)
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 0 || n >= tpmdev.NumPCRs {
-			return nil, fmt.Errorf("bad PCR %q: want numbers 0-%d separated by commas, e.g. 0,7", f, tpmdev.NumPCRs-1)
-		}
-		if slices.Contains(out, n) {
-			return nil, fmt.Errorf("PCR %d listed twice", n)
-		}
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out, nil
 }
 
 // pcrs returns the flag's PCRs if given, else the config's.
@@ -140,10 +113,5 @@ func (p *pcrList) or(cfg []int) []int {
 	return cfg
 }
 
-func joinInts(v []int) string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, ",")
-}
+// joinInts formats PCR indexes as the flags take them: "0,7".
+func joinInts(v []int) string { return tpmpolicy.FormatList(v) }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +9,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/icn/icn-agent/internal/didkey"
+	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
@@ -39,27 +37,6 @@ func init() {
 	})
 }
 
-// listEntry is one line of "icn-agent list"; its JSON form is for scripts.
-type listEntry struct {
-	Name        string `json:"name"`
-	Fingerprint string `json:"fingerprint,omitempty"`
-	PCRs        []int  `json:"pcrs,omitempty"`
-	DIDKey      string `json:"did_key,omitempty"`
-	Comment     string `json:"comment,omitempty"`
-	// Policy is "pcr" (bound to the PCR values at seal time) or "signed"
-	// (bound to PCR values approved by a policy key).
-	Policy string `json:"policy,omitempty"`
-	// PIN says unsealing also needs the identity's PIN.
-	PIN bool `json:"pin,omitempty"`
-	// Status is "usable", "pcr-mismatch", "no-signed-policy", "other-tpm",
-	// "unreadable" or "unknown".
-	Status string `json:"status"`
-	// MismatchedPCRs lists the PCRs that changed since sealing.
-	MismatchedPCRs []int  `json:"mismatched_pcrs,omitempty"`
-	Error          string `json:"error,omitempty"`
-	Path           string `json:"path"`
-}
-
 func runList(e *env, args []string) error {
 	c := lookup("list")
 	var f common
@@ -82,7 +59,7 @@ func runList(e *env, args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	out := make([]listEntry, 0, len(entries))
+	out := make([]sealstore.Listing, 0, len(entries))
 	var tpmErr error
 	var tpm tpmseal.TPM
 	if len(entries) > 0 {
@@ -95,28 +72,14 @@ func runList(e *env, args []string) error {
 		}
 	}
 	for _, en := range entries {
-		le := listEntry{Name: en.Name, Path: en.Path}
-		if en.Err != nil {
-			le.Status, le.Error = "unreadable", en.Err.Error()+"; "+restoreHint(en.Name, en.Path)
-			out = append(out, le)
-			continue
-		}
-		b := en.Blob
-		le.Fingerprint = ssh.FingerprintSHA256(b.PublicKey)
-		le.PCRs = b.Policy.Indexes()
-		le.Comment = b.Comment
-		le.Policy, le.PIN = "pcr", b.Policy.PIN
-		if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
-			le.Policy = "signed"
-		}
-		if did, err := didOf(b.PublicKey); err == nil {
-			le.DIDKey = did
-		}
+		le := sealstore.Describe(en)
 		switch {
+		case en.Err != nil:
+			le.Error += "; " + restoreHint(en.Name, en.Path)
 		case tpmErr != nil:
 			le.Status, le.Error = "unknown", tpmErr.Error()
 		default:
-			le.Status, le.MismatchedPCRs, le.Error = blobStatus(ctx, tpm, b, unlock.SignedPolicies(store, b, f.log))
+			le.SetStatus(tpmseal.CheckStatus(ctx, tpm, en.Blob, unlock.SignedPolicies(store, en.Blob, f.log)))
 		}
 		out = append(out, le)
 	}
@@ -151,6 +114,29 @@ func runList(e *env, args []string) error {
 	return tw.Flush()
 }
 
+// loadToUnseal loads identity name to unseal it (check, reseal); a
+// damaged blob's error says how to restore it.
+func loadToUnseal(store *sealstore.Store, name string) (*sealstore.Blob, error) {
+	b, err := store.Load(name)
+	if errors.Is(err, sealstore.ErrMalformedBlob) || errors.Is(err, sealstore.ErrUnsupportedVersion) {
+		return nil, fmt.Errorf("%w; %s", err, restoreHint(name, store.Path(name)))
+	}
+	return b, err
+}
+
+// loadToCopy loads identity name to copy it off this TPM (backup,
+// migrate); damaged says what to do instead with a damaged one.
+func loadToCopy(store *sealstore.Store, name, damaged string) (*sealstore.Blob, error) {
+	b, err := store.Load(name)
+	switch {
+	case errors.Is(err, sealstore.ErrNotFound):
+		return nil, fmt.Errorf("no identity %q in %s; icn-agent list shows them", name, store.Dir())
+	case err != nil:
+		return nil, fmt.Errorf("%w; %s", err, damaged)
+	}
+	return b, nil
+}
+
 // restoreHint tells how to recover an identity whose blob is damaged.
 func restoreHint(name, path string) string {
 	return fmt.Sprintf("restore it from a backup: mv %s %s.damaged && icn-agent restore %s BACKUP", path, path, name)
@@ -161,39 +147,6 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// blobStatus says whether this TPM should unseal b now: its SRK, and its
-// PCRs against the values recorded at seal time or, for signed policies,
-// against the policies approved for it. It neither unseals nor asks for a
-// PIN.
-func blobStatus(ctx context.Context, tpm tpmseal.TPM, b *sealstore.Blob, policies []*sealstore.SignedPolicy) (string, []int, string) {
-	err := tpmseal.CheckPolicy(ctx, tpm, b, policies)
-	var mm *tpmseal.PCRMismatchError
-	var mp *sealstore.MissingPolicyError
-	switch {
-	case err == nil:
-		return "usable", nil, ""
-	case errors.Is(err, tpmseal.ErrSRKMismatch):
-		return "other-tpm", nil, err.Error()
-	case errors.As(err, &mm):
-		return "pcr-mismatch", mm.PCRs, ""
-	case errors.As(err, &mp):
-		return "no-signed-policy", nil, err.Error()
-	}
-	return "unknown", nil, err.Error()
-}
-
-func didOf(pub ssh.PublicKey) (string, error) {
-	cpk, ok := pub.(ssh.CryptoPublicKey)
-	if !ok {
-		return "", errors.New("not a crypto public key")
-	}
-	edpub, ok := cpk.CryptoPublicKey().(ed25519.PublicKey)
-	if !ok {
-		return "", errors.New("not an Ed25519 key")
-	}
-	return didkey.Encode(edpub), nil
 }
 
 func runPubkey(e *env, args []string) error {
@@ -237,10 +190,7 @@ func runCheck(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := store.Load(pos[0])
-	if errors.Is(err, sealstore.ErrMalformedBlob) || errors.Is(err, sealstore.ErrUnsupportedVersion) {
-		return fmt.Errorf("%w; %s", err, restoreHint(pos[0], store.Path(pos[0])))
-	}
+	b, err := loadToUnseal(store, pos[0])
 	if err != nil {
 		return err
 	}
@@ -250,23 +200,15 @@ func runCheck(e *env, args []string) error {
 		return err
 	}
 	defer tpm.Close()
-	seed, err := secmem.New(sealstore.SeedSize)
-	if err != nil {
-		return err
-	}
-	defer seed.Destroy()
-	pin, err := unsealForCommand(ctx, tpm, store, b, *pinFile, seed.Bytes(), f.log)
-	if err != nil {
-		return err
-	}
-	secmem.Wipe(pin)
-	got, err := sealstore.PublicKey(seed.Bytes())
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(got.Marshal(), b.PublicKey.Marshal()) {
+	seed, pin, err := unsealForCommand(ctx, tpm, store, b, *pinFile, f.log)
+	if errors.Is(err, provision.ErrSeedMismatch) {
 		return fmt.Errorf("%s unseals, but the seed does not match its public key: the blob is damaged; restore it from a backup", b.Name)
 	}
+	if err != nil {
+		return err
+	}
+	seed.Destroy()
+	secmem.Wipe(pin)
 	var extra string
 	if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
 		if k, err := b.Policy.SignerKey(); err == nil {

@@ -103,12 +103,9 @@ func runMigrate(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := store.Load(name)
+	b, err := loadToCopy(store, name, "a damaged identity cannot be migrated: restore it from a backup on the target instead")
 	if err != nil {
-		if errors.Is(err, sealstore.ErrNotFound) {
-			return fmt.Errorf("no identity %q in %s; icn-agent list shows them", name, store.Dir())
-		}
-		return fmt.Errorf("%w; a damaged identity cannot be migrated: restore it from a backup on the target instead", err)
+		return err
 	}
 	if err := checkNewFile(*out, "migration file"); err != nil {
 		return err
@@ -186,7 +183,7 @@ func runImportMigrated(e *env, args []string) error {
 	if f.pcrs.set {
 		opts.PCRs = f.pcrs.pcrs
 	}
-	pin, err := f.policy.apply(&opts)
+	_, pin, err := f.policy.apply(&opts)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/icn/icn-agent/internal/prompt"
+	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
@@ -50,34 +51,30 @@ func adviseUnseal(store *sealstore.Store, b *sealstore.Blob, err error) error {
 // command: the store's signed policies and, for a PIN-protected identity,
 // the PIN (readPIN). The caller wipes opts.PIN.
 func unsealOptions(ctx context.Context, tpm tpmseal.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, log *slog.Logger) (tpmseal.UnsealOptions, error) {
-	opts := tpmseal.UnsealOptions{Policies: unlock.SignedPolicies(store, b, log)}
-	if !b.Policy.PIN {
-		return opts, nil
-	}
-	if err := tpmseal.CheckPolicy(ctx, tpm, b, opts.Policies); err != nil {
+	opts, err := provision.UnsealOptions(ctx, tpm, b, unlock.SignedPolicies(store, b, log), func() ([]byte, error) {
+		return readPIN(pinFile, b.Name, false)
+	})
+	if err != nil {
 		return opts, explainUnseal(ctx, tpm, store, b, err)
 	}
-	pin, err := readPIN(pinFile, b.Name, false)
-	if err != nil {
-		return opts, err
-	}
-	opts.PIN = pin
 	return opts, nil
 }
 
-// unsealForCommand unseals b into dst for a command (check, reseal) with
-// unsealOptions. It returns the PIN used (nil if none), which the caller
-// must wipe.
-func unsealForCommand(ctx context.Context, tpm tpmseal.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, dst []byte, log *slog.Logger) ([]byte, error) {
+// unsealForCommand unseals b for a command (check, reseal) with
+// unsealOptions, checking the seed against b's public key
+// (provision.Unseal). It returns the seed, which the caller destroys, and
+// the PIN used (nil if none), which the caller wipes.
+func unsealForCommand(ctx context.Context, tpm tpmseal.TPM, store *sealstore.Store, b *sealstore.Blob, pinFile string, log *slog.Logger) (*secmem.Buffer, []byte, error) {
 	opts, err := unsealOptions(ctx, tpm, store, b, pinFile, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := tpmseal.UnsealWith(ctx, tpm, b, dst, opts); err != nil {
+	seed, err := provision.Unseal(ctx, tpm, b, opts)
+	if err != nil {
 		secmem.Wipe(opts.PIN)
-		return nil, explainUnseal(ctx, tpm, store, b, err)
+		return nil, nil, explainUnseal(ctx, tpm, store, b, err)
 	}
-	return opts.PIN, nil
+	return seed, opts.PIN, nil
 }
 
 // readPIN reads a PIN from the first line of pinFile or, if pinFile is

@@ -1,32 +1,17 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
-	"github.com/google/go-tpm/tpm2/transport"
-
-	"github.com/icn/icn-agent/internal/prompt"
-	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
-	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
 	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
@@ -75,21 +60,11 @@ func runPolicyKey(e *env, args []string) error {
 			return err
 		}
 	}
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("generate policy key: %w", err)
-	}
-	key, err := sealstore.NewPolicyKey(&priv.PublicKey)
+	key, privPEM, err := sealstore.NewPolicySigningKey()
 	if err != nil {
 		return err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return fmt.Errorf("encode policy key: %w", err)
-	}
-	privPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	defer secmem.Wipe(privPEM)
-	secmem.Wipe(der)
 	if err := createFile(file, privPEM, 0o600); err != nil {
 		return err
 	}
@@ -128,53 +103,28 @@ func createFile(path string, data []byte, mode os.FileMode) error {
 // readPolicyKey reads a policy key's public half (FILE.pub of policy-key
 // create).
 func readPolicyKey(path string) (*sealstore.PolicyKey, error) {
-	data, err := safefile.Read(path, maxKeyFile)
-	if err != nil {
-		return nil, err
+	key, err := sealstore.ReadPolicyKeyFile(path)
+	switch {
+	case errors.Is(err, sealstore.ErrPrivatePolicyKey):
+		return nil, fmt.Errorf("%w; pass its public half (%s.pub, from icn-agent policy-key create), and keep the private key offline", err, path)
+	case errors.Is(err, sealstore.ErrNotPolicyKey):
+		return nil, fmt.Errorf("%w (want the FILE.pub that icn-agent policy-key create wrote)", err)
 	}
-	if bytes.Contains(data, []byte("PRIVATE KEY-----")) {
-		secmem.Wipe(data)
-		return nil, fmt.Errorf("%s is a private key; pass its public half (%s.pub, from icn-agent policy-key create), and keep the private key offline", path, path)
-	}
-	key, err := sealstore.ParsePolicyKeyPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w (want the FILE.pub that icn-agent policy-key create wrote)", path, err)
-	}
-	return key, nil
+	return key, err
 }
 
-// readPolicySigningKey reads a policy key's private half: PKCS#8 or SEC 1
-// PEM, ECDSA P-256.
+// readPolicySigningKey reads a policy key's private half.
 func readPolicySigningKey(path string) (*ecdsa.PrivateKey, error) {
-	buf, data, err := prompt.ReadFile(path, maxKeyFile)
-	if err != nil {
-		return nil, err
+	key, err := sealstore.ReadPolicySigningKeyFile(path)
+	switch {
+	case errors.Is(err, sealstore.ErrNoPEM):
+		return nil, fmt.Errorf("%w (want the FILE of icn-agent policy-key create)", err)
+	case errors.Is(err, sealstore.ErrPublicPolicyKey):
+		return nil, fmt.Errorf("%w; signing needs the private key (the FILE of icn-agent policy-key create, without .pub)", err)
+	case errors.Is(err, sealstore.ErrNotPolicyKey):
+		return nil, fmt.Errorf("%w; create a policy key with icn-agent policy-key create", err)
 	}
-	defer buf.Destroy()
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("%s is not a PEM private key (want the FILE of icn-agent policy-key create)", path)
-	}
-	defer secmem.Wipe(block.Bytes)
-	var key any
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	case "PUBLIC KEY":
-		return nil, fmt.Errorf("%s is a public key; signing needs the private key (the FILE of icn-agent policy-key create, without .pub)", path)
-	default:
-		return nil, fmt.Errorf("%s holds a PEM %q block, not a policy signing key", path, block.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	ec, ok := key.(*ecdsa.PrivateKey)
-	if !ok || ec.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("%s is not an ECDSA P-256 key; create a policy key with icn-agent policy-key create", path)
-	}
-	return ec, nil
+	return key, err
 }
 
 func runPolicy(e *env, args []string) error {
@@ -241,11 +191,18 @@ func runPolicySign(e *env, c *command, args []string) error {
 		if pcrs == nil {
 			pcrs = tpmseal.DefaultPCRs
 		}
-		if values, err = currentPCRValues(context.Background(), &f.common, pcrs); err != nil {
+		ctx := context.Background()
+		tpm, err := f.openTPM(ctx)
+		if err != nil {
+			return err
+		}
+		values, err = tpmseal.ReadPCRValues(ctx, tpm, pcrs)
+		tpm.Close()
+		if err != nil {
 			return err
 		}
 	} else {
-		if values, err = readPCRValuesFile(f.values); err != nil {
+		if values, err = sealstore.ReadPCRValuesFile(f.values); err != nil {
 			return err
 		}
 		if f.pcrs.set && !slices.Equal(f.pcrs.pcrs, sealstore.Policy{PCRs: values}.Indexes()) {
@@ -282,77 +239,6 @@ func runPolicySign(e *env, c *command, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "signed %s\nkey %s, PCRs %s, policy digest %x\n%s\n", path, sp.Key.ID(), joinInts(sp.Indexes()), sp.Digest, sealstore.FormatPCRValues(sp.PCRs, "\n"))
 	return nil
-}
-
-// currentPCRValues reads the SHA-256 values of pcrs from the TPM.
-func currentPCRValues(ctx context.Context, f *common, pcrs []int) ([]sealstore.PCRValue, error) {
-	tpm, err := f.openTPM(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tpm.Close()
-	var out []sealstore.PCRValue
-	err = tpm.Run(ctx, func(t transport.TPM) error {
-		values, _, err := tpmdev.ReadPCRs(t, tpm2.TPMAlgSHA256, pcrs)
-		if err != nil {
-			return err
-		}
-		for i, idx := range pcrs {
-			out = append(out, sealstore.PCRValue{Index: idx, Value: values[i]})
-		}
-		return nil
-	})
-	return out, err
-}
-
-// readPCRValuesFile reads "N=HEX" lines (SHA-256 values of PCR N); blank
-// lines and lines starting with # are ignored. tpm2_pcrread's "N: 0xHEX"
-// lines are accepted too.
-func readPCRValuesFile(path string) ([]sealstore.PCRValue, error) {
-	data, err := safefile.Read(path, 64<<10)
-	if err != nil {
-		return nil, err
-	}
-	var out []sealstore.PCRValue
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") || strings.HasSuffix(line, ":") {
-			continue // blank, comment, or tpm2_pcrread's "sha256:"
-		}
-		idxText, hexText, ok := strings.Cut(line, "=")
-		if !ok {
-			idxText, hexText, ok = strings.Cut(line, ":")
-		}
-		idx, err := strconv.Atoi(strings.TrimSpace(idxText))
-		if !ok || err != nil || idx < 0 || idx >= tpmdev.NumPCRs {
-			return nil, fmt.Errorf("%s:%d: want N=HEX with N a PCR 0-%d and HEX its 64-digit SHA-256 value, got %q", path, n, tpmdev.NumPCRs-1, truncateText(line, 80))
-		}
-		hexText = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(hexText), "0x"), "0X")
-		v, err := hex.DecodeString(hexText)
-		if err != nil || len(v) != 32 {
-			return nil, fmt.Errorf("%s:%d: PCR %d: want 64 hex digits (a SHA-256 value)", path, n, idx)
-		}
-		if slices.ContainsFunc(out, func(p sealstore.PCRValue) bool { return p.Index == idx }) {
-			return nil, fmt.Errorf("%s:%d: PCR %d given twice", path, n, idx)
-		}
-		out = append(out, sealstore.PCRValue{Index: idx, Value: v})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s has no PCR values: want N=HEX lines, such as those an unseal error prints", path)
-	}
-	slices.SortFunc(out, func(a, b sealstore.PCRValue) int { return a.Index - b.Index })
-	return out, nil
-}
-
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 func runPolicyList(e *env, c *command, args []string) error {

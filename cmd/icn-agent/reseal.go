@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
@@ -68,31 +68,23 @@ func runReseal(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	old, err := store.Load(name)
-	if errors.Is(err, sealstore.ErrMalformedBlob) || errors.Is(err, sealstore.ErrUnsupportedVersion) {
-		return fmt.Errorf("%w; %s", err, restoreHint(name, store.Path(name)))
-	}
+	old, err := loadToUnseal(store, name)
 	if err != nil {
 		return err
 	}
 
-	opts := tpmseal.SealOptions{Name: name, Comment: old.Comment, PCRs: old.Policy.Indexes()}
+	var change provision.Change
 	if pcrs.set {
-		opts.PCRs = pcrs.pcrs
+		change.PCRs = pcrs.pcrs
 	}
-	var signer *sealstore.PolicyKey
-	switch {
-	case *signedPolicy != "":
-		if signer, err = readPolicyKey(*signedPolicy); err != nil {
-			return err
-		}
-	case old.Policy.Kind == sealstore.PolicyAuthorizedPCR:
-		if signer, err = old.Policy.SignerKey(); err != nil {
+	if *signedPolicy != "" {
+		if change.Signer, err = readPolicyKey(*signedPolicy); err != nil {
 			return err
 		}
 	}
-	if signer != nil {
-		opts.Signer = signer.Public
+	opts, signer, err := change.SealOptions(old)
+	if err != nil {
+		return err
 	}
 
 	ctx := context.Background()
@@ -101,19 +93,15 @@ func runReseal(e *env, args []string) error {
 		return err
 	}
 	defer tpm.Close()
-	seed, err := secmem.New(sealstore.SeedSize)
-	if err != nil {
-		return err
+	seed, pin, err := unsealForCommand(ctx, tpm, store, old, *pinFile, f.log)
+	if errors.Is(err, provision.ErrSeedMismatch) {
+		return fmt.Errorf("%s: %w; nothing was changed", name, err)
 	}
-	defer seed.Destroy()
-	pin, err := unsealForCommand(ctx, tpm, store, old, *pinFile, seed.Bytes(), f.log)
 	if err != nil {
 		return fmt.Errorf("cannot unseal %s in the current platform state, so nothing was changed: %w%s", name, err, resealHint(err, name))
 	}
+	defer seed.Destroy()
 	defer secmem.Wipe(pin)
-	if err := samePublicKey(seed.Bytes(), old.PublicKey); err != nil {
-		return fmt.Errorf("%s: %w; nothing was changed", name, err)
-	}
 	switch {
 	case *noPIN:
 		pin = nil
@@ -125,30 +113,17 @@ func runReseal(e *env, args []string) error {
 		defer secmem.Wipe(pin)
 	}
 	opts.PIN = pin
-	blob, err := tpmseal.Seal(ctx, tpm, seed.Bytes(), opts)
-	if err != nil {
-		return fmt.Errorf("%w; nothing was changed", err)
-	}
-	err = store.ReplaceChecked(blob, func(staged *sealstore.Blob) error {
-		got, err := secmem.New(sealstore.SeedSize)
-		if err != nil {
-			return err
-		}
-		defer got.Destroy()
-		err = tpmseal.UnsealWith(ctx, tpm, staged, got.Bytes(), tpmseal.UnsealOptions{PIN: pin, Policies: unlock.SignedPolicies(store, staged, f.log)})
-		if err != nil {
-			return fmt.Errorf("the resealed blob does not unseal, so nothing was changed: %w", explainUnseal(ctx, tpm, store, staged, err))
-		}
-		if err := samePublicKey(got.Bytes(), old.PublicKey); err != nil {
-			return fmt.Errorf("the resealed blob unseals to another key (%w), so nothing was changed", err)
-		}
-		return nil
+	blob, err := provision.Reseal(ctx, tpm, store, old, seed.Bytes(), opts, func(b *sealstore.Blob) []*sealstore.SignedPolicy {
+		return unlock.SignedPolicies(store, b, f.log)
 	})
 	if errors.Is(err, sealstore.ErrResealPending) {
 		blobPath := filepath.Join(store.Dir(), name+".sealed")
 		return withHint(err, fmt.Sprintf("if no reseal is running, check that %s is intact (icn-agent check %s) and remove %s.bak", blobPath, name, blobPath))
 	}
 	if err != nil {
+		if blob != nil {
+			err = explainUnseal(ctx, tpm, store, blob, err)
+		}
 		return err
 	}
 	how := "to their current values"
@@ -164,18 +139,6 @@ func runReseal(e *env, args []string) error {
 		how += ", without a PIN now"
 	}
 	fmt.Fprintf(e.stdout, "resealed %s (%s): PCRs %s %s\n", name, ssh.FingerprintSHA256(blob.PublicKey), joinInts(blob.Policy.Indexes()), how)
-	return nil
-}
-
-// samePublicKey checks that seed is the seed of pub.
-func samePublicKey(seed []byte, pub ssh.PublicKey) error {
-	got, err := sealstore.PublicKey(seed)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(got.Marshal(), pub.Marshal()) {
-		return errors.New("the unsealed seed does not match the identity's public key: the blob is damaged; restore it from a backup")
-	}
 	return nil
 }
 

@@ -1,24 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"strings"
-	"time"
 
 	"filippo.io/age"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/prompt"
+	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/recovery"
-	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
@@ -77,40 +70,30 @@ func (p *policyFlags) check() error {
 	return nil
 }
 
-// apply checks the flags and sets opts' PIN (asked for or read now) and
-// signed-policy key. The caller wipes the PIN it returns.
-func (p *policyFlags) apply(opts *tpmseal.SealOptions) ([]byte, error) {
+// apply checks the flags, reads the policy key of --signed-policy and
+// the new PIN of --pin (asked for or read now), and sets them in opts. It
+// returns the key (nil if not given) and the PIN (nil if not given),
+// which the caller wipes.
+func (p *policyFlags) apply(opts *tpmseal.SealOptions) (*sealstore.PolicyKey, []byte, error) {
 	if err := p.check(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	signer, pin, err := p.resolve(opts.Name)
-	if err != nil {
-		return nil, err
-	}
-	opts.PIN = pin
-	if signer != nil {
-		opts.Signer = signer.Public
-	}
-	return pin, nil
-}
-
-// resolve returns the policy key of --signed-policy (nil if not given) and
-// the new PIN of --pin (nil if not given; the caller wipes it).
-func (p *policyFlags) resolve(name string) (*sealstore.PolicyKey, []byte, error) {
 	var key *sealstore.PolicyKey
 	if p.signedPolicy != "" {
 		var err error
 		if key, err = readPolicyKey(p.signedPolicy); err != nil {
 			return nil, nil, err
 		}
+		opts.Signer = key.Public
 	}
 	if !p.pin {
 		return key, nil, nil
 	}
-	pin, err := readPIN(p.pinFile, name, true)
+	pin, err := readPIN(p.pinFile, opts.Name, true)
 	if err != nil {
 		return nil, nil, err
 	}
+	opts.PIN = pin
 	return key, pin, nil
 }
 
@@ -196,7 +179,7 @@ func runImport(e *env, args []string) error {
 	}
 	defer seed.Destroy()
 	if f.comment == "" {
-		f.comment = pubComment(file+".pub", seed.Bytes())
+		f.comment = recovery.PublicKeyComment(file+".pub", seed.Bytes())
 	}
 	return sealIdentity(e, &f, &bf, name, seed.Bytes())
 }
@@ -225,61 +208,27 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 			return err
 		}
 	}
-	signer, pin, err := f.policy.resolve(name)
+	opts := tpmseal.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs)}
+	signer, pin, err := f.policy.apply(&opts)
 	if err != nil {
 		return err
 	}
 	defer secmem.Wipe(pin)
-	if seed == nil {
-		buf, err := secmem.New(sealstore.SeedSize)
-		if err != nil {
-			return err
-		}
-		defer buf.Destroy()
-		if _, err := rand.Read(buf.Bytes()); err != nil {
-			return fmt.Errorf("generate seed: %w", err)
-		}
-		seed = buf.Bytes()
-	}
 	ctx := context.Background()
 	tpm, err := f.openTPM(ctx)
 	if err != nil {
 		return err
 	}
 	defer tpm.Close()
-	opts := tpmseal.SealOptions{Name: name, Comment: f.comment, PCRs: f.pcrs.or(f.cfg.Identity.TPM.PCRs), PIN: pin}
-	if signer != nil {
-		opts.Signer = signer.Public
-	}
-	blob, err := tpmseal.Seal(ctx, tpm, seed, opts)
-	if err != nil {
-		return err
-	}
+	var backup *provision.Backup
 	if bf.path != "" {
-		bk, err := recovery.NewBackup(name, f.comment, seed, time.Now())
-		if err != nil {
-			return err
-		}
-		err = bk.WriteFile(bf.path, recipients...)
-		bk.Destroy()
-		if err != nil {
-			return fmt.Errorf("%w; nothing was written", fileExistsError(err, bf.path, "backup file"))
-		}
+		backup = &provision.Backup{Path: bf.path, Recipients: recipients}
 	}
-	if err := store.Create(blob); err != nil {
-		if bf.path != "" {
-			_, lerr := store.Load(name)
-			switch {
-			case errors.Is(lerr, sealstore.ErrNotFound) || errors.Is(err, sealstore.ErrExists):
-				// The identity was not created: its backup must not
-				// outlive it as the only copy of an unused key.
-				os.Remove(bf.path)
-			case lerr == nil:
-				return fmt.Errorf("%w (the identity was created; its backup is %s)", err, bf.path)
-			default:
-				return fmt.Errorf("%w (whether the identity was created is unclear: %v; its backup is kept at %s)", err, lerr, bf.path)
-			}
-		}
+	blob, err := provision.Create(ctx, tpm, store, seed, opts, backup)
+	if errors.Is(err, recovery.ErrFileExists) {
+		return fmt.Errorf("%w; nothing was written", fileExistsError(err, bf.path, "backup file"))
+	}
+	if err != nil {
 		return err
 	}
 	if bf.path != "" {
@@ -297,97 +246,30 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 	return err
 }
 
-// pubComment returns the comment of the public key file beside an imported
-// key, as ssh-keygen wrote it, if that file holds the key's public half.
-func pubComment(path string, seed []byte) string {
-	data, err := safefile.Read(path, maxKeyFile)
-	if err != nil {
-		return ""
-	}
-	pub, comment, _, _, err := ssh.ParseAuthorizedKey(data)
-	if err != nil {
-		return ""
-	}
-	want, err := sealstore.PublicKey(seed)
-	if err != nil || !bytes.Equal(pub.Marshal(), want.Marshal()) {
-		return ""
-	}
-	return comment
-}
+// maxKeyFile bounds the small key files commands read.
+const maxKeyFile = recovery.MaxKeyFile
 
-// maxKeyFile bounds what import reads: an OpenSSH Ed25519 key is ~400 bytes.
-const maxKeyFile = 64 << 10
-
-// readEd25519Seed reads an OpenSSH (or PKCS#8) Ed25519 private key, in the
-// clear, passphrase-protected, or age-encrypted as the earlier software
-// keystore kept them, and returns its seed in locked memory.
+// readEd25519Seed reads an Ed25519 private key to import
+// (recovery.ReadEd25519Seed) and returns its seed in locked memory.
 func readEd25519Seed(file string, dec *decryptFlags) (*secmem.Buffer, error) {
-	passFile := dec.passFile
-	keyBuf, data, err := prompt.ReadFile(file, maxKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	defer keyBuf.Destroy()
-	if recovery.IsAgeEncrypted(data) {
-		keys, err := dec.keys(file)
-		if err != nil {
-			return nil, err
-		}
-		plain, err := recovery.Decrypt(data, keys, maxKeyFile)
-		if err != nil {
-			return nil, dec.decryptError(file, err)
-		}
-		defer plain.Destroy()
-		if recovery.IsBackup(plain.Bytes()) {
-			return nil, fmt.Errorf("%s is an icn-agent backup, not a key: restore it with icn-agent restore NAME %s", file, file)
-		}
-		data = plain.Bytes()
-	}
-	key, err := ssh.ParseRawPrivateKey(data)
-	var missing *ssh.PassphraseMissingError
-	if errors.As(err, &missing) {
-		pass, perr := readPassphrase(file, passFile)
-		if perr != nil {
-			return nil, perr
-		}
-		key, err = ssh.ParseRawPrivateKeyWithPassphrase(data, pass)
-		secmem.Wipe(pass)
-		if errors.Is(err, x509.IncorrectPasswordError) {
-			return nil, fmt.Errorf("wrong passphrase for %s; nothing was written", file)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s is not an OpenSSH private key (%v); icn-agent imports OpenSSH Ed25519 keys such as ~/.ssh/id_ed25519", file, err)
-	}
-	var priv ed25519.PrivateKey
-	switch k := key.(type) {
-	case ed25519.PrivateKey:
-		priv = k
-	case *ed25519.PrivateKey:
-		priv = *k
-	default:
-		return nil, fmt.Errorf("%s holds a %s key; icn-agent seals only Ed25519 keys (make one with ssh-keygen -t ed25519, or use icn-agent keygen)", file, keyKind(key))
-	}
-	defer secmem.Wipe(priv)
-	buf, err := secmem.New(sealstore.SeedSize)
-	if err != nil {
-		return nil, err
-	}
-	copy(buf.Bytes(), priv[:ed25519.SeedSize]) // not priv.Seed(): that is a copy nobody wipes
-	return buf, nil
-}
-
-func keyKind(key any) string {
-	s := fmt.Sprintf("%T", key)
+	seed, err := recovery.ReadEd25519Seed(file, recovery.KeyFileOptions{
+		Keys:       func() (*recovery.Keys, error) { return dec.keys(file) },
+		Passphrase: func() ([]byte, error) { return readPassphrase(file, dec.passFile) },
+	})
+	var de *recovery.DecryptError
 	switch {
-	case strings.Contains(s, "rsa"):
-		return "RSA"
-	case strings.Contains(s, "ecdsa"):
-		return "ECDSA"
-	case strings.Contains(s, "dsa"):
-		return "DSA"
+	case errors.As(err, &de):
+		return nil, dec.decryptError(file, de.Err)
+	case errors.Is(err, recovery.ErrBackupNotKey):
+		return nil, fmt.Errorf("%w: restore it with icn-agent restore NAME %s", err, file)
+	case errors.Is(err, recovery.ErrWrongPassphrase):
+		return nil, fmt.Errorf("%w; nothing was written", err)
+	case errors.Is(err, recovery.ErrNotPrivateKey):
+		return nil, fmt.Errorf("%w; icn-agent imports OpenSSH Ed25519 keys such as ~/.ssh/id_ed25519", err)
+	case errors.Is(err, recovery.ErrNotEd25519):
+		return nil, fmt.Errorf("%w; icn-agent seals only Ed25519 keys (make one with ssh-keygen -t ed25519, or use icn-agent keygen)", err)
 	}
-	return s
+	return seed, err
 }
 
 // readPassphrase reads a key passphrase from passFile, or asks on the

@@ -175,7 +175,3 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	w.log.Debug(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
-
-// knownHostsFiles are the user's known_hosts files (see
-// daemon.KnownHostsFiles).
-func knownHostsFiles(getenv func(string) string) []string { return daemon.KnownHostsFiles(getenv) }

@@ -129,6 +129,20 @@
 // the seed again with tpmseal.Seal as an ordinary fixedTPM blob bound to
 // its own current PCR values. The imported object is never stored.
 //
+// # Existing keys
+//
+// An identity may start as a key that already exists: [ReadEd25519Seed]
+// reads an OpenSSH or PKCS#8 Ed25519 private key, in the clear,
+// passphrase-protected or age-encrypted (as the software keystore before
+// icn-agent kept them), and returns only its seed, in locked memory; it
+// asks for a passphrase or decryption keys only when the file turns out
+// to need them. An age file that holds a backup rather than a key is
+// refused ([ErrBackupNotKey]): it is restored, not imported.
+// [PublicKeyComment] takes the comment from the KEY.pub beside the key,
+// if that file holds the same key. [ReadIdentityFiles] reads the age
+// identities and SSH private keys that decrypt backups, in locked memory
+// too, and [ParseRecipientArgs] the recipients a backup is encrypted to.
+//
 // # Writing files
 //
 // [WriteNewFile] writes every backup and migration file: to a temporary
