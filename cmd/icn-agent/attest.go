@@ -43,16 +43,10 @@ func init() {
 }
 
 func runAK(e *env, args []string) error {
-	c := lookup("ak")
-	var f common
-	fs := newFlagSet(c)
-	f.register(fs)
-	pos, err := parseFlags(e, c, fs, args)
+	c, fs, f := commonCommand("ak")
+	_, err := parseArgs(e, c, fs, args, 0, "ak takes no arguments")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("ak takes no arguments")
 	}
 	store, err := f.openStore(e)
 	if err != nil {
@@ -99,12 +93,9 @@ func runQuote(e *env, args []string) error {
 	var extra pcrList
 	fs.Var(&extra, "pcrs", "extra PCRs to quote besides the identity's sealing PCRs")
 	tools := fs.String("tpm2-tools", "", "also write quote.msg, quote.sig, quote.pcrs, ak.pub.pem and quote.qualification here, and print the tpm2_checkquote command")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one NAME")
 	}
 	nonce, err := parseNonce(*nonceHex)
 	if err != nil {
@@ -219,12 +210,9 @@ func runVerify(e *env, args []string) error {
 	keyFile := fs.String("key", "", "the identity's public key file (authorized_keys line) the evidence must be about")
 	expected := pcrValues{}
 	fs.Var(expected, "pcr", "expected PCR value, N=HEX (repeatable)")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one FILE")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one FILE")
 	}
 	nonce, err := parseNonce(*nonceHex)
 	if err != nil {

@@ -63,12 +63,9 @@ func runAttest(e *env, args []string) error {
 	socket := fs.String("a", "", "agent socket (default $SSH_AUTH_SOCK; a forwarded agent works)")
 	roots := fs.String("ek-roots", "", "PEM bundle of the trusted TPM manufacturer roots and intermediates")
 	asJSON := fs.Bool("json", false, "print the verdict as JSON")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one NAME")
 	}
 	if *roots == "" {
 		return usagef("--ek-roots is required: the roots that issued your TPM's endorsement key certificate")

@@ -208,12 +208,9 @@ func runBackup(e *env, args []string) error {
 	enc.register(fs)
 	out := fs.String("o", "", "write the backup to this new file (required)")
 	pinFile := fs.String("pin-file", "", "for a PIN-protected identity, read its PIN from this file instead of asking")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one NAME")
 	}
 	if *out == "" {
 		return usagef("-o FILE is required: the file to write the backup to")
@@ -262,12 +259,9 @@ func runRestore(e *env, args []string) error {
 	fs := f.register(c)
 	dec.register(fs, "read the backup's passphrase from the first line of this file (default: ask on the terminal); also unlocks an encrypted SSH identity")
 	fs.Lookup("comment").Usage = "comment for the public key (default: the one in the backup)"
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 2, "want NAME and FILE")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 2 {
-		return usagef("want NAME and FILE")
 	}
 	name, file := pos[0], pos[1]
 	if err := sealstore.ValidName(name); err != nil {

@@ -53,12 +53,9 @@ func runAdd(e *env, args []string) error {
 	fs.Var(&dests, "h", "restrict the identity to SSH logins to this destination, [user@]host or host>[user@]host, as ssh-add -h (repeatable; until the next add without -h)")
 	hostsFile := fs.String("H", "", "known_hosts file with the destinations' host keys (default ~/.ssh/known_hosts and known_hosts2)")
 	storeDir := fs.String("store", "", "directory of sealed identities, to tell whether NAME has a PIN (default $XDG_DATA_HOME/icn-agent/identities)")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one NAME")
 	}
 	name := pos[0]
 	if *life < 0 || (*life > 0 && *life < time.Second) {
@@ -148,12 +145,9 @@ func runStatus(e *env, args []string) error {
 	fs := newFlagSet(c)
 	socket := fs.String("a", "", "agent socket (default $SSH_AUTH_SOCK)")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	pos, err := parseFlags(e, c, fs, args)
+	_, err := parseArgs(e, c, fs, args, 0, "status takes no arguments")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("status takes no arguments")
 	}
 	cl, err := dialAgent(e, *socket)
 	if err != nil {

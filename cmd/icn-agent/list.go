@@ -38,17 +38,11 @@ func init() {
 }
 
 func runList(e *env, args []string) error {
-	c := lookup("list")
-	var f common
-	fs := newFlagSet(c)
-	f.register(fs)
+	c, fs, f := commonCommand("list")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	pos, err := parseFlags(e, c, fs, args)
+	_, err := parseArgs(e, c, fs, args, 0, "list takes no arguments")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("list takes no arguments")
 	}
 	store, err := f.openStore(e)
 	if err != nil {
@@ -150,16 +144,10 @@ func dash(s string) string {
 }
 
 func runPubkey(e *env, args []string) error {
-	c := lookup("pubkey")
-	var f common
-	fs := newFlagSet(c)
-	f.register(fs)
-	pos, err := parseFlags(e, c, fs, args)
+	c, fs, f := commonCommand("pubkey")
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one NAME")
 	}
 	store, err := f.openStore(e)
 	if err != nil {
@@ -174,17 +162,11 @@ func runPubkey(e *env, args []string) error {
 }
 
 func runCheck(e *env, args []string) error {
-	c := lookup("check")
-	var f common
-	fs := newFlagSet(c)
-	f.register(fs)
+	c, fs, f := commonCommand("check")
 	pinFile := fs.String("pin-file", "", "for a PIN-protected identity: read its PIN from the first line of this file instead of the terminal")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one NAME")
 	}
 	store, err := f.openStore(e)
 	if err != nil {

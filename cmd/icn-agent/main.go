@@ -185,3 +185,23 @@ func parseFlags(e *env, c *command, fs *flag.FlagSet, args []string) ([]string, 
 		args = args[1:]
 	}
 }
+
+// commonCommand returns command name, its flag set and the common flags
+// registered in it.
+func commonCommand(name string) (*command, *flag.FlagSet, *common) {
+	c := lookup(name)
+	fs := newFlagSet(c)
+	f := new(common)
+	f.register(fs)
+	return c, fs, f
+}
+
+// parseArgs is parseFlags that also wants exactly n positional
+// arguments, failing with msg otherwise.
+func parseArgs(e *env, c *command, fs *flag.FlagSet, args []string, n int, msg string) ([]string, error) {
+	pos, err := parseFlags(e, c, fs, args)
+	if err == nil && len(pos) != n {
+		err = usagef("%s", msg)
+	}
+	return pos, err
+}

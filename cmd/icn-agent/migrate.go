@@ -36,17 +36,11 @@ func init() {
 }
 
 func runSRK(e *env, args []string) error {
-	c := lookup("srk")
-	var f common
-	fs := newFlagSet(c)
-	f.register(fs)
+	c, fs, f := commonCommand("srk")
 	out := fs.String("o", "", "write the SRK file here (a new file) instead of to standard output")
-	pos, err := parseFlags(e, c, fs, args)
+	_, err := parseArgs(e, c, fs, args, 0, "srk takes no arguments")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("srk takes no arguments")
 	}
 	if err := f.setup(e); err != nil {
 		return err
@@ -88,12 +82,9 @@ func runMigrate(e *env, args []string) error {
 	out := fs.String("o", "", "write the migration file here, a new file (required)")
 	fs.Var(&pcrs, "pcrs", "PCRs (SHA-256 bank) the target seals the identity to (default: the PCRs it is sealed to here)")
 	pinFile := fs.String("pin-file", "", "for a PIN-protected identity, read its PIN from this file instead of asking")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one NAME")
 	}
 	if *to == "" || *out == "" {
 		return usagef("--to SRKFILE and -o FILE are required")
@@ -154,12 +145,9 @@ func runImportMigrated(e *env, args []string) error {
 	fs := f.register(c)
 	fs.Lookup("comment").Usage = "comment for the public key (default: the one in FILE)"
 	fs.Lookup("pcrs").Usage = "PCRs (SHA-256 bank) to bind the seed to (default: those chosen at icn-agent migrate)"
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 2, "want NAME and FILE")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 2 {
-		return usagef("want NAME and FILE")
 	}
 	name, file := pos[0], pos[1]
 	if err := sealstore.ValidName(name); err != nil {

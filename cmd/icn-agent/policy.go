@@ -168,12 +168,9 @@ func runPolicySign(e *env, c *command, args []string) error {
 	var f policySignFlags
 	fs := newFlagSet(c)
 	f.register(fs)
-	pos, err := parseFlags(e, c, fs, args)
+	_, err := parseArgs(e, c, fs, args, 0, "policy sign takes no arguments besides its flags")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("policy sign takes no arguments besides its flags")
 	}
 	if f.key == "" {
 		return usagef("--key FILE is required: the private key of icn-agent policy-key create")
@@ -245,12 +242,9 @@ func runPolicyList(e *env, c *command, args []string) error {
 	var f common
 	fs := newFlagSet(c)
 	f.register(fs)
-	pos, err := parseFlags(e, c, fs, args)
+	_, err := parseArgs(e, c, fs, args, 0, "policy list takes no arguments")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("policy list takes no arguments")
 	}
 	store, err := f.openStore(e)
 	if err != nil {

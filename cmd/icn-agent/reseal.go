@@ -47,12 +47,9 @@ func runReseal(e *env, args []string) error {
 	newPIN := fs.Bool("new-pin", false, "protect the identity with a new PIN from now on, asked twice on the terminal")
 	newPINFile := fs.String("new-pin-file", "", "with --new-pin: read the new PIN from the first line of this file instead")
 	noPIN := fs.Bool("no-pin", false, "remove the identity's PIN protection")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one NAME")
 	}
 	switch {
 	case *newPINFile != "" && !*newPIN:

@@ -123,12 +123,9 @@ func runKeygen(e *env, args []string) error {
 	fs := f.register(c)
 	bf.register(fs)
 	host := fs.Bool("host", false, "a host key for sshd (HostKeyAgent): seal into the system instance's store ("+hostStore+") unless --store, and print the sshd_config lines")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one NAME")
 	}
 	if *host {
 		hostKeyDefaults(&f)
@@ -156,12 +153,9 @@ func runImport(e *env, args []string) error {
 	fs := f.register(c)
 	bf.register(fs)
 	dec.register(fs, "read the key's passphrase (or, for an age-encrypted FILE, the age passphrase) from the first line of this file instead of asking on the terminal")
-	pos, err := parseFlags(e, c, fs, args)
+	pos, err := parseArgs(e, c, fs, args, 2, "want NAME and FILE")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 2 {
-		return usagef("want NAME and FILE")
 	}
 	if err := bf.check(); err != nil {
 		return err

@@ -26,10 +26,7 @@ func init() {
 }
 
 func runServe(e *env, args []string) error {
-	c := lookup("serve")
-	var f common
-	fs := newFlagSet(c)
-	f.register(fs)
+	c, fs, f := commonCommand("serve")
 	socket := fs.String("socket", "", "socket path (default $XDG_RUNTIME_DIR/icn-agent/agent.sock; ignored under systemd socket activation)")
 	fs.StringVar(socket, "a", "", "alias for --socket")
 	csh := fs.Bool("c", false, "print the environment in csh syntax")
@@ -38,12 +35,9 @@ func runServe(e *env, args []string) error {
 	metricsAny := fs.Bool("metrics-listen-any", false, "allow --metrics-listen on a non-loopback address (the endpoint has no authentication)")
 	var upstreams stringList
 	fs.Var(&upstreams, "upstream", "socket of another agent whose keys are listed after icn-agent's own and used through it (repeatable; default from config)")
-	pos, err := parseFlags(e, c, fs, args)
+	_, err := parseArgs(e, c, fs, args, 0, "serve takes no arguments")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("serve takes no arguments")
 	}
 	f.daemon = true
 	if err := f.setup(e); err != nil {
@@ -55,7 +49,7 @@ func runServe(e *env, args []string) error {
 	if *metricsAny && *metricsListen == "" {
 		return usagef("--metrics-listen-any needs --metrics-listen")
 	}
-	if err := daemonProcess(&f); err != nil {
+	if err := daemonProcess(f); err != nil {
 		return err
 	}
 	// Seeds are cached in locked memory; if the kernel refuses to lock it
@@ -70,7 +64,7 @@ func runServe(e *env, args []string) error {
 	if len(ups) == 0 {
 		ups = f.cfg.Upstream
 	}
-	opts := daemonOptions(e, &f)
+	opts := daemonOptions(e, f)
 	opts.Socket, opts.PCRPoll, opts.Upstreams = *socket, *pcrPoll, ups
 	opts.MetricsAddr, opts.MetricsAnyAddr = *metricsListen, *metricsAny
 	opts.Ready = func(path string) { printSocketEnv(e, path, *csh) }
