@@ -62,8 +62,7 @@ func (c *common) setup(e *env) error {
 		c.store = sealstore.DefaultDir()
 	}
 	if spec, err := tpmdev.ParseSpec(c.tpm); err == nil && spec.Kind == tpmdev.KindSim && !tpmdev.SimulatorLinked() {
-		return withHint(tpmdev.ErrNoSimulator,
-			"build icn-agent with cgo (CGO_ENABLED=1 and libssl-dev installed) for the development TPM, or use --tpm swtpm:unix:PATH")
+		return tpmdev.ErrNoSimulator // libraryHints says how to get one
 	}
 	return nil
 }

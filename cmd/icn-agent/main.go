@@ -107,11 +107,13 @@ func run(args []string, e *env) int {
 		return exitUsage
 	default:
 		fmt.Fprintf(e.stderr, "icn-agent %s: %v\n", c.name, err)
+		var hints []string
 		var he *errorWithHint
 		if errors.As(err, &he) {
-			for _, h := range he.hints {
-				fmt.Fprintf(e.stderr, "icn-agent %s: hint: %s\n", c.name, h)
-			}
+			hints = he.hints
+		}
+		for _, h := range append(hints, libraryHints(err)...) {
+			fmt.Fprintf(e.stderr, "icn-agent %s: hint: %s\n", c.name, h)
 		}
 		return exitError
 	}

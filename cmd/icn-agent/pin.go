@@ -34,6 +34,8 @@ func explainUnseal(ctx context.Context, tpm tpmseal.TPM, store *sealstore.Store,
 func adviseUnseal(store *sealstore.Store, b *sealstore.Blob, err error) error {
 	var mp *sealstore.MissingPolicyError
 	switch {
+	case errors.Is(err, unlock.ErrNoAskpass):
+		return fmt.Errorf("%w: start icn-agent serve with SSH_ASKPASS set (for example to /usr/bin/ssh-askpass), or unlock it with icn-agent add", err)
 	case errors.Is(err, tpmseal.ErrLockout):
 		return fmt.Errorf("%w, or the TPM owner can reset it with tpm2_dictionarylockout --clear-lockout", err)
 	case errors.As(err, &mp):

@@ -36,6 +36,10 @@ import (
 	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
+// ErrNoAskpass means an identity needs a PIN and the agent has no
+// SSH_ASKPASS program to ask for it (and the request brought none).
+var ErrNoAskpass = errors.New("unlock: no program to ask for the PIN")
+
 var (
 	_ agentsrv.Unsealer    = (*Unsealer)(nil)
 	_ agentsrv.PINUnsealer = (*Unsealer)(nil)
@@ -94,7 +98,7 @@ func (u *Unsealer) unseal(ctx context.Context, b *sealstore.Blob, pin, dst []byt
 	from := "icn-agent add"
 	if pin == nil {
 		if u.Askpass == "" {
-			return fmt.Errorf("%s is protected by a PIN and the agent has no program to ask for it: start icn-agent serve with SSH_ASKPASS set (for example to /usr/bin/ssh-askpass)", b.Name)
+			return u.explain(ctx, b, fmt.Errorf("%s is protected by a PIN: %w", b.Name, ErrNoAskpass))
 		}
 		asked, err := prompt.Askpass(ctx, u.Askpass, Prompt(b))
 		if err != nil {

@@ -156,7 +156,7 @@ func TestPINUnsealer(t *testing.T) {
 				{"right PIN", withAskpass, pinned, string(pin), nil, "", 1, 0, ""},
 				{"wrong PIN", withAskpass, pinned, "open sesamf", nil, "wrong PIN (TPM_RC_AUTH_FAIL", 1, 1, ""},
 				{"cancelled", withAskpass, pinned, "", nil, "PIN entry cancelled", 1, 1, ""},
-				{"no askpass", without, pinned, "", nil, "pinned is protected by a PIN and the agent has no program to ask for it: start icn-agent serve with SSH_ASKPASS set", 0, 1, ""},
+				{"no askpass", without, pinned, "", nil, "pinned is protected by a PIN: unlock: no program to ask for the PIN", 0, 1, ""},
 				{"PCR moved: not asked", withAskpass, moved, string(pin), nil, "PCR 16 changed since it was sealed", 0, 1, ""},
 				{"not signed: not asked", withAskpass, signed, string(pin), nil, "no policy signed by key", 0, 1, ""},
 				{"signed", withAskpass, signed, string(pin), signPolicy, "", 1, 1, ""},
