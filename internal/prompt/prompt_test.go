@@ -58,7 +58,7 @@ func TestAskpass(t *testing.T) {
 				return
 			}
 			if err != nil || string(got) != tt.want {
-				t.Fatalf("runAskpass = %q, %v; want %q", got, err, tt.want)
+				t.Fatalf("Askpass = %q, %v; want %q", got, err, tt.want)
 			}
 		})
 	}
@@ -173,7 +173,7 @@ func TestSecret(t *testing.T) {
 			out = append(out, buf[:n]...)
 		}
 		master.Write([]byte("s3cret-pin\n"))
-		n, _ := master.Read(buf) // the newline promptSecret prints after
+		n, _ := master.Read(buf) // the newline Secret prints after
 		seen <- string(append(out, buf[:n]...))
 	}()
 	got, err := Secret(slave, "PIN: ")
