@@ -18,8 +18,9 @@ import (
 )
 
 // ErrSeedMismatch means a blob unsealed to a seed that is not the one of
-// the identity's public key: the blob is damaged.
-var ErrSeedMismatch = errors.New("provision: the unsealed seed does not match the identity's public key")
+// the identity's public key: the blob is damaged. It is recovery's, which
+// checks backups and migrations the same way.
+var ErrSeedMismatch = recovery.ErrSeedMismatch
 
 // mismatchError is ErrSeedMismatch with the message the user reads.
 type mismatchError struct{}
@@ -98,19 +99,11 @@ func Create(ctx context.Context, t tpmseal.TPM, store *sealstore.Store, seed []b
 // another key gives an error wrapping ErrSeedMismatch. Unseal errors are
 // tpmseal.UnsealWith's, as they are.
 func Unseal(ctx context.Context, t tpmseal.TPM, b *sealstore.Blob, opts tpmseal.UnsealOptions) (*secmem.Buffer, error) {
-	seed, err := secmem.New(sealstore.SeedSize)
-	if err != nil {
-		return nil, err
+	seed, err := recovery.UnsealChecked(ctx, t, b, opts)
+	if errors.Is(err, ErrSeedMismatch) {
+		return nil, mismatchError{}
 	}
-	if err := tpmseal.UnsealWith(ctx, t, b, seed.Bytes(), opts); err != nil {
-		seed.Destroy()
-		return nil, err
-	}
-	if err := samePublicKey(seed.Bytes(), b.PublicKey); err != nil {
-		seed.Destroy()
-		return nil, err
-	}
-	return seed, nil
+	return seed, err
 }
 
 // Policies returns the signed policies that may unseal b (for example

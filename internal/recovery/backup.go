@@ -250,7 +250,7 @@ func ReadBackupFile(path string, keys *Keys) (*Backup, error) {
 // recipients. Nothing is written if path exists, if the TPM does not unseal
 // b, or if the seed it unseals is not b's.
 func BackupIdentity(ctx context.Context, t tpmseal.TPM, b *sealstore.Blob, opts tpmseal.UnsealOptions, path string, recipients ...age.Recipient) error {
-	seed, err := unsealChecked(ctx, t, b, opts)
+	seed, err := UnsealChecked(ctx, t, b, opts)
 	if err != nil {
 		return err
 	}
@@ -267,9 +267,11 @@ func BackupIdentity(ctx context.Context, t tpmseal.TPM, b *sealstore.Blob, opts 
 // of its recorded public key: the blob is damaged.
 var ErrSeedMismatch = errors.New("recovery: the unsealed seed does not match the identity's public key (the blob is damaged)")
 
-// unsealChecked unseals b (with opts) into locked memory and checks the seed against
-// b's public key.
-func unsealChecked(ctx context.Context, t tpmseal.TPM, b *sealstore.Blob, opts tpmseal.UnsealOptions) (*secmem.Buffer, error) {
+// UnsealChecked unseals b (with opts) into locked memory, which the caller
+// destroys, and checks the seed against b's public key: a blob that
+// unseals to another key (a damaged one) gives an error wrapping
+// ErrSeedMismatch. Unseal errors are tpmseal.UnsealWith's, as they are.
+func UnsealChecked(ctx context.Context, t tpmseal.TPM, b *sealstore.Blob, opts tpmseal.UnsealOptions) (*secmem.Buffer, error) {
 	seed, err := secmem.New(sealstore.SeedSize)
 	if err != nil {
 		return nil, err

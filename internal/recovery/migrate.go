@@ -314,7 +314,7 @@ func Migrate(ctx context.Context, t tpmseal.TPM, b *sealstore.Blob, opts tpmseal
 	}
 	digest := sha256.Sum256(header)
 
-	seed, err := unsealChecked(ctx, t, b, opts)
+	seed, err := UnsealChecked(ctx, t, b, opts)
 	if err != nil {
 		return nil, err
 	}
