@@ -239,10 +239,22 @@ func Secret(tty *os.File, prompt string) ([]byte, error) {
 // discarded through a small buffer that is wiped (so that a writer is not
 // killed by a broken pipe before it exits) and over is true.
 func readAll(r io.Reader, buf []byte) (n int, over bool, err error) {
+	return readInto(r, buf, false)
+}
+
+// readLine is readAll that stops at the end of the first line.
+func readLine(r io.Reader, buf []byte) (n int, over bool, err error) {
+	return readInto(r, buf, true)
+}
+
+func readInto(r io.Reader, buf []byte, line bool) (n int, over bool, err error) {
+	ends := func(b []byte, err error) bool {
+		return errors.Is(err, io.EOF) || line && bytes.IndexByte(b, '\n') >= 0
+	}
 	for n < len(buf) {
 		m, err := r.Read(buf[n:])
 		n += m
-		if errors.Is(err, io.EOF) {
+		if ends(buf[n-m:n], err) {
 			return n, false, nil
 		}
 		if err != nil {
@@ -253,41 +265,12 @@ func readAll(r io.Reader, buf []byte) (n int, over bool, err error) {
 	defer secmem.Wipe(sink[:])
 	for {
 		m, err := r.Read(sink[:])
-		if m > 0 {
-			over = true
-		}
-		if errors.Is(err, io.EOF) {
+		over = over || m > 0 || line
+		if ends(sink[:m], err) {
 			return n, over, nil
 		}
 		if err != nil {
 			return n, over, err
-		}
-	}
-}
-
-// readLine reads from r into buf until a newline or the end of the
-// input, and returns how much buf holds. A line longer than buf is read to
-// its end through a small buffer that is wiped, and over is true.
-func readLine(r io.Reader, buf []byte) (n int, over bool, err error) {
-	for n < len(buf) {
-		m, err := r.Read(buf[n:])
-		n += m
-		if bytes.IndexByte(buf[n-m:n], '\n') >= 0 || errors.Is(err, io.EOF) {
-			return n, false, nil
-		}
-		if err != nil {
-			return n, false, err
-		}
-	}
-	var sink [512]byte
-	defer secmem.Wipe(sink[:])
-	for {
-		m, err := r.Read(sink[:])
-		if bytes.IndexByte(sink[:m], '\n') >= 0 || errors.Is(err, io.EOF) {
-			return n, true, nil
-		}
-		if err != nil {
-			return n, true, err
 		}
 	}
 }
