@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"golang.org/x/crypto/ssh/agent"
@@ -119,14 +118,8 @@ func needsPIN(cl *client.Client, dir, name string) bool {
 	if err != nil || !b.Policy.PIN {
 		return false
 	}
-	if st, err := cl.Status(); err == nil {
-		for _, is := range st.Identities {
-			if is.Name == name && is.Unsealed {
-				return false
-			}
-		}
-	}
-	return true
+	st, err := cl.Status()
+	return err != nil || st.Identity(name) == nil || !st.Identity(name).Unsealed
 }
 
 // addWithOptions sends an unseal@icn-agent request with a PIN, the
@@ -176,49 +169,7 @@ func runStatus(e *env, args []string) error {
 		fmt.Fprintln(e.stdout, "agent is locked (ssh-add -X to unlock)")
 		return nil
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tSTATE\tEXPIRES\tUNSEALS\tNOTE")
-	for _, is := range st.Identities {
-		state := "sealed"
-		if is.Unsealed {
-			state = "unsealed"
-		}
-		if is.Hidden {
-			state += ",hidden"
-		}
-		expires := "-"
-		if !is.Expiry.IsZero() {
-			expires = time.Until(is.Expiry).Round(time.Second).String()
-		}
-		note := "-"
-		switch {
-		case len(is.PCRMismatch) > 0:
-			note = "PCR mismatch: " + joinInts(is.PCRMismatch)
-		case is.LastError != "":
-			note = is.LastError
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", is.Name, is.Fingerprint, state, expires, is.UnsealCount, note)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	for _, is := range st.Identities {
-		if is.LastUsed.IsZero() {
-			continue
-		}
-		line := fmt.Sprintf("%s last signed %s ago for %s", is.Name, time.Since(is.LastUsed).Round(time.Second), is.LastPeer)
-		if is.LastDest != "" {
-			line += " to " + is.LastDest
-		}
-		fmt.Fprintln(e.stdout, line)
-	}
-	if st.SoftwareKeys > 0 {
-		fmt.Fprintf(e.stdout, "%d software key(s) added with ssh-add\n", st.SoftwareKeys)
-	}
-	if l := st.Lockout; l != nil {
-		fmt.Fprintf(e.stdout, "TPM dictionary-attack counter: %d of %d (wrong PINs; at %d every PIN identity is locked out)\n", l.Counter, l.Max, l.Max)
-	}
-	return nil
+	return st.WriteText(e.stdout, time.Now())
 }
 
 func writeStatusJSON(e *env, st *client.Status, metrics json.RawMessage) error {
