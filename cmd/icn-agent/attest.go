@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -9,9 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"slices"
-	"strconv"
-	"strings"
 
 	"golang.org/x/crypto/ssh"
 
@@ -19,6 +15,7 @@ import (
 	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/attesttpm"
 	"github.com/icn/icn-agent/internal/safefile"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 func init() {
@@ -120,18 +117,12 @@ func runQuote(e *env, args []string) error {
 	}
 	data = append(data, '\n')
 	if *tools != "" {
-		if err := os.MkdirAll(*tools, 0o700); err != nil {
-			return err
-		}
-		if err := ev.WriteTPM2Tools(*tools); err != nil {
-			return err
-		}
-		q, err := attest.WriteTPM2ToolsQualification(*tools, nonce, key)
+		cmd, err := ev.ExportTPM2Tools(*tools, nonce, key)
 		if err != nil {
 			return err
 		}
 		// On stderr, so that stdout stays the evidence alone.
-		fmt.Fprintf(e.stderr, "check the quote with tpm2-tools:\n  %s\n", attest.TPM2ToolsCommand(*tools, q))
+		fmt.Fprintf(e.stderr, "check the quote with tpm2-tools:\n  %s\n", cmd)
 	}
 	if *out == "" {
 		_, err = e.stdout.Write(data)
@@ -140,22 +131,16 @@ func runQuote(e *env, args []string) error {
 	return writeNewFile(*out, data)
 }
 
-// servedIdentity returns the public key of the identity name the agent
-// serves, for requests about it.
+// servedIdentity is client.ServedIdentity, saying what to do about it.
 func servedIdentity(cl *client.Client, name string) (ssh.PublicKey, error) {
-	st, err := cl.Status()
-	if err != nil {
-		return nil, err
+	key, err := cl.ServedIdentity(name)
+	switch {
+	case errors.Is(err, client.ErrLocked):
+		return nil, withHint(err, "unlock it with ssh-add -X")
+	case errors.Is(err, client.ErrNotFound):
+		return nil, withHint(fmt.Errorf("the agent serves no identity %q", name), "icn-agent status lists the identities it serves")
 	}
-	if st.Locked {
-		return nil, errors.New("the agent is locked; unlock it with ssh-add -X")
-	}
-	for _, is := range st.Identities {
-		if is.Name == name {
-			return is.PublicKey, nil
-		}
-	}
-	return nil, fmt.Errorf("the agent serves no identity %q; see icn-agent status", name)
+	return key, err
 }
 
 // writeNewFile writes data to a file that must not exist yet.
@@ -181,17 +166,11 @@ type pcrValues map[int][]byte
 func (p pcrValues) String() string { return "" }
 
 func (p pcrValues) Set(v string) error {
-	idx, val, ok := strings.Cut(v, "=")
-	n, err := strconv.Atoi(idx)
-	if !ok || err != nil || n < 0 || n > 23 {
-		return fmt.Errorf("want N=HEX with N in 0-23, got %q", v)
+	n, val, err := tpmpolicy.ParseValue(v)
+	if err == nil {
+		p[n] = val
 	}
-	b, err := hex.DecodeString(val)
-	if err != nil {
-		return fmt.Errorf("PCR %d: value is not hex", n)
-	}
-	p[n] = b
-	return nil
+	return err
 }
 
 var _ flag.Value = pcrValues(nil)
@@ -259,8 +238,7 @@ func runVerify(e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("evidence does not verify: %w", err)
 	}
-	printResult(e, res)
-	return nil
+	return res.WriteText(e.stdout, unpinnedNote)
 }
 
 func readPEMPublicKey(path string) (any, error) {
@@ -275,30 +253,5 @@ func readPEMPublicKey(path string) (any, error) {
 	return pub, err
 }
 
-func printResult(e *env, r *attest.Result) {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "ok: evidence verifies\n")
-	fmt.Fprintf(&b, "identity:   %s\n", ssh.FingerprintSHA256(r.Identity))
-	pin := "NOT pinned: pass --ak or --ak-name to trust only your TPM's key"
-	if r.AKPinned {
-		pin = "pinned"
-	}
-	fmt.Fprintf(&b, "AK:         %s (%s)\n", hex.EncodeToString(r.AKName), pin)
-	idx := make([]int, 0, len(r.PCRs))
-	for i := range r.PCRs {
-		idx = append(idx, i)
-	}
-	slices.Sort(idx)
-	for _, i := range idx {
-		fmt.Fprintf(&b, "PCR %-2d      %s\n", i, hex.EncodeToString(r.PCRs[i]))
-	}
-	switch {
-	case !r.Certified:
-		fmt.Fprintf(&b, "sealed key: not certified\n")
-	case r.SealedPolicyMatches:
-		fmt.Fprintf(&b, "sealed key: certified; its %s matches the quoted values (it unseals in this state)\n", r.SealedPolicyKind.Describe(r.SealedPIN))
-	default:
-		fmt.Fprintf(&b, "sealed key: certified; its %s does NOT match the quoted values (it no longer unseals)\n", r.SealedPolicyKind.Describe(r.SealedPIN))
-	}
-	e.stdout.Write(b.Bytes())
-}
+// unpinnedNote is the advice that follows "NOT pinned" in a report.
+const unpinnedNote = "pass --ak or --ak-name to trust only your TPM's key"
