@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"text/tabwriter"
 
 	"golang.org/x/crypto/ssh"
 
@@ -71,7 +70,7 @@ func runList(e *env, args []string) error {
 		case en.Err != nil:
 			le.Error += "; " + restoreHint(en.Name, en.Path)
 		case tpmErr != nil:
-			le.Status, le.Error = "unknown", tpmErr.Error()
+			le.Status, le.Error = sealstore.StatusUnknown, tpmErr.Error()
 		default:
 			le.SetStatus(tpmseal.CheckStatus(ctx, tpm, en.Blob, unlock.SignedPolicies(store, en.Blob, f.log)))
 		}
@@ -86,26 +85,7 @@ func runList(e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "no identities in %s; create one with: icn-agent keygen NAME\n", store.Dir())
 		return nil
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tPCRS\tDID\tSTATUS")
-	for _, le := range out {
-		status := le.Status
-		switch le.Status {
-		case "pcr-mismatch":
-			status = "PCR mismatch: " + joinInts(le.MismatchedPCRs)
-		case "unreadable", "unknown", "other-tpm", "no-signed-policy":
-			status = le.Status + ": " + le.Error
-		}
-		pcrs := dash(joinInts(le.PCRs))
-		if le.Policy == "signed" {
-			pcrs += " signed"
-		}
-		if le.PIN {
-			pcrs += " +PIN"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", le.Name, dash(le.Fingerprint), pcrs, dash(le.DIDKey), status)
-	}
-	return tw.Flush()
+	return sealstore.WriteListings(e.stdout, out)
 }
 
 // loadToUnseal loads identity name to unseal it (check, reseal); a
@@ -191,15 +171,6 @@ func runCheck(e *env, args []string) error {
 	}
 	seed.Destroy()
 	secmem.Wipe(pin)
-	var extra string
-	if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
-		if k, err := b.Policy.SignerKey(); err == nil {
-			extra += " signed by key " + k.ID()
-		}
-	}
-	if b.Policy.PIN {
-		extra += ", PIN"
-	}
-	fmt.Fprintf(e.stdout, "ok: %s unseals on this TPM (%s, PCRs %s%s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), joinInts(b.Policy.Indexes()), extra)
+	fmt.Fprintf(e.stdout, "ok: %s unseals on this TPM (%s, %s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), b.Policy.Describe())
 	return nil
 }
