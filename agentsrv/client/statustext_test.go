@@ -2,6 +2,7 @@ package client
 
 import (
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -11,17 +12,22 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 )
 
-// statusAgent answers status@icn-agent with st and nothing else.
+// statusAgent answers status@icn-agent with st and metrics@icn-agent
+// with metrics, if set, and nothing else.
 type statusAgent struct {
 	agent.ExtendedAgent
-	st *Status
+	st      *Status
+	metrics string
 }
 
 func (a statusAgent) Extension(ext string, _ []byte) ([]byte, error) {
-	if ext != ExtStatus || a.st == nil {
-		return nil, agent.ErrExtensionUnsupported
+	switch {
+	case ext == ExtStatus && a.st != nil:
+		return MarshalStatus(a.st), nil
+	case ext == ExtMetrics && a.metrics != "":
+		return ssh.Marshal(&metricsReply{JSON: a.metrics}), nil
 	}
-	return MarshalStatus(a.st), nil
+	return nil, agent.ErrExtensionUnsupported
 }
 
 func TestServedIdentity(t *testing.T) {
@@ -71,5 +77,27 @@ TPM dictionary-attack counter: 1 of 32 (wrong PINs; at 32 every PIN identity is 
 	}
 	if st.Identity("bb") != &st.Identities[1] || st.Identity("d") != nil {
 		t.Error("Identity: wrong lookup")
+	}
+}
+
+func TestClientStatusJSON(t *testing.T) {
+	pub, _ := ssh.NewPublicKey(ed25519.PublicKey(make([]byte, ed25519.PublicKeySize)))
+	st := &Status{Identities: []IdentityStatus{{Name: "work", PublicKey: pub, Fingerprint: "SHA256:w"}}}
+	for _, c := range []struct {
+		a    statusAgent
+		want string
+	}{
+		{statusAgent{st: st, metrics: `{"signs":1}`}, `{"locked":false,"software_keys":0,"identities":[{"name":"work","fingerprint":"SHA256:w","unsealed":false,"unseal_count":0,"hidden":false}],"metrics":{"signs":1}}`},
+		{statusAgent{st: st}, `{"locked":false,"software_keys":0,"identities":[{"name":"work","fingerprint":"SHA256:w","unsealed":false,"unseal_count":0,"hidden":false}]}`},
+		{statusAgent{st: &Status{Locked: true}, metrics: `{"signs":1}`}, `{"locked":true,"software_keys":0,"identities":[]}`},
+	} {
+		j, err := (&Client{agent: c.a}).StatusJSON()
+		got, _ := json.Marshal(j)
+		if err != nil || string(got) != c.want {
+			t.Errorf("StatusJSON = %s, %v\nwant %s", got, err, c.want)
+		}
+	}
+	if _, err := (&Client{agent: statusAgent{st: st, metrics: "not json"}}).StatusJSON(); err == nil {
+		t.Error("malformed metrics: no error")
 	}
 }

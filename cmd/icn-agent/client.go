@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"golang.org/x/crypto/ssh/agent"
-
 	"github.com/icn/icn-agent/agentsrv"
 	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/internal/daemon"
@@ -147,33 +145,22 @@ func runStatus(e *env, args []string) error {
 		return err
 	}
 	defer cl.Close()
+	if *asJSON {
+		j, err := cl.StatusJSON()
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(j)
+	}
 	st, err := cl.Status()
 	if err != nil {
 		return err
-	}
-	if *asJSON {
-		var m json.RawMessage
-		if !st.Locked {
-			// Counters, if the agent keeps them (serve --metrics-listen).
-			m, err = cl.Metrics()
-			if errors.Is(err, agent.ErrExtensionUnsupported) {
-				m, err = nil, nil
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return writeStatusJSON(e, st, m)
 	}
 	if st.Locked {
 		fmt.Fprintln(e.stdout, "agent is locked (ssh-add -X to unlock)")
 		return nil
 	}
 	return st.WriteText(e.stdout, time.Now())
-}
-
-func writeStatusJSON(e *env, st *client.Status, metrics json.RawMessage) error {
-	enc := json.NewEncoder(e.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(st.JSON(metrics))
 }
