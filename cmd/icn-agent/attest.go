@@ -7,13 +7,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/attesttpm"
+	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
@@ -59,12 +59,12 @@ func runAK(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pemBytes, err := ak.PublicPEM()
+	pin, err := ak.PinFile()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "# name %s\n%s", hex.EncodeToString(ak.Name()), pemBytes)
-	return nil
+	_, err = e.stdout.Write(pin)
+	return err
 }
 
 func parseNonce(s string) ([]byte, error) {
@@ -128,7 +128,11 @@ func runQuote(e *env, args []string) error {
 		_, err = e.stdout.Write(data)
 		return err
 	}
-	return writeNewFile(*out, data)
+	err = recovery.WriteNewFile(*out, data)
+	if errors.Is(err, recovery.ErrFileExists) {
+		return fmt.Errorf("%s exists; pick another file name (it is never overwritten)", *out)
+	}
+	return err
 }
 
 // servedIdentity is client.ServedIdentity, saying what to do about it.
@@ -141,23 +145,6 @@ func servedIdentity(cl *client.Client, name string) (ssh.PublicKey, error) {
 		return nil, withHint(fmt.Errorf("the agent serves no identity %q", name), "icn-agent status lists the identities it serves")
 	}
 	return key, err
-}
-
-// writeNewFile writes data to a file that must not exist yet.
-func writeNewFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s exists; pick another file name (it is never overwritten)", path)
-		}
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	return f.Close()
 }
 
 // pcrValues is a flag.Value for repeated --pcr N=HEX.
