@@ -192,16 +192,15 @@ func runVerify(e *env, args []string) error {
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
-	opts := attest.VerifyOptions{Nonce: nonce}
-	if len(expected) > 0 {
-		opts.ExpectedPCRs = expected
-	}
+	opts := attest.VerifyOptions{Nonce: nonce, ExpectedPCRs: expected}
 	if *akFile != "" {
-		pub, err := readPEMPublicKey(*akFile)
-		if err != nil {
-			return err
+		data, err := safefile.Read(*akFile, maxKeyFile)
+		if err == nil {
+			opts.TrustedAK, err = attest.ParsePEMPublicKey(data)
 		}
-		opts.TrustedAK = pub
+		if err != nil {
+			return fmt.Errorf("--ak: %w", err)
+		}
 	}
 	if *akName != "" {
 		n, err := hex.DecodeString(*akName)
@@ -211,33 +210,19 @@ func runVerify(e *env, args []string) error {
 		opts.TrustedAKName = n
 	}
 	if *keyFile != "" {
-		kd, err := safefile.Read(*keyFile, maxKeyFile)
+		data, err := safefile.Read(*keyFile, maxKeyFile)
+		if err == nil {
+			opts.IdentityKey, _, _, _, err = ssh.ParseAuthorizedKey(data)
+		}
 		if err != nil {
 			return fmt.Errorf("--key: %w", err)
 		}
-		k, _, _, _, err := ssh.ParseAuthorizedKey(kd)
-		if err != nil {
-			return fmt.Errorf("%s: %w", *keyFile, err)
-		}
-		opts.IdentityKey = k
 	}
 	res, err := attest.Verify(&ev, opts)
 	if err != nil {
 		return fmt.Errorf("evidence does not verify: %w", err)
 	}
 	return res.WriteText(e.stdout, unpinnedNote)
-}
-
-func readPEMPublicKey(path string) (any, error) {
-	data, err := safefile.Read(path, maxKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	pub, err := attest.ParsePEMPublicKey(data)
-	if errors.Is(err, attest.ErrNoPublicKey) {
-		return nil, fmt.Errorf("%s holds no PEM public key", path)
-	}
-	return pub, err
 }
 
 // unpinnedNote is the advice that follows "NOT pinned" in a report.

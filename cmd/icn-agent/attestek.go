@@ -21,22 +21,6 @@ func init() {
 // maxRootsFile bounds a bundle of trusted certificates.
 const maxRootsFile = 1 << 20
 
-// readTrust reads a PEM bundle of trusted certificates (attest.ParseEKTrust).
-func readTrust(path string) (attest.EKTrust, error) {
-	data, err := safefile.Read(path, maxRootsFile)
-	if err != nil {
-		return attest.EKTrust{}, err
-	}
-	trust, err := attest.ParseEKTrust(data)
-	if errors.Is(err, attest.ErrNoCertificate) {
-		return trust, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	if err != nil {
-		return trust, fmt.Errorf("%s: %w", path, err)
-	}
-	return trust, nil
-}
-
 // attestJSON is the --json output of icn-agent attest.
 type attestJSON = attest.AgentVerdictJSON
 
@@ -56,9 +40,13 @@ func runAttest(e *env, args []string) error {
 	if *roots == "" {
 		return usagef("--ek-roots is required: the roots that issued your TPM's endorsement key certificate")
 	}
-	trust, err := readTrust(*roots)
+	data, err := safefile.Read(*roots, maxRootsFile)
+	var trust attest.EKTrust
+	if err == nil {
+		trust, err = attest.ParseEKTrust(data)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("--ek-roots: %w", err)
 	}
 	cl, err := dialAgent(e, *socket)
 	if err != nil {
