@@ -12,7 +12,6 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
-	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func init() {
@@ -47,34 +46,14 @@ func runList(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	entries, err := store.List()
+	out, err := unlock.Listings(context.Background(), store, f.openTPM, f.log)
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
-	out := make([]sealstore.Listing, 0, len(entries))
-	var tpmErr error
-	var tpm tpmseal.TPM
-	if len(entries) > 0 {
-		t, err := f.openTPM(ctx)
-		if err != nil {
-			tpmErr = err
-		} else {
-			defer t.Close()
-			tpm = t
+	for i, l := range out {
+		if l.Status == sealstore.StatusUnreadable {
+			out[i].Error += "; " + restoreHint(l.Name, l.Path)
 		}
-	}
-	for _, en := range entries {
-		le := sealstore.Describe(en)
-		switch {
-		case en.Err != nil:
-			le.Error += "; " + restoreHint(en.Name, en.Path)
-		case tpmErr != nil:
-			le.Status, le.Error = sealstore.StatusUnknown, tpmErr.Error()
-		default:
-			le.SetStatus(tpmseal.CheckStatus(ctx, tpm, en.Blob, unlock.SignedPolicies(store, en.Blob, f.log)))
-		}
-		out = append(out, le)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
