@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 
 	"golang.org/x/crypto/ssh"
@@ -98,15 +97,11 @@ func runQuote(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	cl, err := dialAgent(e, *socket)
+	cl, key, err := servedIdentity(e, *socket, pos[0])
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	key, err := servedIdentity(cl, pos[0])
-	if err != nil {
-		return err
-	}
 	ev, err := attest.RequestEvidence(cl.Agent(), key, nonce, extra.pcrs)
 	if err != nil {
 		return err
@@ -135,16 +130,25 @@ func runQuote(e *env, args []string) error {
 	return err
 }
 
-// servedIdentity is client.ServedIdentity, saying what to do about it.
-func servedIdentity(cl *client.Client, name string) (ssh.PublicKey, error) {
+// servedIdentity connects to the agent and looks up the identity name it
+// serves (client.ServedIdentity), saying what to do if it cannot.
+func servedIdentity(e *env, socket, name string) (*client.Client, ssh.PublicKey, error) {
+	cl, err := dialAgent(e, socket)
+	if err != nil {
+		return nil, nil, err
+	}
 	key, err := cl.ServedIdentity(name)
 	switch {
 	case errors.Is(err, client.ErrLocked):
-		return nil, withHint(err, "unlock it with ssh-add -X")
+		err = withHint(err, "unlock it with ssh-add -X")
 	case errors.Is(err, client.ErrNotFound):
-		return nil, withHint(fmt.Errorf("the agent serves no identity %q", name), "icn-agent status lists the identities it serves")
+		err = withHint(fmt.Errorf("the agent serves no identity %q", name), "icn-agent status lists the identities it serves")
 	}
-	return key, err
+	if err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	return cl, key, nil
 }
 
 // pcrValues is a flag.Value for repeated --pcr N=HEX.
@@ -159,8 +163,6 @@ func (p pcrValues) Set(v string) error {
 	}
 	return err
 }
-
-var _ flag.Value = pcrValues(nil)
 
 // maxEvidenceFile bounds what verify reads. Evidence JSON is at most
 // 256 KiB (attest's own bound); a larger file is refused as too large

@@ -48,15 +48,11 @@ func runAttest(e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--ek-roots: %w", err)
 	}
-	cl, err := dialAgent(e, *socket)
+	cl, key, err := servedIdentity(e, *socket, pos[0])
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	key, err := servedIdentity(cl, pos[0])
-	if err != nil {
-		return err
-	}
 	v, err := attest.AttestAgent(cl.Agent(), key, trust, attest.VerifyOptions{})
 	if *asJSON {
 		out, _ := json.MarshalIndent(attest.VerdictJSON(key, v, err), "", "  ")

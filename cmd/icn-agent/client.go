@@ -85,7 +85,11 @@ func runAdd(e *env, args []string) error {
 	if pin == nil && !*confirm && dcs == nil {
 		err = cl.Add(name, *life)
 	} else {
-		err = addWithOptions(cl, name, agentsrv.UnsealOptions{Lifetime: *life, Confirm: *confirm, PIN: pin, Destinations: dcs})
+		err = agentsrv.RequestUnseal(cl, name, agentsrv.UnsealOptions{Lifetime: *life, Confirm: *confirm, PIN: pin, Destinations: dcs})
+	}
+	var re *agentsrv.RefusedError
+	if errors.As(err, &re) {
+		return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, re.Err)
 	}
 	if err != nil {
 		if errors.Is(err, client.ErrNotFound) {
@@ -118,17 +122,6 @@ func needsPIN(cl *client.Client, dir, name string) bool {
 	}
 	st, err := cl.Status()
 	return err != nil || st.Identity(name) == nil || !st.Identity(name).Unsealed
-}
-
-// addWithOptions sends an unseal@icn-agent request with a PIN, the
-// confirm flag or destinations (agentsrv.RequestUnseal).
-func addWithOptions(cl *client.Client, name string, o agentsrv.UnsealOptions) error {
-	err := agentsrv.RequestUnseal(cl, name, o)
-	var re *agentsrv.RefusedError
-	if errors.As(err, &re) {
-		return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, re.Err)
-	}
-	return err
 }
 
 func runStatus(e *env, args []string) error {
