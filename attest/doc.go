@@ -117,7 +117,15 @@
 //
 // [Evidence.WriteTPM2Tools] writes the quote in the files tpm2-tools'
 // tpm2_checkquote reads, so the quote can be checked by an independent
-// implementation (-q takes the hex of Binding, not of the nonce).
+// implementation (-q takes the hex of Binding, not of the nonce);
+// [Evidence.ExportTPM2Tools] also writes the -q value and returns the
+// tpm2_checkquote command.
+//
+// # Reports
+//
+// [Result.WriteText] and [AgentVerdict.WriteText] write what icn-agent
+// verify and attest print; [VerdictJSON] is the JSON form of attest's
+// verdict.
 //
 // # Encodings
 //

@@ -36,6 +36,25 @@ func WriteTPM2ToolsQualification(dir string, nonce []byte, key ssh.PublicKey) (s
 	return q, nil
 }
 
+// ExportTPM2Tools writes the quote in e into dir for tpm2-tools, creating
+// dir (mode 0700) if it does not exist: the files of WriteTPM2Tools and,
+// for the verifier's nonce and the identity key, the -q value
+// (WriteTPM2ToolsQualification). It returns the tpm2_checkquote command
+// that checks them (TPM2ToolsCommand).
+func (e *Evidence) ExportTPM2Tools(dir string, nonce []byte, key ssh.PublicKey) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("attest: write tpm2-tools files: %w", err)
+	}
+	if err := e.WriteTPM2Tools(dir); err != nil {
+		return "", err
+	}
+	q, err := WriteTPM2ToolsQualification(dir, nonce, key)
+	if err != nil {
+		return "", err
+	}
+	return TPM2ToolsCommand(dir, q), nil
+}
+
 // TPM2ToolsCommand returns the tpm2_checkquote command line that checks the
 // files WriteTPM2Tools wrote into dir, with the -q value qualification (hex).
 func TPM2ToolsCommand(dir, qualification string) string {

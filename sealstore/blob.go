@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 	"github.com/icn/icn-agent/internal/wire"
 )
 
@@ -191,6 +192,19 @@ func (p Policy) Indexes() []int {
 		idx[i] = v.Index
 	}
 	return idx
+}
+
+// Describe says for people what p needs: "PCRs 0,7", then " signed by key
+// ID" for a PolicyAuthorizedPCR policy and ", PIN" if it needs one.
+func (p Policy) Describe() string {
+	s := "PCRs " + tpmpolicy.FormatList(p.Indexes())
+	if k, err := p.SignerKey(); err == nil {
+		s += " signed by key " + k.ID()
+	}
+	if p.PIN {
+		s += ", PIN"
+	}
+	return s
 }
 
 // Blob is a sealed identity as stored on disk: everything needed to load the

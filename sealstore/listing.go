@@ -2,10 +2,14 @@ package sealstore
 
 import (
 	"crypto/ed25519"
+	"fmt"
+	"io"
+	"text/tabwriter"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/internal/didkey"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 // Listing describes a stored identity as icn-agent list shows it. Its
@@ -62,4 +66,38 @@ func (l *Listing) SetStatus(st BlobStatus) {
 	if st.Err != nil && st.Status != StatusPCRMismatch {
 		l.Error = st.Err.Error()
 	}
+}
+
+// WriteListings writes ls for people, as icn-agent list prints it: a
+// table of names, fingerprints, PCRs (with "signed" for a signed policy
+// and "+PIN"), did:keys and statuses, with the PCRs that changed or the
+// error where a status has them, and "-" for what is not known.
+func WriteListings(w io.Writer, ls []Listing) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tPCRS\tDID\tSTATUS")
+	for _, l := range ls {
+		status := l.Status
+		switch l.Status {
+		case StatusPCRMismatch:
+			status = "PCR mismatch: " + tpmpolicy.FormatList(l.MismatchedPCRs)
+		case StatusUnreadable, StatusUnknown, StatusOtherTPM, StatusNoSignedPolicy:
+			status = l.Status + ": " + l.Error
+		}
+		pcrs := dash(tpmpolicy.FormatList(l.PCRs))
+		if l.Policy == "signed" {
+			pcrs += " signed"
+		}
+		if l.PIN {
+			pcrs += " +PIN"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Name, dash(l.Fingerprint), pcrs, dash(l.DIDKey), status)
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

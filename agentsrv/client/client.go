@@ -221,6 +221,25 @@ func (c *Client) Status() (*Status, error) {
 	return ParseStatus(reply)
 }
 
+// ServedIdentity returns the public key of the sealed identity name that
+// the agent serves, for requests about it (such as attest.RequestEvidence).
+// The error wraps ErrLocked while the agent is locked and ErrNotFound if
+// it serves no such identity.
+func (c *Client) ServedIdentity(name string) (ssh.PublicKey, error) {
+	st, err := c.Status()
+	if err != nil {
+		return nil, err
+	}
+	if st.Locked {
+		return nil, ErrLocked
+	}
+	is := st.Identity(name)
+	if is == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	return is.PublicKey, nil
+}
+
 // Extensions returns the names of the extensions the agent supports (its
 // answer to the standard query extension). Against an agent without
 // query the error wraps agent.ErrExtensionUnsupported.

@@ -2,7 +2,10 @@ package client
 
 import (
 	"encoding/json"
+	"errors"
 	"time"
+
+	"golang.org/x/crypto/ssh/agent"
 )
 
 // StatusJSON is the JSON form of a Status, for scripts (icn-agent status
@@ -58,4 +61,24 @@ func (st *Status) JSON(metrics json.RawMessage) StatusJSON {
 		out.Identities = append(out.Identities, j)
 	}
 	return out
+}
+
+// StatusJSON returns the agent's status in its JSON form, with its
+// counters when it keeps them (metrics@icn-agent) and is not locked.
+func (c *Client) StatusJSON() (StatusJSON, error) {
+	st, err := c.Status()
+	if err != nil {
+		return StatusJSON{}, err
+	}
+	var m json.RawMessage
+	if !st.Locked {
+		m, err = c.Metrics()
+		if errors.Is(err, agent.ErrExtensionUnsupported) {
+			m, err = nil, nil
+		}
+		if err != nil {
+			return StatusJSON{}, err
+		}
+	}
+	return st.JSON(m), nil
 }

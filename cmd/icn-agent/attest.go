@@ -1,24 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
-	"slices"
-	"strconv"
-	"strings"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/attesttpm"
+	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/safefile"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 func init() {
@@ -62,12 +58,12 @@ func runAK(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pemBytes, err := ak.PublicPEM()
+	pin, err := ak.PinFile()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "# name %s\n%s", hex.EncodeToString(ak.Name()), pemBytes)
-	return nil
+	_, err = e.stdout.Write(pin)
+	return err
 }
 
 func parseNonce(s string) ([]byte, error) {
@@ -101,15 +97,11 @@ func runQuote(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	cl, err := dialAgent(e, *socket)
+	cl, key, err := servedIdentity(e, *socket, pos[0])
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	key, err := servedIdentity(cl, pos[0])
-	if err != nil {
-		return err
-	}
 	ev, err := attest.RequestEvidence(cl.Agent(), key, nonce, extra.pcrs)
 	if err != nil {
 		return err
@@ -120,59 +112,43 @@ func runQuote(e *env, args []string) error {
 	}
 	data = append(data, '\n')
 	if *tools != "" {
-		if err := os.MkdirAll(*tools, 0o700); err != nil {
-			return err
-		}
-		if err := ev.WriteTPM2Tools(*tools); err != nil {
-			return err
-		}
-		q, err := attest.WriteTPM2ToolsQualification(*tools, nonce, key)
+		cmd, err := ev.ExportTPM2Tools(*tools, nonce, key)
 		if err != nil {
 			return err
 		}
 		// On stderr, so that stdout stays the evidence alone.
-		fmt.Fprintf(e.stderr, "check the quote with tpm2-tools:\n  %s\n", attest.TPM2ToolsCommand(*tools, q))
+		fmt.Fprintf(e.stderr, "check the quote with tpm2-tools:\n  %s\n", cmd)
 	}
 	if *out == "" {
 		_, err = e.stdout.Write(data)
 		return err
 	}
-	return writeNewFile(*out, data)
+	err = recovery.WriteNewFile(*out, data)
+	if errors.Is(err, recovery.ErrFileExists) {
+		return fmt.Errorf("%s exists; pick another file name (it is never overwritten)", *out)
+	}
+	return err
 }
 
-// servedIdentity returns the public key of the identity name the agent
-// serves, for requests about it.
-func servedIdentity(cl *client.Client, name string) (ssh.PublicKey, error) {
-	st, err := cl.Status()
+// servedIdentity connects to the agent and looks up the identity name it
+// serves (client.ServedIdentity), saying what to do if it cannot.
+func servedIdentity(e *env, socket, name string) (*client.Client, ssh.PublicKey, error) {
+	cl, err := dialAgent(e, socket)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if st.Locked {
-		return nil, errors.New("the agent is locked; unlock it with ssh-add -X")
+	key, err := cl.ServedIdentity(name)
+	switch {
+	case errors.Is(err, client.ErrLocked):
+		err = withHint(err, "unlock it with ssh-add -X")
+	case errors.Is(err, client.ErrNotFound):
+		err = withHint(fmt.Errorf("the agent serves no identity %q", name), "icn-agent status lists the identities it serves")
 	}
-	for _, is := range st.Identities {
-		if is.Name == name {
-			return is.PublicKey, nil
-		}
-	}
-	return nil, fmt.Errorf("the agent serves no identity %q; see icn-agent status", name)
-}
-
-// writeNewFile writes data to a file that must not exist yet.
-func writeNewFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s exists; pick another file name (it is never overwritten)", path)
-		}
-		return err
+		cl.Close()
+		return nil, nil, err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	return f.Close()
+	return cl, key, nil
 }
 
 // pcrValues is a flag.Value for repeated --pcr N=HEX.
@@ -181,20 +157,12 @@ type pcrValues map[int][]byte
 func (p pcrValues) String() string { return "" }
 
 func (p pcrValues) Set(v string) error {
-	idx, val, ok := strings.Cut(v, "=")
-	n, err := strconv.Atoi(idx)
-	if !ok || err != nil || n < 0 || n > 23 {
-		return fmt.Errorf("want N=HEX with N in 0-23, got %q", v)
+	n, val, err := tpmpolicy.ParseValue(v)
+	if err == nil {
+		p[n] = val
 	}
-	b, err := hex.DecodeString(val)
-	if err != nil {
-		return fmt.Errorf("PCR %d: value is not hex", n)
-	}
-	p[n] = b
-	return nil
+	return err
 }
-
-var _ flag.Value = pcrValues(nil)
 
 // maxEvidenceFile bounds what verify reads. Evidence JSON is at most
 // 256 KiB (attest's own bound); a larger file is refused as too large
@@ -226,16 +194,15 @@ func runVerify(e *env, args []string) error {
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
-	opts := attest.VerifyOptions{Nonce: nonce}
-	if len(expected) > 0 {
-		opts.ExpectedPCRs = expected
-	}
+	opts := attest.VerifyOptions{Nonce: nonce, ExpectedPCRs: expected}
 	if *akFile != "" {
-		pub, err := readPEMPublicKey(*akFile)
-		if err != nil {
-			return err
+		data, err := safefile.Read(*akFile, maxKeyFile)
+		if err == nil {
+			opts.TrustedAK, err = attest.ParsePEMPublicKey(data)
 		}
-		opts.TrustedAK = pub
+		if err != nil {
+			return fmt.Errorf("--ak: %w", err)
+		}
 	}
 	if *akName != "" {
 		n, err := hex.DecodeString(*akName)
@@ -245,60 +212,20 @@ func runVerify(e *env, args []string) error {
 		opts.TrustedAKName = n
 	}
 	if *keyFile != "" {
-		kd, err := safefile.Read(*keyFile, maxKeyFile)
+		data, err := safefile.Read(*keyFile, maxKeyFile)
+		if err == nil {
+			opts.IdentityKey, _, _, _, err = ssh.ParseAuthorizedKey(data)
+		}
 		if err != nil {
 			return fmt.Errorf("--key: %w", err)
 		}
-		k, _, _, _, err := ssh.ParseAuthorizedKey(kd)
-		if err != nil {
-			return fmt.Errorf("%s: %w", *keyFile, err)
-		}
-		opts.IdentityKey = k
 	}
 	res, err := attest.Verify(&ev, opts)
 	if err != nil {
 		return fmt.Errorf("evidence does not verify: %w", err)
 	}
-	printResult(e, res)
-	return nil
+	return res.WriteText(e.stdout, unpinnedNote)
 }
 
-func readPEMPublicKey(path string) (any, error) {
-	data, err := safefile.Read(path, maxKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	pub, err := attest.ParsePEMPublicKey(data)
-	if errors.Is(err, attest.ErrNoPublicKey) {
-		return nil, fmt.Errorf("%s holds no PEM public key", path)
-	}
-	return pub, err
-}
-
-func printResult(e *env, r *attest.Result) {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "ok: evidence verifies\n")
-	fmt.Fprintf(&b, "identity:   %s\n", ssh.FingerprintSHA256(r.Identity))
-	pin := "NOT pinned: pass --ak or --ak-name to trust only your TPM's key"
-	if r.AKPinned {
-		pin = "pinned"
-	}
-	fmt.Fprintf(&b, "AK:         %s (%s)\n", hex.EncodeToString(r.AKName), pin)
-	idx := make([]int, 0, len(r.PCRs))
-	for i := range r.PCRs {
-		idx = append(idx, i)
-	}
-	slices.Sort(idx)
-	for _, i := range idx {
-		fmt.Fprintf(&b, "PCR %-2d      %s\n", i, hex.EncodeToString(r.PCRs[i]))
-	}
-	switch {
-	case !r.Certified:
-		fmt.Fprintf(&b, "sealed key: not certified\n")
-	case r.SealedPolicyMatches:
-		fmt.Fprintf(&b, "sealed key: certified; its %s matches the quoted values (it unseals in this state)\n", r.SealedPolicyKind.Describe(r.SealedPIN))
-	default:
-		fmt.Fprintf(&b, "sealed key: certified; its %s does NOT match the quoted values (it no longer unseals)\n", r.SealedPolicyKind.Describe(r.SealedPIN))
-	}
-	e.stdout.Write(b.Bytes())
-}
+// unpinnedNote is the advice that follows "NOT pinned" in a report.
+const unpinnedNote = "pass --ak or --ak-name to trust only your TPM's key"

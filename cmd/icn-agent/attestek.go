@@ -1,12 +1,9 @@
 package main
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/safefile"
@@ -24,35 +21,8 @@ func init() {
 // maxRootsFile bounds a bundle of trusted certificates.
 const maxRootsFile = 1 << 20
 
-// readTrust reads a PEM bundle of trusted certificates (attest.ParseEKTrust).
-func readTrust(path string) (attest.EKTrust, error) {
-	data, err := safefile.Read(path, maxRootsFile)
-	if err != nil {
-		return attest.EKTrust{}, err
-	}
-	trust, err := attest.ParseEKTrust(data)
-	if errors.Is(err, attest.ErrNoCertificate) {
-		return trust, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	if err != nil {
-		return trust, fmt.Errorf("%s: %w", path, err)
-	}
-	return trust, nil
-}
-
 // attestJSON is the --json output of icn-agent attest.
-type attestJSON struct {
-	OK                  bool     `json:"ok"`
-	Error               string   `json:"error,omitempty"`
-	Identity            string   `json:"identity,omitempty"`
-	EKSubject           string   `json:"ek_subject,omitempty"`
-	EKIssuer            string   `json:"ek_issuer,omitempty"`
-	AKName              string   `json:"ak_name,omitempty"`
-	Certified           bool     `json:"certified"`
-	Policy              string   `json:"policy,omitempty"`
-	SealedPolicyMatches bool     `json:"sealed_policy_matches"`
-	PCRs                []string `json:"pcrs,omitempty"`
-}
+type attestJSON = attest.AgentVerdictJSON
 
 // errAttestFailed is returned after the verdict is printed, for exit 1.
 var errAttestFailed = errors.New("attestation failed")
@@ -70,46 +40,30 @@ func runAttest(e *env, args []string) error {
 	if *roots == "" {
 		return usagef("--ek-roots is required: the roots that issued your TPM's endorsement key certificate")
 	}
-	trust, err := readTrust(*roots)
-	if err != nil {
-		return err
+	data, err := safefile.Read(*roots, maxRootsFile)
+	var trust attest.EKTrust
+	if err == nil {
+		trust, err = attest.ParseEKTrust(data)
 	}
-	cl, err := dialAgent(e, *socket)
+	if err != nil {
+		return fmt.Errorf("--ek-roots: %w", err)
+	}
+	cl, key, err := servedIdentity(e, *socket, pos[0])
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	key, err := servedIdentity(cl, pos[0])
-	if err != nil {
-		return err
-	}
 	v, err := attest.AttestAgent(cl.Agent(), key, trust, attest.VerifyOptions{})
-	ok := err == nil && v.Result.Certified && v.Result.SealedPolicyMatches
 	if *asJSON {
-		j := attestJSON{OK: ok, Identity: ssh.FingerprintSHA256(key)}
-		if err != nil {
-			j.Error = err.Error()
-		} else {
-			r := v.Result
-			j.EKSubject, j.EKIssuer = v.EK.Certificate.Subject.String(), v.EK.Certificate.Issuer.String()
-			j.AKName = hex.EncodeToString(r.AKName)
-			j.Certified, j.SealedPolicyMatches = r.Certified, r.SealedPolicyMatches
-			j.Policy = r.SealedPolicyKind.Describe(r.SealedPIN)
-			for _, i := range r.SealedPCRs {
-				j.PCRs = append(j.PCRs, fmt.Sprintf("%d=%s", i, hex.EncodeToString(r.PCRs[i])))
-			}
-		}
-		out, _ := json.MarshalIndent(j, "", "  ")
+		out, _ := json.MarshalIndent(attest.VerdictJSON(key, v, err), "", "  ")
 		e.stdout.Write(append(out, '\n'))
 	} else if err == nil {
-		fmt.Fprintf(e.stdout, "ok: the EK certificate of %q chains to a trusted root (issuer %q)\n", v.EK.Certificate.Subject, v.EK.Certificate.Issuer)
-		fmt.Fprintf(e.stdout, "ok: the attestation key %s lives in that TPM (credential activated)\n", hex.EncodeToString(v.Result.AKName))
-		printResult(e, v.Result)
+		v.WriteText(e.stdout)
 	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("attestation failed: %w", err)
-	case !ok:
+	case !v.OK():
 		return errAttestFailed
 	}
 	return nil

@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/icn/icn-agent/internal/audit"
@@ -43,40 +41,18 @@ func runAudit(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "ok: %d records, %d checkpoints signed by the TPM's attestation key %s\n", rep.Records, rep.Checkpoints, hex.EncodeToString(rep.AKName))
-		switch {
-		case rep.Checkpoints == 0:
-			fmt.Fprintf(e.stdout, "no checkpoint: nothing the TPM signed vouches for these records\n")
-		case rep.Unanchored > 0:
-			fmt.Fprintf(e.stdout, "the last %d records follow the last checkpoint: nothing the TPM signed vouches for them yet\n", rep.Unanchored)
-		}
-		return nil
+		return rep.WriteText(e.stdout)
 	case "show":
 		since := fs.String("since", "", "only records from this time on: a duration back from now (24h) or an RFC 3339 time")
 		asJSON := fs.Bool("json", false, "print the records as JSON lines")
 		if _, err := parseFlags(e, c, fs, args[1:]); err != nil {
 			return err
 		}
-		var from time.Time
-		if *since != "" {
-			if d, err := time.ParseDuration(*since); err == nil {
-				from = time.Now().Add(-d)
-			} else if from, err = time.Parse(time.RFC3339, *since); err != nil {
-				return usagef("--since %q: want a duration (24h) or an RFC 3339 time", *since)
-			}
+		from, err := audit.ParseSince(*since, time.Now())
+		if err != nil {
+			return usagef("--since %q: want a duration (24h) or an RFC 3339 time", *since)
 		}
-		return audit.Read(*dir, from, func(r audit.Record) error {
-			if *asJSON {
-				b, err := json.Marshal(r)
-				if err != nil {
-					return err
-				}
-				_, err = e.stdout.Write(append(b, '\n'))
-				return err
-			}
-			_, err := fmt.Fprintln(e.stdout, r.Line())
-			return err
-		})
+		return audit.Show(e.stdout, *dir, from, *asJSON)
 	}
 	return usagef("unknown audit subcommand %q: want verify or show", args[0])
 }

@@ -4,10 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"text/tabwriter"
 	"time"
-
-	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/icn/icn-agent/agentsrv"
 	"github.com/icn/icn-agent/agentsrv/client"
@@ -88,7 +85,11 @@ func runAdd(e *env, args []string) error {
 	if pin == nil && !*confirm && dcs == nil {
 		err = cl.Add(name, *life)
 	} else {
-		err = addWithOptions(cl, name, agentsrv.UnsealOptions{Lifetime: *life, Confirm: *confirm, PIN: pin, Destinations: dcs})
+		err = agentsrv.RequestUnseal(cl, name, agentsrv.UnsealOptions{Lifetime: *life, Confirm: *confirm, PIN: pin, Destinations: dcs})
+	}
+	var re *agentsrv.RefusedError
+	if errors.As(err, &re) {
+		return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, re.Err)
 	}
 	if err != nil {
 		if errors.Is(err, client.ErrNotFound) {
@@ -119,25 +120,8 @@ func needsPIN(cl *client.Client, dir, name string) bool {
 	if err != nil || !b.Policy.PIN {
 		return false
 	}
-	if st, err := cl.Status(); err == nil {
-		for _, is := range st.Identities {
-			if is.Name == name && is.Unsealed {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// addWithOptions sends an unseal@icn-agent request with a PIN, the
-// confirm flag or destinations (agentsrv.RequestUnseal).
-func addWithOptions(cl *client.Client, name string, o agentsrv.UnsealOptions) error {
-	err := agentsrv.RequestUnseal(cl, name, o)
-	var re *agentsrv.RefusedError
-	if errors.As(err, &re) {
-		return fmt.Errorf("unseal %s: refused by the agent (an icn-agent older than add -c and add with a PIN refuses them): %w", name, re.Err)
-	}
-	return err
+	st, err := cl.Status()
+	return err != nil || st.Identity(name) == nil || !st.Identity(name).Unsealed
 }
 
 func runStatus(e *env, args []string) error {
@@ -154,75 +138,22 @@ func runStatus(e *env, args []string) error {
 		return err
 	}
 	defer cl.Close()
+	if *asJSON {
+		j, err := cl.StatusJSON()
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(j)
+	}
 	st, err := cl.Status()
 	if err != nil {
 		return err
-	}
-	if *asJSON {
-		var m json.RawMessage
-		if !st.Locked {
-			// Counters, if the agent keeps them (serve --metrics-listen).
-			m, err = cl.Metrics()
-			if errors.Is(err, agent.ErrExtensionUnsupported) {
-				m, err = nil, nil
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return writeStatusJSON(e, st, m)
 	}
 	if st.Locked {
 		fmt.Fprintln(e.stdout, "agent is locked (ssh-add -X to unlock)")
 		return nil
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tSTATE\tEXPIRES\tUNSEALS\tNOTE")
-	for _, is := range st.Identities {
-		state := "sealed"
-		if is.Unsealed {
-			state = "unsealed"
-		}
-		if is.Hidden {
-			state += ",hidden"
-		}
-		expires := "-"
-		if !is.Expiry.IsZero() {
-			expires = time.Until(is.Expiry).Round(time.Second).String()
-		}
-		note := "-"
-		switch {
-		case len(is.PCRMismatch) > 0:
-			note = "PCR mismatch: " + joinInts(is.PCRMismatch)
-		case is.LastError != "":
-			note = is.LastError
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", is.Name, is.Fingerprint, state, expires, is.UnsealCount, note)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	for _, is := range st.Identities {
-		if is.LastUsed.IsZero() {
-			continue
-		}
-		line := fmt.Sprintf("%s last signed %s ago for %s", is.Name, time.Since(is.LastUsed).Round(time.Second), is.LastPeer)
-		if is.LastDest != "" {
-			line += " to " + is.LastDest
-		}
-		fmt.Fprintln(e.stdout, line)
-	}
-	if st.SoftwareKeys > 0 {
-		fmt.Fprintf(e.stdout, "%d software key(s) added with ssh-add\n", st.SoftwareKeys)
-	}
-	if l := st.Lockout; l != nil {
-		fmt.Fprintf(e.stdout, "TPM dictionary-attack counter: %d of %d (wrong PINs; at %d every PIN identity is locked out)\n", l.Counter, l.Max, l.Max)
-	}
-	return nil
-}
-
-func writeStatusJSON(e *env, st *client.Status, metrics json.RawMessage) error {
-	enc := json.NewEncoder(e.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(st.JSON(metrics))
+	return st.WriteText(e.stdout, time.Now())
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"text/tabwriter"
 
 	"golang.org/x/crypto/ssh"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/sealstore"
-	"github.com/icn/icn-agent/sealstore/tpmseal"
 )
 
 func init() {
@@ -48,34 +46,14 @@ func runList(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	entries, err := store.List()
+	out, err := unlock.Listings(context.Background(), store, f.openTPM, f.log)
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
-	out := make([]sealstore.Listing, 0, len(entries))
-	var tpmErr error
-	var tpm tpmseal.TPM
-	if len(entries) > 0 {
-		t, err := f.openTPM(ctx)
-		if err != nil {
-			tpmErr = err
-		} else {
-			defer t.Close()
-			tpm = t
+	for i, l := range out {
+		if l.Status == sealstore.StatusUnreadable {
+			out[i].Error += "; " + restoreHint(l.Name, l.Path)
 		}
-	}
-	for _, en := range entries {
-		le := sealstore.Describe(en)
-		switch {
-		case en.Err != nil:
-			le.Error += "; " + restoreHint(en.Name, en.Path)
-		case tpmErr != nil:
-			le.Status, le.Error = "unknown", tpmErr.Error()
-		default:
-			le.SetStatus(tpmseal.CheckStatus(ctx, tpm, en.Blob, unlock.SignedPolicies(store, en.Blob, f.log)))
-		}
-		out = append(out, le)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -86,26 +64,7 @@ func runList(e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "no identities in %s; create one with: icn-agent keygen NAME\n", store.Dir())
 		return nil
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFINGERPRINT\tPCRS\tDID\tSTATUS")
-	for _, le := range out {
-		status := le.Status
-		switch le.Status {
-		case "pcr-mismatch":
-			status = "PCR mismatch: " + joinInts(le.MismatchedPCRs)
-		case "unreadable", "unknown", "other-tpm", "no-signed-policy":
-			status = le.Status + ": " + le.Error
-		}
-		pcrs := dash(joinInts(le.PCRs))
-		if le.Policy == "signed" {
-			pcrs += " signed"
-		}
-		if le.PIN {
-			pcrs += " +PIN"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", le.Name, dash(le.Fingerprint), pcrs, dash(le.DIDKey), status)
-	}
-	return tw.Flush()
+	return sealstore.WriteListings(e.stdout, out)
 }
 
 // loadToUnseal loads identity name to unseal it (check, reseal); a
@@ -191,15 +150,6 @@ func runCheck(e *env, args []string) error {
 	}
 	seed.Destroy()
 	secmem.Wipe(pin)
-	var extra string
-	if b.Policy.Kind == sealstore.PolicyAuthorizedPCR {
-		if k, err := b.Policy.SignerKey(); err == nil {
-			extra += " signed by key " + k.ID()
-		}
-	}
-	if b.Policy.PIN {
-		extra += ", PIN"
-	}
-	fmt.Fprintf(e.stdout, "ok: %s unseals on this TPM (%s, PCRs %s%s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), joinInts(b.Policy.Indexes()), extra)
+	fmt.Fprintf(e.stdout, "ok: %s unseals on this TPM (%s, %s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), b.Policy.Describe())
 	return nil
 }

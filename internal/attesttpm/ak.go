@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -283,6 +284,18 @@ func (a *AK) PublicPEM() ([]byte, error) {
 		return nil, fmt.Errorf("attesttpm: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// PinFile returns what a verifier pins the attestation key with (icn-agent
+// ak prints it): a "# name HEX" line with its TPM Name, for
+// VerifyOptions.TrustedAKName, then its PublicPEM, which
+// attest.ParsePEMPublicKey reads for VerifyOptions.TrustedAK.
+func (a *AK) PinFile() ([]byte, error) {
+	p, err := a.PublicPEM()
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte("# name "+hex.EncodeToString(a.name)+"\n"), p...), nil
 }
 
 // Unload flushes the attestation key from the TPM if it is loaded. It is

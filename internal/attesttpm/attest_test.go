@@ -3,8 +3,10 @@ package attesttpm
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"maps"
@@ -840,6 +842,25 @@ func TestAKPublicPEM(t *testing.T) {
 	}
 	if len(ak.Name()) != 34 || ak.Name()[1] != byte(tpm2.TPMAlgSHA256) {
 		t.Fatalf("Name = %x", ak.Name())
+	}
+}
+
+// The pin file names the AK and holds its key, for either pin.
+func TestAKPinFile(t *testing.T) {
+	ak := newFixture(t, "sim").ak("")
+	p, err := ak.PinFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "# name " + hex.EncodeToString(ak.Name()) + "\n-----BEGIN PUBLIC KEY-----\n"; !bytes.HasPrefix(p, []byte(want)) {
+		t.Fatalf("PinFile = %q", p)
+	}
+	pub, err := attest.ParsePEMPublicKey(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, ok := pub.(*ecdsa.PublicKey); !ok || !k.Equal(ak.key) {
+		t.Fatal("the pinned key is not the AK")
 	}
 }
 

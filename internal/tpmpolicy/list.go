@@ -1,6 +1,7 @@
 package tpmpolicy
 
 import (
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
@@ -34,4 +35,20 @@ func FormatList(indexes []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ",")
+}
+
+// ParseValue parses an expected PCR value as people write it: "N=HEX",
+// with N a PCR 0-23. The value may be of any length: a digest of the bank
+// the caller compares with.
+func ParseValue(s string) (int, []byte, error) {
+	idx, val, ok := strings.Cut(s, "=")
+	n, err := strconv.Atoi(idx)
+	if !ok || err != nil || n < 0 || n >= NumPCRs {
+		return 0, nil, fmt.Errorf("want N=HEX with N in 0-%d, got %q", NumPCRs-1, s)
+	}
+	v, err := hex.DecodeString(val)
+	if err != nil {
+		return 0, nil, fmt.Errorf("PCR %d: value is not hex", n)
+	}
+	return n, v, nil
 }

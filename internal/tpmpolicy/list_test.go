@@ -1,6 +1,7 @@
 package tpmpolicy
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"testing"
@@ -23,5 +24,16 @@ func TestParseList(t *testing.T) {
 	}
 	if FormatList(nil) != "" {
 		t.Errorf("FormatList(nil) = %q", FormatList(nil))
+	}
+}
+
+func TestParseValue(t *testing.T) {
+	if n, v, err := ParseValue("16=00ff"); n != 16 || !bytes.Equal(v, []byte{0, 0xff}) || err != nil {
+		t.Errorf("ParseValue(16=00ff) = %d, %x, %v", n, v, err)
+	}
+	for in, want := range map[string]string{"16": `want N=HEX with N in 0-23, got "16"`, "24=00": `got "24=00"`, "-1=00": `got "-1=00"`, "x=00": `got "x=00"`, "7=0g": "PCR 7: value is not hex"} {
+		if _, _, err := ParseValue(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseValue(%q): error %v, want %q", in, err, want)
+		}
 	}
 }
