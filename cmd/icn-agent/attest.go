@@ -12,35 +12,36 @@ import (
 	"github.com/icn/icn-agent/agentsrv/client"
 	"github.com/icn/icn-agent/attest"
 	"github.com/icn/icn-agent/internal/attesttpm"
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 func init() {
-	register(&command{
-		name:    "ak",
-		args:    "",
-		summary: "Print this TPM's attestation key (created on first use): its name and PEM public key, to pin in verifiers.",
-		run:     runAK,
+	commands.Register(&cli.Command{
+		Name:    "ak",
+		Args:    "",
+		Summary: "Print this TPM's attestation key (created on first use): its name and PEM public key, to pin in verifiers.",
+		Run:     runAK,
 	})
-	register(&command{
-		name:    "quote",
-		args:    "NAME --nonce HEX [-o FILE] [--pcrs LIST] [--tpm2-tools DIR]",
-		summary: "Ask the running agent for attestation evidence about an identity, bound to a verifier's nonce; writes JSON.",
-		run:     runQuote,
+	commands.Register(&cli.Command{
+		Name:    "quote",
+		Args:    "NAME --nonce HEX [-o FILE] [--pcrs LIST] [--tpm2-tools DIR]",
+		Summary: "Ask the running agent for attestation evidence about an identity, bound to a verifier's nonce; writes JSON.",
+		Run:     runQuote,
 	})
-	register(&command{
-		name:    "verify",
-		args:    "FILE --nonce HEX [--ak PEM | --ak-name HEX] [--key PUBFILE] [--pcr N=HEX ...]",
-		summary: "Verify attestation evidence offline. Exit 0 with a report, or non-zero naming the check that failed.",
-		run:     runVerify,
+	commands.Register(&cli.Command{
+		Name:    "verify",
+		Args:    "FILE --nonce HEX [--ak PEM | --ak-name HEX] [--key PUBFILE] [--pcr N=HEX ...]",
+		Summary: "Verify attestation evidence offline. Exit 0 with a report, or non-zero naming the check that failed.",
+		Run:     runVerify,
 	})
 }
 
-func runAK(e *env, args []string) error {
+func runAK(e *cli.Env, args []string) error {
 	c, fs, f := commonCommand("ak")
-	_, err := parseArgs(e, c, fs, args, 0, "ak takes no arguments")
+	_, err := commands.ParseN(e, c, fs, args, 0, "ak takes no arguments")
 	if err != nil {
 		return err
 	}
@@ -62,34 +63,34 @@ func runAK(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, err = e.stdout.Write(pin)
+	_, err = e.Stdout.Write(pin)
 	return err
 }
 
 func parseNonce(s string) ([]byte, error) {
 	if s == "" {
-		return nil, usagef("--nonce HEX is required: a fresh random challenge of %d to %d bytes from the verifier", attest.MinNonceSize, attest.MaxNonceSize)
+		return nil, cli.Usagef("--nonce HEX is required: a fresh random challenge of %d to %d bytes from the verifier", attest.MinNonceSize, attest.MaxNonceSize)
 	}
 	n, err := hex.DecodeString(s)
 	if err != nil {
-		return nil, usagef("--nonce: not hex: %v", err)
+		return nil, cli.Usagef("--nonce: not hex: %v", err)
 	}
 	if len(n) < attest.MinNonceSize || len(n) > attest.MaxNonceSize {
-		return nil, usagef("--nonce is %d bytes; want %d to %d", len(n), attest.MinNonceSize, attest.MaxNonceSize)
+		return nil, cli.Usagef("--nonce is %d bytes; want %d to %d", len(n), attest.MinNonceSize, attest.MaxNonceSize)
 	}
 	return n, nil
 }
 
-func runQuote(e *env, args []string) error {
-	c := lookup("quote")
-	fs := newFlagSet(c)
+func runQuote(e *cli.Env, args []string) error {
+	c := commands.Lookup("quote")
+	fs := cli.FlagSet(c)
 	socket := fs.String("a", "", "agent socket (default $SSH_AUTH_SOCK)")
 	nonceHex := fs.String("nonce", "", "the verifier's nonce, hex")
 	out := fs.String("o", "", "write the evidence JSON here (default stdout); an existing file is not overwritten")
 	var extra pcrList
 	fs.Var(&extra, "pcrs", "extra PCRs to quote besides the identity's sealing PCRs")
 	tools := fs.String("tpm2-tools", "", "also write quote.msg, quote.sig, quote.pcrs, ak.pub.pem and quote.qualification here, and print the tpm2_checkquote command")
-	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
+	pos, err := commands.ParseN(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
 	}
@@ -117,13 +118,13 @@ func runQuote(e *env, args []string) error {
 			return err
 		}
 		// On stderr, so that stdout stays the evidence alone.
-		fmt.Fprintf(e.stderr, "check the quote with tpm2-tools:\n  %s\n", cmd)
+		fmt.Fprintf(e.Stderr, "check the quote with tpm2-tools:\n  %s\n", cmd)
 	}
 	if *out == "" {
-		_, err = e.stdout.Write(data)
+		_, err = e.Stdout.Write(data)
 		return err
 	}
-	err = recovery.WriteNewFile(*out, data)
+	err = recovery.WriteNewFilePerm(*out, data, 0o644)
 	if errors.Is(err, recovery.ErrFileExists) {
 		return fmt.Errorf("%s exists; pick another file name (it is never overwritten)", *out)
 	}
@@ -132,7 +133,7 @@ func runQuote(e *env, args []string) error {
 
 // servedIdentity connects to the agent and looks up the identity name it
 // serves (client.ServedIdentity), saying what to do if it cannot.
-func servedIdentity(e *env, socket, name string) (*client.Client, ssh.PublicKey, error) {
+func servedIdentity(e *cli.Env, socket, name string) (*client.Client, ssh.PublicKey, error) {
 	cl, err := dialAgent(e, socket)
 	if err != nil {
 		return nil, nil, err
@@ -140,9 +141,9 @@ func servedIdentity(e *env, socket, name string) (*client.Client, ssh.PublicKey,
 	key, err := cl.ServedIdentity(name)
 	switch {
 	case errors.Is(err, client.ErrLocked):
-		err = withHint(err, "unlock it with ssh-add -X")
+		err = cli.WithHint(err, "unlock it with ssh-add -X")
 	case errors.Is(err, client.ErrNotFound):
-		err = withHint(fmt.Errorf("the agent serves no identity %q", name), "icn-agent status lists the identities it serves")
+		err = cli.WithHint(fmt.Errorf("the agent serves no identity %q", name), "icn-agent status lists the identities it serves")
 	}
 	if err != nil {
 		cl.Close()
@@ -169,16 +170,16 @@ func (p pcrValues) Set(v string) error {
 // before it is parsed.
 const maxEvidenceFile = 1 << 20
 
-func runVerify(e *env, args []string) error {
-	c := lookup("verify")
-	fs := newFlagSet(c)
+func runVerify(e *cli.Env, args []string) error {
+	c := commands.Lookup("verify")
+	fs := cli.FlagSet(c)
 	nonceHex := fs.String("nonce", "", "the nonce you sent, hex")
 	akFile := fs.String("ak", "", "trust only this attestation key (PEM, as printed by icn-agent ak)")
 	akName := fs.String("ak-name", "", "trust only the attestation key with this TPM name (hex)")
 	keyFile := fs.String("key", "", "the identity's public key file (authorized_keys line) the evidence must be about")
 	expected := pcrValues{}
 	fs.Var(expected, "pcr", "expected PCR value, N=HEX (repeatable)")
-	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one FILE")
+	pos, err := commands.ParseN(e, c, fs, args, 1, "want exactly one FILE")
 	if err != nil {
 		return err
 	}
@@ -207,7 +208,7 @@ func runVerify(e *env, args []string) error {
 	if *akName != "" {
 		n, err := hex.DecodeString(*akName)
 		if err != nil {
-			return usagef("--ak-name: not hex")
+			return cli.Usagef("--ak-name: not hex")
 		}
 		opts.TrustedAKName = n
 	}
@@ -224,7 +225,7 @@ func runVerify(e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("evidence does not verify: %w", err)
 	}
-	return res.WriteText(e.stdout, unpinnedNote)
+	return res.WriteText(e.Stdout, unpinnedNote)
 }
 
 // unpinnedNote is the advice that follows "NOT pinned" in a report.

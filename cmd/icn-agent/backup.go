@@ -11,6 +11,7 @@ import (
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/prompt"
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/secmem"
@@ -19,29 +20,23 @@ import (
 )
 
 func init() {
-	register(&command{
-		name:    "backup",
-		args:    "NAME -o FILE [--recipient R]... [--backup-passphrase-file F]",
-		summary: "Write an encrypted backup of an identity (age, to recipients or a passphrase). FILE is never overwritten.",
-		run:     runBackup,
+	commands.Register(&cli.Command{
+		Name:    "backup",
+		Args:    "NAME -o FILE [--recipient R]... [--backup-passphrase-file F]",
+		Summary: "Write an encrypted backup of an identity (age, to recipients or a passphrase). FILE is never overwritten.",
+		Run:     runBackup,
 	})
-	register(&command{
-		name:    "restore",
-		args:    "NAME FILE [--pcrs 0,7] [--comment TEXT] [-i IDENTITY]... [--passphrase-file F]",
-		summary: "Seal the identity in a backup FILE to this TPM as NAME. An existing identity is never replaced.",
-		run:     runRestore,
+	commands.Register(&cli.Command{
+		Name:    "restore",
+		Args:    "NAME FILE [--pcrs 0,7] [--comment TEXT] [-i IDENTITY]... [--passphrase-file F]",
+		Summary: "Seal the identity in a backup FILE to this TPM as NAME. An existing identity is never replaced.",
+		Run:     runRestore,
 	})
 }
 
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ", ") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
 // encryptFlags say whom a new backup is encrypted to.
 type encryptFlags struct {
-	recipients stringList
+	recipients cli.Strings
 	passFile   string
 }
 
@@ -54,7 +49,7 @@ func (b *encryptFlags) given() bool { return len(b.recipients) > 0 || b.passFile
 
 func (b *encryptFlags) check() error {
 	if len(b.recipients) > 0 && b.passFile != "" {
-		return usagef("use --recipient or --backup-passphrase-file, not both (age encrypts a file to a passphrase alone)")
+		return cli.Usagef("use --recipient or --backup-passphrase-file, not both (age encrypts a file to a passphrase alone)")
 	}
 	return nil
 }
@@ -66,7 +61,7 @@ func (b *encryptFlags) resolve(path string) ([]age.Recipient, error) {
 	if len(b.recipients) > 0 {
 		return recovery.ParseRecipientArgs(b.recipients)
 	}
-	pass, err := newPassphrase(path, b.passFile)
+	pass, err := passphrase(path, b.passFile, true)
 	if err != nil {
 		return nil, err
 	}
@@ -89,28 +84,37 @@ func (b *encryptFlags) describe(n int) string {
 	return fmt.Sprintf("to %d recipients", n)
 }
 
-// newPassphrase returns the passphrase for a new backup file: the first
-// line of passFile, or one typed twice on the terminal.
-func newPassphrase(backup, passFile string) ([]byte, error) {
+// passphrase reads a passphrase from the first line of passFile or, if
+// that is empty, from the terminal: the one of the encrypted file, or with
+// confirm a new one for the backup file, asked twice. The caller wipes it.
+func passphrase(file, passFile string, confirm bool) ([]byte, error) {
 	if passFile != "" {
-		pass, err := readSecretLine(passFile)
-		if err != nil {
-			return nil, err
-		}
-		if len(pass) == 0 {
+		pass, err := prompt.FileLine(passFile)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("passphrase file: %w", err)
+		case confirm && len(pass) == 0:
 			return nil, fmt.Errorf("%s: the first line is empty; put the passphrase there", passFile)
 		}
 		return pass, nil
 	}
-	pass, err := prompt.TerminalTwice(fmt.Sprintf("Passphrase for the backup %s: ", backup), "Same passphrase again: ")
+	ask := func() ([]byte, error) { return prompt.Terminal(fmt.Sprintf("Enter passphrase for %s: ", file)) }
+	if confirm {
+		ask = func() ([]byte, error) {
+			return prompt.TerminalTwice(fmt.Sprintf("Passphrase for the backup %s: ", file), "Same passphrase again: ")
+		}
+	}
+	pass, err := ask()
 	switch {
+	case errors.Is(err, prompt.ErrNoTerminal) && confirm:
+		return nil, fmt.Errorf("no terminal to ask for a passphrase for %s; pass --recipient R (an age or SSH public key) or --backup-passphrase-file FILE", file)
 	case errors.Is(err, prompt.ErrNoTerminal):
-		return nil, fmt.Errorf("no terminal to ask for a passphrase for %s; pass --recipient R (an age or SSH public key) or --backup-passphrase-file FILE", backup)
+		return nil, fmt.Errorf("%s is encrypted and there is no terminal to ask for its passphrase; pass --passphrase-file FILE", file)
 	case errors.Is(err, prompt.ErrMismatch):
 		return nil, errors.New("the passphrases differ; nothing was written")
 	case err != nil:
 		return nil, fmt.Errorf("read passphrase: %w", err)
-	case len(pass) == 0:
+	case confirm && len(pass) == 0:
 		return nil, errors.New("empty passphrase; nothing was written")
 	}
 	return pass, nil
@@ -119,7 +123,7 @@ func newPassphrase(backup, passFile string) ([]byte, error) {
 // decryptFlags say how to decrypt an age file: identities (-i) and, for a
 // passphrase-encrypted file, --passphrase-file or the terminal.
 type decryptFlags struct {
-	identities stringList
+	identities cli.Strings
 	passFile   string
 }
 
@@ -152,7 +156,7 @@ func (e *passphraseError) Unwrap() error { return e.err }
 // askPassphrase is readPassphrase with its errors marked as
 // passphraseError.
 func askPassphrase(file, passFile string) ([]byte, error) {
-	p, err := readPassphrase(file, passFile)
+	p, err := passphrase(file, passFile, false)
 	if err != nil {
 		return nil, &passphraseError{err}
 	}
@@ -199,21 +203,18 @@ func fileExistsError(err error, path, what string) error {
 	return err
 }
 
-func runBackup(e *env, args []string) error {
-	c := lookup("backup")
-	var f common
+func runBackup(e *cli.Env, args []string) error {
+	c, fs, f := commonCommand("backup")
 	var enc encryptFlags
-	fs := newFlagSet(c)
-	f.register(fs)
 	enc.register(fs)
 	out := fs.String("o", "", "write the backup to this new file (required)")
 	pinFile := fs.String("pin-file", "", "for a PIN-protected identity, read its PIN from this file instead of asking")
-	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
+	pos, err := commands.ParseN(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
 	}
 	if *out == "" {
-		return usagef("-o FILE is required: the file to write the backup to")
+		return cli.Usagef("-o FILE is required: the file to write the backup to")
 	}
 	if err := enc.check(); err != nil {
 		return err
@@ -248,18 +249,18 @@ func runBackup(e *env, args []string) error {
 	if err := recovery.BackupIdentity(ctx, tpm, b, opts, *out, recipients...); err != nil {
 		return fileExistsError(explainUnseal(ctx, tpm, store, b, err), *out, "backup file")
 	}
-	fmt.Fprintf(e.stdout, "wrote %s: backup of %s (%s), encrypted %s; keep it off this machine\n", *out, name, ssh.FingerprintSHA256(b.PublicKey), enc.describe(len(recipients)))
+	fmt.Fprintf(e.Stdout, "wrote %s: backup of %s (%s), encrypted %s; keep it off this machine\n", *out, name, ssh.FingerprintSHA256(b.PublicKey), enc.describe(len(recipients)))
 	return nil
 }
 
-func runRestore(e *env, args []string) error {
-	c := lookup("restore")
+func runRestore(e *cli.Env, args []string) error {
+	c := commands.Lookup("restore")
 	var f sealFlags
 	var dec decryptFlags
 	fs := f.register(c)
 	dec.register(fs, "read the backup's passphrase from the first line of this file (default: ask on the terminal); also unlocks an encrypted SSH identity")
 	fs.Lookup("comment").Usage = "comment for the public key (default: the one in the backup)"
-	pos, err := parseArgs(e, c, fs, args, 2, "want NAME and FILE")
+	pos, err := commands.ParseN(e, c, fs, args, 2, "want NAME and FILE")
 	if err != nil {
 		return err
 	}
@@ -284,7 +285,7 @@ func runRestore(e *env, args []string) error {
 	}
 	defer bk.Destroy()
 	comment := bk.Comment
-	if flagSet(fs, "comment") {
+	if cli.Given(fs, "comment") {
 		comment = f.comment
 	}
 	ctx := context.Background()
@@ -304,9 +305,9 @@ func runRestore(e *env, args []string) error {
 		return err
 	}
 	if bk.Name != name {
-		fmt.Fprintf(e.stderr, "icn-agent restore: the backup of %q is now identity %q\n", bk.Name, name)
+		fmt.Fprintf(e.Stderr, "icn-agent restore: the backup of %q is now identity %q\n", bk.Name, name)
 	}
-	_, err = e.stdout.Write(blob.AuthorizedKey())
+	_, err = e.Stdout.Write(blob.AuthorizedKey())
 	return err
 }
 
@@ -318,15 +319,4 @@ func nameFree(store *sealstore.Store, name, verb string) error {
 		return fmt.Errorf("identity %q already exists in %s; %s under another name, or, if its blob is damaged, move %s away first (nothing is ever replaced)", name, store.Dir(), verb, store.Path(name))
 	}
 	return err
-}
-
-// flagSet reports whether the flag called name was given.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			set = true
-		}
-	})
-	return set
 }

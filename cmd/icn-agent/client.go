@@ -8,30 +8,31 @@ import (
 
 	"github.com/icn/icn-agent/agentsrv"
 	"github.com/icn/icn-agent/agentsrv/client"
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/daemon"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 )
 
 func init() {
-	register(&command{
-		name:    "add",
-		args:    "NAME [-t DURATION] [-c] [-h [user@]host ...] [--pin-file FILE]",
-		summary: "Ask the running agent to unseal an identity now (and list it again after ssh-add -d).",
-		run:     runAdd,
+	commands.Register(&cli.Command{
+		Name:    "add",
+		Args:    "NAME [-t DURATION] [-c] [-h [user@]host ...] [--pin-file FILE]",
+		Summary: "Ask the running agent to unseal an identity now (and list it again after ssh-add -d).",
+		Run:     runAdd,
 	})
-	register(&command{
-		name:    "status",
-		args:    "[--json]",
-		summary: "Show the running agent's identities: unsealed or not, expiry, unseal count, PCR mismatches, errors.",
-		run:     runStatus,
+	commands.Register(&cli.Command{
+		Name:    "status",
+		Args:    "[--json]",
+		Summary: "Show the running agent's identities: unsealed or not, expiry, unseal count, PCR mismatches, errors.",
+		Run:     runStatus,
 	})
 }
 
 // dialAgent connects to the agent at the given socket, or SSH_AUTH_SOCK.
-func dialAgent(e *env, socket string) (*client.Client, error) {
+func dialAgent(e *cli.Env, socket string) (*client.Client, error) {
 	if socket == "" {
-		socket = e.getenv("SSH_AUTH_SOCK")
+		socket = e.Getenv("SSH_AUTH_SOCK")
 	}
 	if socket == "" {
 		return nil, fmt.Errorf("SSH_AUTH_SOCK is not set; start the agent with 'icn-agent serve &' and set SSH_AUTH_SOCK to the path it prints, or pass -a SOCKET")
@@ -39,24 +40,24 @@ func dialAgent(e *env, socket string) (*client.Client, error) {
 	return client.Dial(socket)
 }
 
-func runAdd(e *env, args []string) error {
-	c := lookup("add")
-	fs := newFlagSet(c)
+func runAdd(e *cli.Env, args []string) error {
+	c := commands.Lookup("add")
+	fs := cli.FlagSet(c)
 	socket := fs.String("a", "", "agent socket (default $SSH_AUTH_SOCK)")
 	life := fs.Duration("t", 0, "keep the seed this long (default: the agent's auto_lock_timeout_secs)")
 	confirm := fs.Bool("c", false, "ask through the agent's SSH_ASKPASS before every signature with the identity, until the next add without -c")
 	pinFile := fs.String("pin-file", "", "read the identity's PIN from the first line of FILE instead of asking on the terminal")
-	var dests stringList
+	var dests cli.Strings
 	fs.Var(&dests, "h", "restrict the identity to SSH logins to this destination, [user@]host or host>[user@]host, as ssh-add -h (repeatable; until the next add without -h)")
 	hostsFile := fs.String("H", "", "known_hosts file with the destinations' host keys (default ~/.ssh/known_hosts and known_hosts2)")
 	storeDir := fs.String("store", "", "directory of sealed identities, to tell whether NAME has a PIN (default $XDG_DATA_HOME/icn-agent/identities)")
-	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
+	pos, err := commands.ParseN(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
 	}
 	name := pos[0]
 	if *life < 0 || (*life > 0 && *life < time.Second) {
-		return usagef("-t must be at least 1s")
+		return cli.Usagef("-t must be at least 1s")
 	}
 	cl, err := dialAgent(e, *socket)
 	if err != nil {
@@ -74,7 +75,7 @@ func runAdd(e *env, args []string) error {
 	}
 	var dcs []agentsrv.DestinationConstraint
 	if len(dests) > 0 {
-		files := daemon.KnownHostsFiles(e.getenv)
+		files := daemon.KnownHostsFiles(e.Getenv)
 		if *hostsFile != "" {
 			files = []string{*hostsFile}
 		}
@@ -96,11 +97,11 @@ func runAdd(e *env, args []string) error {
 			// The agent serves only the identities it could load: one
 			// whose file is damaged, unreadable or a dangling link is
 			// skipped, and only the store says why.
-			return withHint(err, fmt.Sprintf("'icn-agent list' shows the identities in the store and why one cannot be used; the agent serves %s once %s.sealed loads", name, name))
+			return cli.WithHint(err, fmt.Sprintf("'icn-agent list' shows the identities in the store and why one cannot be used; the agent serves %s once %s.sealed loads", name, name))
 		}
 		return err
 	}
-	fmt.Fprintf(e.stdout, "unsealed %s\n", name)
+	fmt.Fprintf(e.Stdout, "unsealed %s\n", name)
 	return nil
 }
 
@@ -124,12 +125,12 @@ func needsPIN(cl *client.Client, dir, name string) bool {
 	return err != nil || st.Identity(name) == nil || !st.Identity(name).Unsealed
 }
 
-func runStatus(e *env, args []string) error {
-	c := lookup("status")
-	fs := newFlagSet(c)
+func runStatus(e *cli.Env, args []string) error {
+	c := commands.Lookup("status")
+	fs := cli.FlagSet(c)
 	socket := fs.String("a", "", "agent socket (default $SSH_AUTH_SOCK)")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	_, err := parseArgs(e, c, fs, args, 0, "status takes no arguments")
+	_, err := commands.ParseN(e, c, fs, args, 0, "status takes no arguments")
 	if err != nil {
 		return err
 	}
@@ -143,7 +144,7 @@ func runStatus(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		enc := json.NewEncoder(e.stdout)
+		enc := json.NewEncoder(e.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(j)
 	}
@@ -152,8 +153,8 @@ func runStatus(e *env, args []string) error {
 		return err
 	}
 	if st.Locked {
-		fmt.Fprintln(e.stdout, "agent is locked (ssh-add -X to unlock)")
+		fmt.Fprintln(e.Stdout, "agent is locked (ssh-add -X to unlock)")
 		return nil
 	}
-	return st.WriteText(e.stdout, time.Now())
+	return st.WriteText(e.Stdout, time.Now())
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"log/slog"
 
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/config"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/tpmpolicy"
@@ -34,7 +35,7 @@ func (c *common) register(fs *flag.FlagSet) {
 }
 
 // setup loads the config and builds the logger. Call it after parsing.
-func (c *common) setup(e *env) error {
+func (c *common) setup(e *cli.Env) error {
 	path, explicit := c.config, c.config != ""
 	if !explicit {
 		path = config.DefaultPath()
@@ -51,9 +52,9 @@ func (c *common) setup(e *env) error {
 	if c.verbose {
 		level = slog.LevelDebug
 	}
-	c.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	c.log = slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: level}))
 	if c.tpm == "" {
-		c.tpm = e.getenv("ICN_AGENT_TPM")
+		c.tpm = e.Getenv("ICN_AGENT_TPM")
 	}
 	if c.tpm == "" {
 		c.tpm = cfg.Identity.TPM.Device
@@ -68,7 +69,7 @@ func (c *common) setup(e *env) error {
 }
 
 // openStore loads the config (see setup) and opens the identity store.
-func (c *common) openStore(e *env) (*sealstore.Store, error) {
+func (c *common) openStore(e *cli.Env) (*sealstore.Store, error) {
 	if err := c.setup(e); err != nil {
 		return nil, err
 	}

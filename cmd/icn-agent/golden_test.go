@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/icn/icn-agent/internal/cli"
 )
 
 // icn-agent verify accepts the golden evidence of every kind (the
@@ -26,15 +28,15 @@ func TestVerifyGoldenEvidence(t *testing.T) {
 			nonce := read("nonce")
 			verify := func(nonce string) (int, string, string) {
 				var stdout, stderr bytes.Buffer
-				e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
-				code := run([]string{"verify", path + ".json", "--nonce", nonce, "--ak-name", read("ak-name"), "--key", path + ".pub"}, e)
+				e := &cli.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
+				code := commands.Run([]string{"verify", path + ".json", "--nonce", nonce, "--ak-name", read("ak-name"), "--key", path + ".pub"}, e)
 				return code, stdout.String(), stderr.String()
 			}
-			if code, out, errOut := verify(nonce); code != exitOK || !strings.HasPrefix(out, "ok: evidence verifies\n") || !strings.Contains(out, read("ak-name")+" (pinned)") {
+			if code, out, errOut := verify(nonce); code != cli.ExitOK || !strings.HasPrefix(out, "ok: evidence verifies\n") || !strings.Contains(out, read("ak-name")+" (pinned)") {
 				t.Fatalf("verify exited %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 			}
 			other := strings.Repeat("00", len(nonce)/2)
-			if code, _, errOut := verify(other); code == exitOK || !strings.Contains(errOut, "nonce") {
+			if code, _, errOut := verify(other); code == cli.ExitOK || !strings.Contains(errOut, "nonce") {
 				t.Fatalf("verify with another nonce exited %d: %s", code, errOut)
 			}
 		})
@@ -55,8 +57,8 @@ func TestPubkeyGoldenBlobs(t *testing.T) {
 			t.Fatal(err)
 		}
 		var stdout, stderr bytes.Buffer
-		e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
-		if code := run([]string{"pubkey", name, "--store", "../../testdata/blobs", "--config", config}, e); code != exitOK || stdout.String() != string(want) {
+		e := &cli.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
+		if code := commands.Run([]string{"pubkey", name, "--store", "../../testdata/blobs", "--config", config}, e); code != cli.ExitOK || stdout.String() != string(want) {
 			t.Fatalf("pubkey %s exited %d: %q, want %q (%s)", name, code, stdout.String(), want, stderr.String())
 		}
 	}

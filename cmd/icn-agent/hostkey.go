@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+
+	"github.com/icn/icn-agent/internal/cli"
 )
 
 // Host keys: a system instance of the agent (contrib/systemd/
@@ -25,11 +27,11 @@ func hostKeyDefaults(f *sealFlags) {
 
 // printHostKeyConfig tells where sshd finds the host key NAME: its public
 // key in the store (sshd never sees more), its signatures from the agent.
-func printHostKeyConfig(e *env, f *sealFlags, name string) {
+func printHostKeyConfig(e *cli.Env, f *sealFlags, name string) {
 	pub, err := filepath.Abs(filepath.Join(f.store, name+".pub"))
 	if err != nil {
 		pub = filepath.Join(f.store, name+".pub")
 	}
-	fmt.Fprintf(e.stderr, "icn-agent keygen: for sshd, add to sshd_config (and serve the store with icn-agent-host.socket):\n")
-	fmt.Fprintf(e.stderr, "HostKey %s\nHostKeyAgent %s\n", pub, hostSocket)
+	fmt.Fprintf(e.Stderr, "icn-agent keygen: for sshd, add to sshd_config (and serve the store with icn-agent-host.socket):\n")
+	fmt.Fprintf(e.Stderr, "HostKey %s\nHostKeyAgent %s\n", pub, hostSocket)
 }

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
@@ -15,30 +16,30 @@ import (
 )
 
 func init() {
-	register(&command{
-		name:    "list",
-		args:    "[--json]",
-		summary: "List the sealed identities with their fingerprint, PCRs, did:key and whether this TPM can unseal them.",
-		run:     runList,
+	commands.Register(&cli.Command{
+		Name:    "list",
+		Args:    "[--json]",
+		Summary: "List the sealed identities with their fingerprint, PCRs, did:key and whether this TPM can unseal them.",
+		Run:     runList,
 	})
-	register(&command{
-		name:    "pubkey",
-		args:    "NAME",
-		summary: "Print an identity's public key as an authorized_keys line.",
-		run:     runPubkey,
+	commands.Register(&cli.Command{
+		Name:    "pubkey",
+		Args:    "NAME",
+		Summary: "Print an identity's public key as an authorized_keys line.",
+		Run:     runPubkey,
 	})
-	register(&command{
-		name:    "check",
-		args:    "NAME [--pin-file F]",
-		summary: "Try to unseal an identity and report whether it works, or exactly why not. The secret is never shown.",
-		run:     runCheck,
+	commands.Register(&cli.Command{
+		Name:    "check",
+		Args:    "NAME [--pin-file F]",
+		Summary: "Try to unseal an identity and report whether it works, or exactly why not. The secret is never shown.",
+		Run:     runCheck,
 	})
 }
 
-func runList(e *env, args []string) error {
+func runList(e *cli.Env, args []string) error {
 	c, fs, f := commonCommand("list")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	_, err := parseArgs(e, c, fs, args, 0, "list takes no arguments")
+	_, err := commands.ParseN(e, c, fs, args, 0, "list takes no arguments")
 	if err != nil {
 		return err
 	}
@@ -56,15 +57,15 @@ func runList(e *env, args []string) error {
 		}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
+		enc := json.NewEncoder(e.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
 	if len(out) == 0 {
-		fmt.Fprintf(e.stderr, "no identities in %s; create one with: icn-agent keygen NAME\n", store.Dir())
+		fmt.Fprintf(e.Stderr, "no identities in %s; create one with: icn-agent keygen NAME\n", store.Dir())
 		return nil
 	}
-	return sealstore.WriteListings(e.stdout, out)
+	return sealstore.WriteListings(e.Stdout, out)
 }
 
 // loadToUnseal loads identity name to unseal it (check, reseal); a
@@ -95,16 +96,9 @@ func restoreHint(name, path string) string {
 	return fmt.Sprintf("restore it from a backup: mv %s %s.damaged && icn-agent restore %s BACKUP", path, path, name)
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func runPubkey(e *env, args []string) error {
+func runPubkey(e *cli.Env, args []string) error {
 	c, fs, f := commonCommand("pubkey")
-	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
+	pos, err := commands.ParseN(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
 	}
@@ -116,14 +110,14 @@ func runPubkey(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, err = e.stdout.Write(b.AuthorizedKey())
+	_, err = e.Stdout.Write(b.AuthorizedKey())
 	return err
 }
 
-func runCheck(e *env, args []string) error {
+func runCheck(e *cli.Env, args []string) error {
 	c, fs, f := commonCommand("check")
 	pinFile := fs.String("pin-file", "", "for a PIN-protected identity: read its PIN from the first line of this file instead of the terminal")
-	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
+	pos, err := commands.ParseN(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
 	}
@@ -150,6 +144,6 @@ func runCheck(e *env, args []string) error {
 	}
 	seed.Destroy()
 	secmem.Wipe(pin)
-	fmt.Fprintf(e.stdout, "ok: %s unseals on this TPM (%s, %s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), b.Policy.Describe())
+	fmt.Fprintf(e.Stdout, "ok: %s unseals on this TPM (%s, %s)\n", b.Name, ssh.FingerprintSHA256(b.PublicKey), b.Policy.Describe())
 	return nil
 }

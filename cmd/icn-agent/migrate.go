@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
@@ -15,30 +16,30 @@ import (
 )
 
 func init() {
-	register(&command{
-		name:    "srk",
-		args:    "[-o FILE]",
-		summary: "Export this TPM's storage root key (public) for icn-agent migrate on another machine, and print its Name.",
-		run:     runSRK,
+	commands.Register(&cli.Command{
+		Name:    "srk",
+		Args:    "[-o FILE]",
+		Summary: "Export this TPM's storage root key (public) for icn-agent migrate on another machine, and print its Name.",
+		Run:     runSRK,
 	})
-	register(&command{
-		name:    "migrate",
-		args:    "NAME --to SRKFILE -o FILE [--pcrs 0,7]",
-		summary: "Wrap an identity for another TPM (whose srk file is SRKFILE); only that TPM can import FILE.",
-		run:     runMigrate,
+	commands.Register(&cli.Command{
+		Name:    "migrate",
+		Args:    "NAME --to SRKFILE -o FILE [--pcrs 0,7]",
+		Summary: "Wrap an identity for another TPM (whose srk file is SRKFILE); only that TPM can import FILE.",
+		Run:     runMigrate,
 	})
-	register(&command{
-		name:    "import-migrated",
-		args:    "NAME FILE [--pcrs 0,7] [--comment TEXT]",
-		summary: "Seal an identity wrapped for this TPM by icn-agent migrate as NAME.",
-		run:     runImportMigrated,
+	commands.Register(&cli.Command{
+		Name:    "import-migrated",
+		Args:    "NAME FILE [--pcrs 0,7] [--comment TEXT]",
+		Summary: "Seal an identity wrapped for this TPM by icn-agent migrate as NAME.",
+		Run:     runImportMigrated,
 	})
 }
 
-func runSRK(e *env, args []string) error {
+func runSRK(e *cli.Env, args []string) error {
 	c, fs, f := commonCommand("srk")
 	out := fs.String("o", "", "write the SRK file here (a new file) instead of to standard output")
-	_, err := parseArgs(e, c, fs, args, 0, "srk takes no arguments")
+	_, err := commands.ParseN(e, c, fs, args, 0, "srk takes no arguments")
 	if err != nil {
 		return err
 	}
@@ -61,33 +62,30 @@ func runSRK(e *env, args []string) error {
 		return err
 	}
 	if *out == "" {
-		_, err := e.stdout.Write(data)
+		_, err := e.Stdout.Write(data)
 		return err
 	}
 	if err := recovery.WriteNewFile(*out, data); err != nil {
 		return fileExistsError(err, *out, "file")
 	}
-	fmt.Fprintf(e.stdout, "wrote %s: this TPM's storage root key, Name %s\n", *out, hex.EncodeToString(srk.Name))
-	fmt.Fprintf(e.stdout, "copy it to the machine that has the identity and run there: icn-agent migrate NAME --to %s -o NAME.migrate\n", *out)
+	fmt.Fprintf(e.Stdout, "wrote %s: this TPM's storage root key, Name %s\n", *out, hex.EncodeToString(srk.Name))
+	fmt.Fprintf(e.Stdout, "copy it to the machine that has the identity and run there: icn-agent migrate NAME --to %s -o NAME.migrate\n", *out)
 	return nil
 }
 
-func runMigrate(e *env, args []string) error {
-	c := lookup("migrate")
-	var f common
+func runMigrate(e *cli.Env, args []string) error {
+	c, fs, f := commonCommand("migrate")
 	var pcrs pcrList
-	fs := newFlagSet(c)
-	f.register(fs)
 	to := fs.String("to", "", "the target TPM's SRK file, from icn-agent srk on the target (required)")
 	out := fs.String("o", "", "write the migration file here, a new file (required)")
 	fs.Var(&pcrs, "pcrs", "PCRs (SHA-256 bank) the target seals the identity to (default: the PCRs it is sealed to here)")
 	pinFile := fs.String("pin-file", "", "for a PIN-protected identity, read its PIN from this file instead of asking")
-	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
+	pos, err := commands.ParseN(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
 	}
 	if *to == "" || *out == "" {
-		return usagef("--to SRKFILE and -o FILE are required")
+		return cli.Usagef("--to SRKFILE and -o FILE are required")
 	}
 	name := pos[0]
 	store, err := f.openStore(e)
@@ -134,18 +132,18 @@ func runMigrate(e *env, args []string) error {
 	if err := recovery.WriteNewFile(*out, data); err != nil {
 		return fileExistsError(err, *out, "migration file")
 	}
-	fmt.Fprintf(e.stdout, "wrote %s: %s (%s) wrapped for the TPM whose SRK Name is %s\n", *out, name, ssh.FingerprintSHA256(b.PublicKey), hex.EncodeToString(target.Name))
-	fmt.Fprintf(e.stdout, "only that TPM can import it; check that icn-agent srk printed that Name on the target, then run there: icn-agent import-migrated %s %s\n", name, *out)
+	fmt.Fprintf(e.Stdout, "wrote %s: %s (%s) wrapped for the TPM whose SRK Name is %s\n", *out, name, ssh.FingerprintSHA256(b.PublicKey), hex.EncodeToString(target.Name))
+	fmt.Fprintf(e.Stdout, "only that TPM can import it; check that icn-agent srk printed that Name on the target, then run there: icn-agent import-migrated %s %s\n", name, *out)
 	return nil
 }
 
-func runImportMigrated(e *env, args []string) error {
-	c := lookup("import-migrated")
+func runImportMigrated(e *cli.Env, args []string) error {
+	c := commands.Lookup("import-migrated")
 	var f sealFlags
 	fs := f.register(c)
 	fs.Lookup("comment").Usage = "comment for the public key (default: the one in FILE)"
 	fs.Lookup("pcrs").Usage = "PCRs (SHA-256 bank) to bind the seed to (default: those chosen at icn-agent migrate)"
-	pos, err := parseArgs(e, c, fs, args, 2, "want NAME and FILE")
+	pos, err := commands.ParseN(e, c, fs, args, 2, "want NAME and FILE")
 	if err != nil {
 		return err
 	}
@@ -165,7 +163,7 @@ func runImportMigrated(e *env, args []string) error {
 		return err
 	}
 	opts := tpmseal.SealOptions{Name: name, Comment: m.Comment}
-	if flagSet(fs, "comment") {
+	if cli.Given(fs, "comment") {
 		opts.Comment = f.comment
 	}
 	if f.pcrs.set {
@@ -193,8 +191,8 @@ func runImportMigrated(e *env, args []string) error {
 	case err != nil:
 		return err
 	}
-	fmt.Fprintf(e.stderr, "icn-agent import-migrated: %s (%s) is sealed to this TPM, PCRs %s; check the fingerprint is the one migrate printed, then delete %s\n",
+	fmt.Fprintf(e.Stderr, "icn-agent import-migrated: %s (%s) is sealed to this TPM, PCRs %s; check the fingerprint is the one migrate printed, then delete %s\n",
 		name, ssh.FingerprintSHA256(blob.PublicKey), joinInts(blob.Policy.Indexes()), file)
-	_, err = e.stdout.Write(blob.AuthorizedKey())
+	_, err = e.Stdout.Write(blob.AuthorizedKey())
 	return err
 }

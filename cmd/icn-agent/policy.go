@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/icn/icn-agent/internal/cli"
+	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/sealstore"
 	"github.com/icn/icn-agent/sealstore/tpmseal"
@@ -29,29 +32,29 @@ import (
 // the old ones keep working.
 
 func init() {
-	register(&command{
-		name:    "policy-key",
-		args:    "create FILE",
-		summary: "Create an ECDSA P-256 policy signing key: FILE holds the private key (keep it offline), FILE.pub the public key for keygen --signed-policy.",
-		run:     runPolicyKey,
+	commands.Register(&cli.Command{
+		Name:    "policy-key",
+		Args:    "create FILE",
+		Summary: "Create an ECDSA P-256 policy signing key: FILE holds the private key (keep it offline), FILE.pub the public key for keygen --signed-policy.",
+		Run:     runPolicyKey,
 	})
-	register(&command{
-		name:    "policy",
-		args:    "sign --key FILE [--pcrs 0,7] [--values current|FILE] [--comment TEXT] [-o OUT] | list",
-		summary: "Sign PCR values under which identities sealed with --signed-policy may unseal (kept in STORE/policies), or list the signed policies.",
-		run:     runPolicy,
+	commands.Register(&cli.Command{
+		Name:    "policy",
+		Args:    "sign --key FILE [--pcrs 0,7] [--values current|FILE] [--comment TEXT] [-o OUT] | list",
+		Summary: "Sign PCR values under which identities sealed with --signed-policy may unseal (kept in STORE/policies), or list the signed policies.",
+		Run:     runPolicy,
 	})
 }
 
-func runPolicyKey(e *env, args []string) error {
-	c := lookup("policy-key")
-	fs := newFlagSet(c)
-	pos, err := parseFlags(e, c, fs, args)
+func runPolicyKey(e *cli.Env, args []string) error {
+	c := commands.Lookup("policy-key")
+	fs := cli.FlagSet(c)
+	pos, err := commands.Parse(e, c, fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 || pos[0] != "create" {
-		return usagef("want create FILE")
+		return cli.Usagef("want create FILE")
 	}
 	file := pos[1]
 	pubFile := file + ".pub"
@@ -72,32 +75,13 @@ func runPolicyKey(e *env, args []string) error {
 		os.Remove(file)
 		return fmt.Errorf("%w; nothing was kept", err)
 	}
-	fmt.Fprintf(e.stdout, "policy key %s\nprivate key: %s (keep it offline: whoever holds it decides which PCR values unseal)\npublic key:  %s (for icn-agent keygen --signed-policy)\n", key.ID(), file, pubFile)
+	fmt.Fprintf(e.Stdout, "policy key %s\nprivate key: %s (keep it offline: whoever holds it decides which PCR values unseal)\npublic key:  %s (for icn-agent keygen --signed-policy)\n", key.ID(), file, pubFile)
 	return nil
 }
 
-// createFile creates path with data and mode, failing if it exists, and
-// syncs it. A partial file is removed.
-func createFile(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("%s already exists; icn-agent never overwrites one: pick a new file name", path)
-	}
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+// createFile writes data to the new file path (recovery.WriteNewFilePerm).
+func createFile(path string, data []byte, perm os.FileMode) error {
+	return fileExistsError(recovery.WriteNewFilePerm(path, data, perm), path, "file")
 }
 
 // readPolicyKey reads a policy key's public half (FILE.pub of policy-key
@@ -127,8 +111,8 @@ func readPolicySigningKey(path string) (*ecdsa.PrivateKey, error) {
 	return key, err
 }
 
-func runPolicy(e *env, args []string) error {
-	c := lookup("policy")
+func runPolicy(e *cli.Env, args []string) error {
+	c := commands.Lookup("policy")
 	if len(args) > 0 {
 		switch args[0] {
 		case "sign":
@@ -137,13 +121,13 @@ func runPolicy(e *env, args []string) error {
 			return runPolicyList(e, c, args[1:])
 		}
 	}
-	fs := newFlagSet(c)
+	fs := cli.FlagSet(c)
 	var sf policySignFlags
 	sf.register(fs)
-	if _, err := parseFlags(e, c, fs, args); err != nil {
+	if _, err := commands.Parse(e, c, fs, args); err != nil {
 		return err
 	}
-	return usagef("want a subcommand: sign or list")
+	return cli.Usagef("want a subcommand: sign or list")
 }
 
 type policySignFlags struct {
@@ -164,16 +148,16 @@ func (f *policySignFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.out, "o", "", "write the signed policy to this new file instead of the store's policies directory")
 }
 
-func runPolicySign(e *env, c *command, args []string) error {
+func runPolicySign(e *cli.Env, c *cli.Command, args []string) error {
 	var f policySignFlags
-	fs := newFlagSet(c)
+	fs := cli.FlagSet(c)
 	f.register(fs)
-	_, err := parseArgs(e, c, fs, args, 0, "policy sign takes no arguments besides its flags")
+	_, err := commands.ParseN(e, c, fs, args, 0, "policy sign takes no arguments besides its flags")
 	if err != nil {
 		return err
 	}
 	if f.key == "" {
-		return usagef("--key FILE is required: the private key of icn-agent policy-key create")
+		return cli.Usagef("--key FILE is required: the private key of icn-agent policy-key create")
 	}
 	if err := f.setup(e); err != nil {
 		return err
@@ -227,22 +211,22 @@ func runPolicySign(e *env, c *command, args []string) error {
 		}
 		path, err = store.AddSignedPolicy(sp)
 		if errors.Is(err, sealstore.ErrExists) {
-			fmt.Fprintf(e.stdout, "already signed: %s\n", store.PolicyDir()+"/"+sp.FileName())
+			fmt.Fprintf(e.Stdout, "already signed: %s\n", store.PolicyDir()+"/"+sp.FileName())
 			return nil
 		}
 		if err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(e.stdout, "signed %s\nkey %s, PCRs %s, policy digest %x\n%s\n", path, sp.Key.ID(), joinInts(sp.Indexes()), sp.Digest, sealstore.FormatPCRValues(sp.PCRs, "\n"))
+	fmt.Fprintf(e.Stdout, "signed %s\nkey %s, PCRs %s, policy digest %x\n%s\n", path, sp.Key.ID(), joinInts(sp.Indexes()), sp.Digest, sealstore.FormatPCRValues(sp.PCRs, "\n"))
 	return nil
 }
 
-func runPolicyList(e *env, c *command, args []string) error {
+func runPolicyList(e *cli.Env, c *cli.Command, args []string) error {
 	var f common
-	fs := newFlagSet(c)
+	fs := cli.FlagSet(c)
 	f.register(fs)
-	_, err := parseArgs(e, c, fs, args, 0, "policy list takes no arguments")
+	_, err := commands.ParseN(e, c, fs, args, 0, "policy list takes no arguments")
 	if err != nil {
 		return err
 	}
@@ -255,10 +239,10 @@ func runPolicyList(e *env, c *command, args []string) error {
 		return err
 	}
 	if len(entries) == 0 {
-		fmt.Fprintf(e.stderr, "no signed policies in %s; sign one with: icn-agent policy sign --key FILE\n", store.PolicyDir())
+		fmt.Fprintf(e.Stderr, "no signed policies in %s; sign one with: icn-agent policy sign --key FILE\n", store.PolicyDir())
 		return nil
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tPCRS\tSIGNED\tDIGEST\tCOMMENT")
 	for _, en := range entries {
 		if en.Err != nil {
@@ -266,7 +250,7 @@ func runPolicyList(e *env, c *command, args []string) error {
 			continue
 		}
 		p := en.Policy
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%x\t%s\n", p.Key.ID(), joinInts(p.Indexes()), p.Signed.Format(time.DateTime), p.Digest[:8], dash(p.Comment))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%x\t%s\n", p.Key.ID(), joinInts(p.Indexes()), p.Signed.Format(time.DateTime), p.Digest[:8], cmp.Or(p.Comment, "-"))
 	}
 	return tw.Flush()
 }

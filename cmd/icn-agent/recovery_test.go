@@ -15,34 +15,35 @@ import (
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/prompt"
 	"github.com/icn/icn-agent/internal/recovery/leaktest"
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/swtpmtest"
 )
 
-// cli runs icn-agent commands in this process, against one store and one
+// inProcess runs icn-agent commands in this process, against one store and one
 // TPM, with an empty configuration.
-type cli struct {
+type inProcess struct {
 	t      *testing.T
 	config string
 }
 
 // run runs args with --config appended and returns the exit code, stdout
 // and stderr.
-func (c *cli) run(args ...string) (int, string, string) {
+func (c *inProcess) run(args ...string) (int, string, string) {
 	c.t.Helper()
 	var stdout, stderr bytes.Buffer
-	e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
-	code := run(append(args, "--config", c.config), e)
+	e := &cli.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
+	code := commands.Run(append(args, "--config", c.config), e)
 	return code, stdout.String(), stderr.String()
 }
 
 // ok runs args and fails the test unless they succeed.
-func (c *cli) ok(args ...string) string {
+func (c *inProcess) ok(args ...string) string {
 	c.t.Helper()
 	code, stdout, stderr := c.run(args...)
-	if code != exitOK {
+	if code != cli.ExitOK {
 		c.t.Fatalf("icn-agent %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
 	}
 	return stdout
@@ -56,7 +57,7 @@ func (c *cli) ok(args ...string) string {
 // clear either.
 func TestRecoveryCommandsWriteNoSeed(t *testing.T) {
 	home := t.TempDir()
-	c := &cli{t: t, config: filepath.Join(home, "config.toml")}
+	c := &inProcess{t: t, config: filepath.Join(home, "config.toml")}
 	if err := os.WriteFile(c.config, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestRecoveryCommandsWriteNoSeed(t *testing.T) {
 	if err := os.WriteFile(blob, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, stderr := c.run(append([]string{"restore", "work", path("work.age"), "-i", idFile}, src...)...); code == exitOK || !strings.Contains(stderr, "already exists") {
+	if code, _, stderr := c.run(append([]string{"restore", "work", path("work.age"), "-i", idFile}, src...)...); code == cli.ExitOK || !strings.Contains(stderr, "already exists") {
 		t.Fatalf("restore over a damaged blob: exit %d, %s", code, stderr)
 	}
 	if err := os.Remove(blob); err != nil {
@@ -146,7 +147,7 @@ func TestRecoveryCommandsWriteNoSeed(t *testing.T) {
 	c.ok(append([]string{"srk", "-o", path("target.srk")}, dst...)...)
 	c.ok(append([]string{"migrate", "work", "--to", path("target.srk"), "-o", path("work.migrate")}, src...)...)
 	code, _, stderr := c.run(append([]string{"import-migrated", "work", path("work.migrate")}, at(third, thirdStore)...)...)
-	if code == exitOK || !strings.Contains(stderr, "was made for another TPM") {
+	if code == cli.ExitOK || !strings.Contains(stderr, "was made for another TPM") {
 		t.Fatalf("import on a third TPM: exit %d, %s", code, stderr)
 	}
 	if got := c.ok(append([]string{"import-migrated", "work", path("work.migrate")}, dst...)...); line(got) != wantKey {
@@ -191,7 +192,7 @@ func TestReadSecretLine(t *testing.T) {
 		{"no newline", "no newline"},
 		{"\nfirst line empty", ""},
 	} {
-		got, err := readSecretLine(write("pass", tc.data))
+		got, err := passphrase("", write("pass", tc.data), false)
 		if err != nil || string(got) != tc.want {
 			t.Errorf("%q: got %q, %v; want %q", tc.data, got, err, tc.want)
 		}
@@ -206,7 +207,7 @@ func TestReadSecretLine(t *testing.T) {
 		"/dev/zero": safefile.ErrNotRegular,
 		big:         safefile.ErrTooLarge,
 	} {
-		_, err := readSecretLine(path)
+		_, err := passphrase("", path, false)
 		if !errors.Is(err, want) || !strings.HasPrefix(err.Error(), "passphrase file: "+path+": ") {
 			t.Errorf("%s: error %v, want %v naming the file", path, err, want)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/unlock"
@@ -16,11 +17,11 @@ import (
 )
 
 func init() {
-	register(&command{
-		name:    "reseal",
-		args:    "NAME [--pcrs 0,7] [--signed-policy KEY.pub] [--pin-file F] [--new-pin [--new-pin-file F] | --no-pin]",
-		summary: "Unseal an identity in the current platform state and seal it again: to the PCRs' current values, to other PCRs (--pcrs), or to signed policies (--signed-policy). The new blob must unseal before it replaces the old one.",
-		run:     runReseal,
+	commands.Register(&cli.Command{
+		Name:    "reseal",
+		Args:    "NAME [--pcrs 0,7] [--signed-policy KEY.pub] [--pin-file F] [--new-pin [--new-pin-file F] | --no-pin]",
+		Summary: "Unseal an identity in the current platform state and seal it again: to the PCRs' current values, to other PCRs (--pcrs), or to signed policies (--signed-policy). The new blob must unseal before it replaces the old one.",
+		Run:     runReseal,
 	})
 }
 
@@ -35,27 +36,24 @@ func init() {
 // that a blob bound to the old (perhaps weaker) policy does not linger. A
 // reseal that cannot unseal the old blob writes nothing at all.
 
-func runReseal(e *env, args []string) error {
-	c := lookup("reseal")
-	var f common
+func runReseal(e *cli.Env, args []string) error {
+	c, fs, f := commonCommand("reseal")
 	var pcrs pcrList
-	fs := newFlagSet(c)
-	f.register(fs)
 	fs.Var(&pcrs, "pcrs", "PCRs (SHA-256 bank) to bind to from now on (default: the ones it is bound to now)")
 	signedPolicy := fs.String("signed-policy", "", "seal to policies signed by this policy key (a PEM public key from icn-agent policy-key create) from now on (default: keep the kind of policy, and the key, it has)")
 	pinFile := fs.String("pin-file", "", "for a PIN-protected identity: read its PIN from the first line of this file instead of the terminal")
 	newPIN := fs.Bool("new-pin", false, "protect the identity with a new PIN from now on, asked twice on the terminal")
 	newPINFile := fs.String("new-pin-file", "", "with --new-pin: read the new PIN from the first line of this file instead")
 	noPIN := fs.Bool("no-pin", false, "remove the identity's PIN protection")
-	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
+	pos, err := commands.ParseN(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
 	}
 	switch {
 	case *newPINFile != "" && !*newPIN:
-		return usagef("--new-pin-file gives the PIN of --new-pin; add --new-pin")
+		return cli.Usagef("--new-pin-file gives the PIN of --new-pin; add --new-pin")
 	case *newPIN && *noPIN:
-		return usagef("--new-pin and --no-pin exclude each other")
+		return cli.Usagef("--new-pin and --no-pin exclude each other")
 	}
 	name := pos[0]
 	if err := sealstore.ValidName(name); err != nil {
@@ -115,7 +113,7 @@ func runReseal(e *env, args []string) error {
 	})
 	if errors.Is(err, sealstore.ErrResealPending) {
 		blobPath := filepath.Join(store.Dir(), name+".sealed")
-		return withHint(err, fmt.Sprintf("if no reseal is running, check that %s is intact (icn-agent check %s) and remove %s.bak", blobPath, name, blobPath))
+		return cli.WithHint(err, fmt.Sprintf("if no reseal is running, check that %s is intact (icn-agent check %s) and remove %s.bak", blobPath, name, blobPath))
 	}
 	if err != nil {
 		if blob != nil {
@@ -135,7 +133,7 @@ func runReseal(e *env, args []string) error {
 	case old.Policy.PIN:
 		how += ", without a PIN now"
 	}
-	fmt.Fprintf(e.stdout, "resealed %s (%s): PCRs %s %s\n", name, ssh.FingerprintSHA256(blob.PublicKey), joinInts(blob.Policy.Indexes()), how)
+	fmt.Fprintf(e.Stdout, "resealed %s (%s): PCRs %s %s\n", name, ssh.FingerprintSHA256(blob.PublicKey), joinInts(blob.Policy.Indexes()), how)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/adrg/xdg"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/swtpmtest"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
@@ -27,7 +28,7 @@ func TestResealCommand(t *testing.T) {
 			t.Cleanup(xdg.Reload) // runs after Setenv restores the variable
 			t.Setenv("XDG_STATE_HOME", filepath.Join(home, "state"))
 			xdg.Reload()
-			c := &cli{t: t, config: filepath.Join(home, "config.toml")}
+			c := &inProcess{t: t, config: filepath.Join(home, "config.toml")}
 			if err := os.WriteFile(c.config, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -78,7 +79,7 @@ func TestResealCommand(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, _, stderr := c.run(append([]string{"reseal", "bound", "--pcrs", "7"}, at...)...)
-			if code != exitError || !strings.Contains(stderr, "cannot unseal bound in the current platform state, so nothing was changed: sealstore: bound: PCR 16 changed since it was sealed") {
+			if code != cli.ExitError || !strings.Contains(stderr, "cannot unseal bound in the current platform state, so nothing was changed: sealstore: bound: PCR 16 changed since it was sealed") {
 				t.Errorf("reseal of a blob whose PCR moved: exit %d, %s", code, stderr)
 			}
 			if after, err := os.ReadFile(store.Path("bound")); err != nil || !bytes.Equal(after, before) {

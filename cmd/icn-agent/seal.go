@@ -9,7 +9,7 @@ import (
 
 	"filippo.io/age"
 
-	"github.com/icn/icn-agent/internal/prompt"
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/provision"
 	"github.com/icn/icn-agent/internal/recovery"
 	"github.com/icn/icn-agent/internal/secmem"
@@ -19,17 +19,17 @@ import (
 )
 
 func init() {
-	register(&command{
-		name:    "keygen",
-		args:    "NAME [--host] [--pcrs 0,7] [--signed-policy KEY.pub] [--pin [--pin-file F]] [--comment TEXT] [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
-		summary: "Generate a new Ed25519 identity sealed to this TPM and print its public key; --backup also writes an encrypted backup.",
-		run:     runKeygen,
+	commands.Register(&cli.Command{
+		Name:    "keygen",
+		Args:    "NAME [--host] [--pcrs 0,7] [--signed-policy KEY.pub] [--pin [--pin-file F]] [--comment TEXT] [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
+		Summary: "Generate a new Ed25519 identity sealed to this TPM and print its public key; --backup also writes an encrypted backup.",
+		Run:     runKeygen,
 	})
-	register(&command{
-		name:    "import",
-		args:    "NAME FILE [--pcrs 0,7] [--signed-policy KEY.pub] [--pin [--pin-file F]] [--comment TEXT] [--passphrase-file F] [-i IDENTITY]... [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
-		summary: "Seal an existing OpenSSH Ed25519 private key (plain, passphrase-protected or age-encrypted) to this TPM. FILE is left as it is; the comment comes from FILE.pub if it is there.",
-		run:     runImport,
+	commands.Register(&cli.Command{
+		Name:    "import",
+		Args:    "NAME FILE [--pcrs 0,7] [--signed-policy KEY.pub] [--pin [--pin-file F]] [--comment TEXT] [--passphrase-file F] [-i IDENTITY]... [--backup FILE [--recipient R]... [--backup-passphrase-file F]]",
+		Summary: "Seal an existing OpenSSH Ed25519 private key (plain, passphrase-protected or age-encrypted) to this TPM. FILE is left as it is; the comment comes from FILE.pub if it is there.",
+		Run:     runImport,
 	})
 }
 
@@ -40,8 +40,8 @@ type sealFlags struct {
 	policy  policyFlags
 }
 
-func (s *sealFlags) register(c *command) *flag.FlagSet {
-	fs := newFlagSet(c)
+func (s *sealFlags) register(c *cli.Command) *flag.FlagSet {
+	fs := cli.FlagSet(c)
 	s.common.register(fs)
 	fs.Var(&s.pcrs, "pcrs", "PCRs (SHA-256 bank) to bind the seed to (default from config, else 0,7)")
 	fs.StringVar(&s.comment, "comment", "", "comment for the public key (default: the name)")
@@ -65,7 +65,7 @@ func (p *policyFlags) register(fs *flag.FlagSet) {
 
 func (p *policyFlags) check() error {
 	if p.pinFile != "" && !p.pin {
-		return usagef("--pin-file gives the PIN of --pin; add --pin")
+		return cli.Usagef("--pin-file gives the PIN of --pin; add --pin")
 	}
 	return nil
 }
@@ -111,19 +111,19 @@ func (b *backupFlags) register(fs *flag.FlagSet) {
 
 func (b *backupFlags) check() error {
 	if b.path == "" && b.enc.given() {
-		return usagef("--recipient and --backup-passphrase-file need --backup FILE")
+		return cli.Usagef("--recipient and --backup-passphrase-file need --backup FILE")
 	}
 	return b.enc.check()
 }
 
-func runKeygen(e *env, args []string) error {
-	c := lookup("keygen")
+func runKeygen(e *cli.Env, args []string) error {
+	c := commands.Lookup("keygen")
 	var f sealFlags
 	var bf backupFlags
 	fs := f.register(c)
 	bf.register(fs)
 	host := fs.Bool("host", false, "a host key for sshd (HostKeyAgent): seal into the system instance's store ("+hostStore+") unless --store, and print the sshd_config lines")
-	pos, err := parseArgs(e, c, fs, args, 1, "want exactly one NAME")
+	pos, err := commands.ParseN(e, c, fs, args, 1, "want exactly one NAME")
 	if err != nil {
 		return err
 	}
@@ -145,15 +145,15 @@ func runKeygen(e *env, args []string) error {
 	return nil
 }
 
-func runImport(e *env, args []string) error {
-	c := lookup("import")
+func runImport(e *cli.Env, args []string) error {
+	c := commands.Lookup("import")
 	var f sealFlags
 	var bf backupFlags
 	var dec decryptFlags
 	fs := f.register(c)
 	bf.register(fs)
 	dec.register(fs, "read the key's passphrase (or, for an age-encrypted FILE, the age passphrase) from the first line of this file instead of asking on the terminal")
-	pos, err := parseArgs(e, c, fs, args, 2, "want NAME and FILE")
+	pos, err := commands.ParseN(e, c, fs, args, 2, "want NAME and FILE")
 	if err != nil {
 		return err
 	}
@@ -182,7 +182,7 @@ func runImport(e *env, args []string) error {
 // asked to, and prints the public key line. Nothing is written unless
 // sealing and the backup succeed, and an existing identity or backup file
 // is never replaced.
-func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byte) error {
+func sealIdentity(e *cli.Env, f *sealFlags, bf *backupFlags, name string, seed []byte) error {
 	if err := sealstore.ValidName(name); err != nil {
 		return err
 	}
@@ -226,17 +226,17 @@ func sealIdentity(e *env, f *sealFlags, bf *backupFlags, name string, seed []byt
 		return err
 	}
 	if bf.path != "" {
-		fmt.Fprintf(e.stderr, "icn-agent: wrote backup %s, encrypted %s; keep it off this machine\n", bf.path, bf.enc.describe(len(recipients)))
+		fmt.Fprintf(e.Stderr, "icn-agent: wrote backup %s, encrypted %s; keep it off this machine\n", bf.path, bf.enc.describe(len(recipients)))
 	}
 	if signer != nil {
 		// Sealing needs no signed policy; using the identity does.
 		err := tpmseal.CheckPolicy(ctx, tpm, blob, unlock.SignedPolicies(store, blob, f.log))
 		var mp *sealstore.MissingPolicyError
 		if errors.As(err, &mp) {
-			fmt.Fprintf(e.stderr, "icn-agent: %s is sealed to policies signed by key %s, and none approves the current PCR values yet: %v\n", name, signer.ID(), explainUnseal(ctx, tpm, store, blob, err))
+			fmt.Fprintf(e.Stderr, "icn-agent: %s is sealed to policies signed by key %s, and none approves the current PCR values yet: %v\n", name, signer.ID(), explainUnseal(ctx, tpm, store, blob, err))
 		}
 	}
-	_, err = e.stdout.Write(blob.AuthorizedKey())
+	_, err = e.Stdout.Write(blob.AuthorizedKey())
 	return err
 }
 
@@ -248,7 +248,7 @@ const maxKeyFile = recovery.MaxKeyFile
 func readEd25519Seed(file string, dec *decryptFlags) (*secmem.Buffer, error) {
 	seed, err := recovery.ReadEd25519Seed(file, recovery.KeyFileOptions{
 		Keys:       func() (*recovery.Keys, error) { return dec.keys(file) },
-		Passphrase: func() ([]byte, error) { return readPassphrase(file, dec.passFile) },
+		Passphrase: func() ([]byte, error) { return passphrase(file, dec.passFile, false) },
 	})
 	var de *recovery.DecryptError
 	switch {
@@ -264,30 +264,4 @@ func readEd25519Seed(file string, dec *decryptFlags) (*secmem.Buffer, error) {
 		return nil, fmt.Errorf("%w; icn-agent seals only Ed25519 keys (make one with ssh-keygen -t ed25519, or use icn-agent keygen)", err)
 	}
 	return seed, err
-}
-
-// readPassphrase reads a key passphrase from passFile, or asks on the
-// terminal.
-func readPassphrase(keyFile, passFile string) ([]byte, error) {
-	if passFile != "" {
-		return readSecretLine(passFile)
-	}
-	pass, err := prompt.Terminal(fmt.Sprintf("Enter passphrase for %s: ", keyFile))
-	if errors.Is(err, prompt.ErrNoTerminal) {
-		return nil, fmt.Errorf("%s is encrypted and there is no terminal to ask for its passphrase; pass --passphrase-file FILE", keyFile)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read passphrase: %w", err)
-	}
-	return pass, nil
-}
-
-// readSecretLine returns the first line of the passphrase file at path
-// (prompt.FileLine); the caller wipes it.
-func readSecretLine(path string) ([]byte, error) {
-	line, err := prompt.FileLine(path)
-	if err != nil {
-		return nil, fmt.Errorf("passphrase file: %w", err)
-	}
-	return line, nil
 }

@@ -12,20 +12,21 @@ import (
 	"syscall"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/daemon"
 	"github.com/icn/icn-agent/internal/secmem"
 )
 
 func init() {
-	register(&command{
-		name:    "serve",
-		args:    "[-a SOCKET] [-c] [--upstream SOCKET]... [--pcr-poll DURATION] [--metrics-listen HOST:PORT]",
-		summary: "Run the agent in the foreground, serving every sealed identity on SSH_AUTH_SOCK.",
-		run:     runServe,
+	commands.Register(&cli.Command{
+		Name:    "serve",
+		Args:    "[-a SOCKET] [-c] [--upstream SOCKET]... [--pcr-poll DURATION] [--metrics-listen HOST:PORT]",
+		Summary: "Run the agent in the foreground, serving every sealed identity on SSH_AUTH_SOCK.",
+		Run:     runServe,
 	})
 }
 
-func runServe(e *env, args []string) error {
+func runServe(e *cli.Env, args []string) error {
 	c, fs, f := commonCommand("serve")
 	socket := fs.String("socket", "", "socket path (default $XDG_RUNTIME_DIR/icn-agent/agent.sock; ignored under systemd socket activation)")
 	fs.StringVar(socket, "a", "", "alias for --socket")
@@ -33,9 +34,9 @@ func runServe(e *env, args []string) error {
 	pcrPoll := fs.Duration("pcr-poll", 0, "how often to read the PCRs identities are bound to (default from config, else 30s)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, ADDR a loopback HOST:PORT such as 127.0.0.1:9477 (default: no metrics endpoint)")
 	metricsAny := fs.Bool("metrics-listen-any", false, "allow --metrics-listen on a non-loopback address (the endpoint has no authentication)")
-	var upstreams stringList
+	var upstreams cli.Strings
 	fs.Var(&upstreams, "upstream", "socket of another agent whose keys are listed after icn-agent's own and used through it (repeatable; default from config)")
-	_, err := parseArgs(e, c, fs, args, 0, "serve takes no arguments")
+	_, err := commands.ParseN(e, c, fs, args, 0, "serve takes no arguments")
 	if err != nil {
 		return err
 	}
@@ -44,10 +45,10 @@ func runServe(e *env, args []string) error {
 		return err
 	}
 	if *pcrPoll < 0 {
-		return usagef("--pcr-poll must be positive")
+		return cli.Usagef("--pcr-poll must be positive")
 	}
 	if *metricsAny && *metricsListen == "" {
-		return usagef("--metrics-listen-any needs --metrics-listen")
+		return cli.Usagef("--metrics-listen-any needs --metrics-listen")
 	}
 	if err := daemonProcess(f); err != nil {
 		return err
@@ -72,11 +73,11 @@ func runServe(e *env, args []string) error {
 	var le *daemon.ListenError
 	switch {
 	case errors.As(err, &le) && errors.Is(err, agentsrv.ErrAgentRunning):
-		return withHint(err, fmt.Sprintf("use the running agent (SSH_AUTH_SOCK=%s), stop it, or pass -a with another path", le.Path))
+		return cli.WithHint(err, fmt.Sprintf("use the running agent (SSH_AUTH_SOCK=%s), stop it, or pass -a with another path", le.Path))
 	case errors.Is(err, agentsrv.ErrUnsafeDir):
-		return withHint(err, "put the socket in a directory only you can write to, such as the default $XDG_RUNTIME_DIR/icn-agent/agent.sock")
+		return cli.WithHint(err, "put the socket in a directory only you can write to, such as the default $XDG_RUNTIME_DIR/icn-agent/agent.sock")
 	case errors.Is(err, daemon.ErrNoRuntimeDir):
-		return withHint(err, "pass one with -a (for example -a ~/.ssh/icn-agent.sock), or start icn-agent from a login session that sets XDG_RUNTIME_DIR")
+		return cli.WithHint(err, "pass one with -a (for example -a ~/.ssh/icn-agent.sock), or start icn-agent from a login session that sets XDG_RUNTIME_DIR")
 	}
 	return err
 }
@@ -97,10 +98,10 @@ func daemonProcess(f *common) error {
 }
 
 // daemonOptions are the agent's options from the common flags and config.
-func daemonOptions(e *env, f *common) daemon.Options {
+func daemonOptions(e *cli.Env, f *common) daemon.Options {
 	return daemon.Options{
 		Config: f.cfg, ConfigFile: f.config, TPM: f.tpm, Store: f.store,
-		Getenv: e.getenv, Logger: f.log,
+		Getenv: e.Getenv, Logger: f.log,
 		Advise: adviseUnseal,
 	}
 }
@@ -144,20 +145,20 @@ func runDaemon(lg *slog.Logger, opts daemon.Options, stop <-chan struct{}) error
 	case err != nil && ctx.Err() != nil:
 		return nil // stopped as asked, also while starting
 	case errors.Is(err, daemon.ErrAuditLog):
-		return withHint(err, "the audit log of signatures is on by default; fix the directory, or set audit = false at the top of config.toml to run without it")
+		return cli.WithHint(err, "the audit log of signatures is on by default; fix the directory, or set audit = false at the top of config.toml to run without it")
 	}
 	return err
 }
 
 // printSocketEnv prints the line a shell evaluates to use the agent, as
 // ssh-agent does.
-func printSocketEnv(e *env, path string, csh bool) {
+func printSocketEnv(e *cli.Env, path string, csh bool) {
 	if csh {
-		fmt.Fprintf(e.stdout, "setenv SSH_AUTH_SOCK %s;\n", path)
+		fmt.Fprintf(e.Stdout, "setenv SSH_AUTH_SOCK %s;\n", path)
 	} else {
-		fmt.Fprintf(e.stdout, "SSH_AUTH_SOCK=%s; export SSH_AUTH_SOCK;\n", path)
+		fmt.Fprintf(e.Stdout, "SSH_AUTH_SOCK=%s; export SSH_AUTH_SOCK;\n", path)
 	}
-	if f, ok := e.stdout.(*os.File); ok {
+	if f, ok := e.Stdout.(*os.File); ok {
 		f.Sync()
 	}
 }

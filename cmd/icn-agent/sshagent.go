@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/icn/icn-agent/agentsrv"
+	"github.com/icn/icn-agent/internal/cli"
 	"github.com/icn/icn-agent/internal/sshagent"
 )
 
@@ -26,32 +27,32 @@ func init() {
 	if len(os.Args) > 0 && filepath.Base(os.Args[0]) == "ssh-agent" && (len(os.Args) < 2 || os.Args[1] != "ssh-agent") {
 		os.Args = append([]string{os.Args[0], "ssh-agent"}, os.Args[1:]...)
 	}
-	register(&command{
-		name:    "ssh-agent",
-		args:    "[-c | -s] [-Dd] [-a SOCKET] [-E md5|sha256] [-P ALLOWLIST] [-O OPTION] [-t LIFE] [--upstream SOCKET] [--tpm SPEC] [--store DIR] [--config FILE] [COMMAND [ARG...]] | [-c | -s] -k",
-		summary: "Stand in for OpenSSH's ssh-agent: start in the background and print the environment, or run COMMAND with it.",
-		run:     runSSHAgent,
+	commands.Register(&cli.Command{
+		Name:    "ssh-agent",
+		Args:    "[-c | -s] [-Dd] [-a SOCKET] [-E md5|sha256] [-P ALLOWLIST] [-O OPTION] [-t LIFE] [--upstream SOCKET] [--tpm SPEC] [--store DIR] [--config FILE] [COMMAND [ARG...]] | [-c | -s] -k",
+		Summary: "Stand in for OpenSSH's ssh-agent: start in the background and print the environment, or run COMMAND with it.",
+		Run:     runSSHAgent,
 	})
 }
 
-func runSSHAgent(e *env, args []string) error {
+func runSSHAgent(e *cli.Env, args []string) error {
 	o, err := sshagent.Parse(args)
 	if errors.Is(err, sshagent.ErrHelp) {
-		c := lookup("ssh-agent")
-		fmt.Fprintf(e.stdout, "usage: icn-agent %s %s\n\n%s\n", c.name, c.args, c.summary)
+		c := commands.Lookup("ssh-agent")
+		fmt.Fprintf(e.Stdout, "usage: icn-agent %s %s\n\n%s\n", c.Name, c.Args, c.Summary)
 		return flag.ErrHelp
 	} else if err != nil {
 		return sshAgentUsage(err)
 	}
-	if !o.CSH && !o.SH && strings.HasSuffix(e.getenv("SHELL"), "csh") {
+	if !o.CSH && !o.SH && strings.HasSuffix(e.Getenv("SHELL"), "csh") {
 		o.CSH = true
 	}
 	if o.Kill {
-		pid, err := sshagent.Kill(e.getenv("SSH_AGENT_PID"))
+		pid, err := sshagent.Kill(e.Getenv("SSH_AGENT_PID"))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "%s%secho Agent pid %d killed;\n", sshagent.UnsetLine(o.CSH, "SSH_AUTH_SOCK"), sshagent.UnsetLine(o.CSH, "SSH_AGENT_PID"), pid)
+		fmt.Fprintf(e.Stdout, "%s%secho Agent pid %d killed;\n", sshagent.UnsetLine(o.CSH, "SSH_AUTH_SOCK"), sshagent.UnsetLine(o.CSH, "SSH_AGENT_PID"), pid)
 		return nil
 	}
 	if o.Child {
@@ -61,16 +62,16 @@ func runSSHAgent(e *env, args []string) error {
 		}
 		defer c.Close()
 		e2 := *e
-		e2.stdout = c.Ready
+		e2.Stdout = c.Ready
 		return serveSSHAgent(&e2, o, c.Listener, c.Stop)
 	}
 
-	l, path, dir, err := sshagent.Listen(o, e.getenv("TMPDIR"))
+	l, path, dir, err := sshagent.Listen(o, e.Getenv("TMPDIR"))
 	switch {
 	case errors.Is(err, agentsrv.ErrAgentRunning):
-		return withHint(err, fmt.Sprintf("use the running agent (SSH_AUTH_SOCK=%s), stop it, or pass -a with another path", path))
+		return cli.WithHint(err, fmt.Sprintf("use the running agent (SSH_AUTH_SOCK=%s), stop it, or pass -a with another path", path))
 	case errors.Is(err, agentsrv.ErrUnsafeDir):
-		return withHint(err, "put the socket in a directory only you can write to")
+		return cli.WithHint(err, "put the socket in a directory only you can write to")
 	case err != nil:
 		return err
 	}
@@ -78,7 +79,7 @@ func runSSHAgent(e *env, args []string) error {
 		if dir != "" {
 			defer os.Remove(dir)
 		}
-		fmt.Fprintf(e.stdout, "%secho Agent pid %d;\n", sshagent.EnvLine(o.CSH, "SSH_AUTH_SOCK", path), os.Getpid())
+		fmt.Fprintf(e.Stdout, "%secho Agent pid %d;\n", sshagent.EnvLine(o.CSH, "SSH_AUTH_SOCK", path), os.Getpid())
 		return serveSSHAgent(e, o, l, nil)
 	}
 	exe, err := sshagent.Self()
@@ -102,13 +103,13 @@ func runSSHAgent(e *env, args []string) error {
 		// ends.
 		return fmt.Errorf("exec %s: %w", o.Command[0], syscall.Exec(prog, o.Command, env))
 	}
-	fmt.Fprintf(e.stdout, "%s%secho Agent pid %d;\n", sshagent.EnvLine(o.CSH, "SSH_AUTH_SOCK", path), sshagent.EnvLine(o.CSH, "SSH_AGENT_PID", strconv.Itoa(pid)), pid)
+	fmt.Fprintf(e.Stdout, "%s%secho Agent pid %d;\n", sshagent.EnvLine(o.CSH, "SSH_AUTH_SOCK", path), sshagent.EnvLine(o.CSH, "SSH_AGENT_PID", strconv.Itoa(pid)), pid)
 	return nil
 }
 
 // serveSSHAgent runs the daemon on l until a signal or stop, with the
 // private OpenSSH agent as upstream when no upstream is configured.
-func serveSSHAgent(e *env, o *sshagent.Options, l net.Listener, stop <-chan struct{}) error {
+func serveSSHAgent(e *cli.Env, o *sshagent.Options, l net.Listener, stop <-chan struct{}) error {
 	f := common{tpm: o.TPM, store: o.Store, config: o.Config, verbose: o.Verbose || o.Debug, daemon: !o.Child}
 	if err := f.setup(e); err != nil {
 		return err
@@ -116,7 +117,7 @@ func serveSSHAgent(e *env, o *sshagent.Options, l net.Listener, stop <-chan stru
 	if err := daemonProcess(&f); err != nil {
 		return err
 	}
-	upstreams, stopPrivate, err := sshagent.Upstreams(o, f.cfg.Upstream, e.getenv("TMPDIR"), f.log)
+	upstreams, stopPrivate, err := sshagent.Upstreams(o, f.cfg.Upstream, e.Getenv("TMPDIR"), f.log)
 	if err != nil {
 		return sshAgentUsage(err)
 	}
@@ -134,7 +135,7 @@ func serveSSHAgent(e *env, o *sshagent.Options, l net.Listener, stop <-chan stru
 func sshAgentUsage(err error) error {
 	var ue *sshagent.UsageError
 	if errors.As(err, &ue) {
-		return usagef("%v", err)
+		return cli.Usagef("%v", err)
 	}
 	return err
 }

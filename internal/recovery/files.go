@@ -28,7 +28,11 @@ var ErrFileExists = errors.New("recovery: file already exists")
 // appears whole or not at all; the directory is synced after. On file
 // systems without hard links, renameat2(RENAME_NOREPLACE) gives the same
 // guarantee. The temporary file is always removed.
-func WriteNewFile(path string, data []byte) error {
+func WriteNewFile(path string, data []byte) error { return WriteNewFilePerm(path, data, 0o600) }
+
+// WriteNewFilePerm is WriteNewFile with the file's permission bits perm,
+// for files that are not secret (a public key, evidence).
+func WriteNewFilePerm(path string, data []byte, perm os.FileMode) error {
 	if path == "" {
 		return errors.New("recovery: empty file name")
 	}
@@ -42,6 +46,10 @@ func WriteNewFile(path string, data []byte) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return fmt.Errorf("recovery: write %s: %w", path, err)
+	}
 	if err := writeSync(f, data); err != nil {
 		return fmt.Errorf("recovery: write %s: %w", path, err)
 	}

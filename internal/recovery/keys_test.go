@@ -241,6 +241,16 @@ func TestWriteNewFile(t *testing.T) {
 	if got, _ := os.ReadFile(path); string(got) != "one" {
 		t.Fatalf("content %q; want the first write's", got)
 	}
+	// Mode 0600 unless told otherwise, whatever the umask.
+	pub := filepath.Join(dir, "pub")
+	if err := WriteNewFilePerm(pub, []byte("public"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{path: 0o600, pub: 0o644} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != want {
+			t.Fatalf("%s: mode %v (%v), want %v", p, fi.Mode().Perm(), err, want)
+		}
+	}
 	// A dangling symlink is not followed to create its target.
 	link := filepath.Join(dir, "link")
 	if err := os.Symlink(filepath.Join(dir, "target"), link); err != nil {
