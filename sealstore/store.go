@@ -452,19 +452,28 @@ type Entry struct {
 // blob has another name, is listed with Err set; it does not stop the
 // listing.
 func (s *Store) List() ([]Entry, error) {
+	return s.list(nil)
+}
+
+// list is List that also calls read, if set, with the bytes it read of
+// each entry's file, or why it could not read them.
+func (s *Store) list(read func(name string, data []byte, err error)) ([]Entry, error) {
 	des, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("sealstore: list store: %w", err)
 	}
 	var entries []Entry
 	for _, de := range des {
-		file := de.Name()
-		name, ok := strings.CutSuffix(file, sealedExt)
-		if !ok || strings.HasPrefix(file, ".") || ValidName(name) != nil {
+		name, ok := blobFileName(de.Name())
+		if !ok {
 			continue
 		}
-		path := filepath.Join(s.dir, file)
-		b, err := loadFile(path, name)
+		path := filepath.Join(s.dir, de.Name())
+		data, err := safefile.Read(path, maxFileSize)
+		if read != nil {
+			read(name, data, err)
+		}
+		b, err := parseFile(path, name, data, err)
 		entries = append(entries, Entry{Name: name, Path: path, Blob: b, Err: err})
 	}
 	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
@@ -483,6 +492,12 @@ func (s *Store) List() ([]Entry, error) {
 // anyone who lists the directory.
 func loadFile(path, name string) (*Blob, error) {
 	data, err := safefile.Read(path, maxFileSize)
+	return parseFile(path, name, data, err)
+}
+
+// parseFile parses data, read from path with error err, as the blob of
+// identity name.
+func parseFile(path, name string, data []byte, err error) (*Blob, error) {
 	if err != nil {
 		return nil, fileError(path, err, ErrMalformedBlob, ErrNotFound)
 	}

@@ -4,12 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,8 +13,6 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-
-	"github.com/icn/icn-agent/internal/safefile"
 )
 
 // DefaultRescanInterval is how often a Watcher re-lists its store even when
@@ -37,9 +31,6 @@ const (
 	// store directory is unusable (for example removed) or while file
 	// system events are unavailable.
 	pollInterval = time.Second
-	// maxListAttempts bounds how often a scan re-lists a store whose files
-	// keep changing while they are read.
-	maxListAttempts = 3
 )
 
 // newFSWatcher creates the file system watcher; tests replace it.
@@ -79,9 +70,10 @@ type Snapshot struct {
 // renames it into place, a write shows up as exactly one change and a
 // half-written blob is never seen.
 //
-// Changes are detected by the SHA-256 of each NAME.sealed file's content,
-// read before and after listing, so that a file replaced during a scan is
-// reported again rather than missed. A file that is not a valid blob is an
+// Changes are detected by the SHA-256 of the bytes of each NAME.sealed file
+// that the listing read and parsed (each file is read once per scan), so
+// that a file replaced after it was read differs at the next scan and is
+// reported then rather than missed. A file that is not a valid blob is an
 // Entry with Err: it is logged at Warn level once per distinct content and
 // never stops the watch.
 //
@@ -398,55 +390,26 @@ func (r *watchRun) scan(reason string, force bool) {
 	r.pending = &next
 }
 
-// list lists the store and fingerprints its NAME.sealed files. The content
-// is hashed before and after Store.List reads the files; if a file changed
-// meanwhile the listing is retried, and if it keeps changing the sums from
-// before are kept, so that the next scan sees a difference and reports the
-// file again rather than missing its last change.
+// list lists the store and fingerprints each entry's file by the bytes
+// List read and parsed, so that each file is read once per scan and its
+// sum is exactly what the entry shows: a change after the read makes the
+// next scan's sum differ, and the file is reported again.
 func (r *watchRun) list() ([]Entry, map[string]fileSum, error) {
 	if err := r.checkDir(); err != nil {
 		return nil, map[string]fileSum{}, err
 	}
-	var (
-		entries []Entry
-		before  map[string]fileSum
-	)
-	for range maxListAttempts {
-		var err error
-		if before, err = sumDir(r.dir); err != nil {
-			return nil, map[string]fileSum{}, err
-		}
-		if entries, err = r.w.store.List(); err != nil {
-			return nil, map[string]fileSum{}, err
-		}
-		after, err := sumDir(r.dir)
+	sums := make(map[string]fileSum)
+	entries, err := r.w.store.list(func(name string, data []byte, err error) {
 		if err != nil {
-			return nil, map[string]fileSum{}, err
+			sums[name] = fileSum{err: err.Error()}
+			return
 		}
-		if maps.Equal(before, after) && sameNames(entries, before) {
-			break
-		}
-	}
-	// Entries List found that the first hashing did not get a zero
-	// fileSum: it differs from any real one, so they are reported again.
-	sums := make(map[string]fileSum, len(entries))
-	for _, e := range entries {
-		sums[e.Name] = before[e.Name]
+		sums[name] = fileSum{sum: sha256.Sum256(data)}
+	})
+	if err != nil {
+		return nil, map[string]fileSum{}, err
 	}
 	return entries, sums, nil
-}
-
-// sameNames reports whether entries are exactly the names in sums.
-func sameNames(entries []Entry, sums map[string]fileSum) bool {
-	if len(entries) != len(sums) {
-		return false
-	}
-	for _, e := range entries {
-		if _, ok := sums[e.Name]; !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // checkDir checks the store directory as it is now, as Open did when the
@@ -469,37 +432,4 @@ func blobFileName(file string) (string, bool) {
 		return "", false
 	}
 	return name, true
-}
-
-// sumDir returns the fileSum of every NAME.sealed file in dir.
-func sumDir(dir string) (map[string]fileSum, error) {
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("sealstore: list store: %w", err)
-	}
-	sums := make(map[string]fileSum)
-	for _, de := range des {
-		if name, ok := blobFileName(de.Name()); ok {
-			sums[name] = sumFile(filepath.Join(dir, de.Name()))
-		}
-	}
-	return sums, nil
-}
-
-// sumFile returns the fileSum of the file at path, opened as loadFile opens
-// it (safefile: a FIFO does not block, only regular files are read) and
-// read up to one byte past the largest blob file.
-func sumFile(path string) fileSum {
-	f, err := safefile.Open(path, safefile.Options{})
-	if err != nil {
-		return fileSum{err: err.Error()}
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, io.LimitReader(f, maxFileSize+1)); err != nil {
-		return fileSum{err: err.Error()}
-	}
-	var s fileSum
-	h.Sum(s.sum[:0])
-	return s
 }
