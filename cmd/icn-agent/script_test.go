@@ -10,12 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
@@ -42,10 +44,14 @@ func TestScript(t *testing.T) {
 			}
 		}
 	}
+	files := scriptFiles(t, "testdata/script")
 	for _, backend := range []string{"sim", "swtpm"} {
 		t.Run(backend, func(t *testing.T) {
+			// Both backends' scripts share the -parallel slots, so
+			// that neither waits for the other's longest script.
+			t.Parallel()
 			testscript.Run(t, testscript.Params{
-				Dir:                 "testdata/script",
+				Files:               files,
 				RequireExplicitExec: true,
 				Cmds:                scriptCmds,
 				Setup: func(e *testscript.Env) error {
@@ -85,6 +91,33 @@ func TestScript(t *testing.T) {
 	}
 }
 
+// slowScripts are the scripts that take longest (most of it scrypt, at
+// age's work factor 18, in a race-enabled binary), slowest first: they
+// start first, so that the rest fill the cores around them rather than
+// leaving one script running alone at the end.
+var slowScripts = []string{
+	"backup_policies", "backup", "backup_import", "backup_recipients",
+	"pin", "signedpolicy", "import", "agent_remove", "attest_policy", "migrate",
+}
+
+// scriptFiles returns the scripts in dir: slowScripts first, in that
+// order, then the others by name.
+func scriptFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.txtar"))
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no scripts in %s (%v)", dir, err)
+	}
+	rank := func(file string) int {
+		if i := slices.Index(slowScripts, strings.TrimSuffix(filepath.Base(file), ".txtar")); i >= 0 {
+			return i
+		}
+		return len(slowScripts)
+	}
+	slices.SortStableFunc(names, func(a, b string) int { return rank(a) - rank(b) })
+	return names
+}
+
 // withSbin appends /usr/sbin and /sbin to path if missing: sshd lives
 // there, and a non-root PATH often lacks them.
 func withSbin(path string) string {
@@ -116,19 +149,44 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 // waitTimeout bounds waitsock and waitport.
 const waitTimeout = 10 * time.Second
 
-// pollEvery is how often the wait commands try again.
+// pollEvery is the longest pause of the waits that have no event to wait
+// for (see backoff).
 const pollEvery = 20 * time.Millisecond
+
+// backoff returns the pause before the next try of a poll, after the
+// pause last (zero at first): first, then doubling up to max.
+func backoff(last, first, max time.Duration) time.Duration {
+	if last == 0 {
+		return first
+	}
+	return min(2*last, max)
+}
 
 // waitsock PATH: wait (up to 10 s) until a unix socket at PATH accepts
 // connections. "! waitsock PATH" waits until PATH no longer exists.
+//
+// PATH's directory is watched with inotify and PATH checked again at each
+// event there: its creation, its chmod (icn-agent's comes after listen),
+// its removal. Only a socket that exists but refuses connections is tried
+// again without an event: nothing marks the moment between bind(2), which
+// creates the file, and listen(2), and a full accept queue (EAGAIN) ends
+// without one too.
 func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: waitsock PATH")
 	}
 	path := ts.MkAbs(args[0])
-	deadline := time.Now().Add(waitTimeout)
+	w, err := fsnotify.NewWatcher()
+	ts.Check(err)
+	defer w.Close()
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		ts.Fatalf("waitsock %s: watch its directory: %v", path, err)
+	}
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	var pause time.Duration
 	for {
-		var err error
+		var again <-chan time.Time
 		if neg {
 			if _, err = os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 				return
@@ -140,22 +198,38 @@ func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
 				c.Close()
 				return
 			}
+			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EAGAIN) {
+				pause = backoff(pause, time.Millisecond, pollEvery)
+				again = time.After(pause)
+			}
 		}
-		if time.Now().After(deadline) {
+		select {
+		case _, ok := <-w.Events:
+			if !ok {
+				ts.Fatalf("waitsock %s: inotify watch closed", path)
+			}
+		case werr := <-w.Errors:
+			ts.Fatalf("waitsock %s: inotify: %v", path, werr)
+		case <-again:
+		case <-deadline.C:
 			ts.Fatalf("waitsock %s: gave up after %v: %v", path, waitTimeout, err)
 		}
-		time.Sleep(pollEvery)
 	}
 }
 
 // waitport PORT: wait (up to 10 s) until 127.0.0.1:PORT accepts TCP
 // connections.
+//
+// This one polls: no event announces a TCP listener (sshd -D -e says
+// "Server listening" on its stderr, but testscript holds a background
+// command's output until it ends). The pauses start at 1 ms.
 func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: waitport PORT")
 	}
 	addr := net.JoinHostPort("127.0.0.1", args[0])
 	deadline := time.Now().Add(waitTimeout)
+	var pause time.Duration
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
@@ -165,7 +239,8 @@ func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 		if time.Now().After(deadline) {
 			ts.Fatalf("waitport %s: gave up after %v: %v", addr, waitTimeout, err)
 		}
-		time.Sleep(pollEvery)
+		pause = backoff(pause, time.Millisecond, pollEvery)
+		time.Sleep(pause)
 	}
 }
 
@@ -174,6 +249,10 @@ func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 // expression PATTERN, for at most DURATION. "! waitfor" waits until
 // stdout no longer matches. The last run's stdout and stderr are left for
 // the stdout and stderr commands.
+//
+// This one polls: the state it waits for is what another process answers
+// (ssh-add -l asking the agent), which announces nothing. The pauses
+// between runs start at 10 ms and grow to 100 ms.
 func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 3 {
 		ts.Fatalf("usage: [!] waitfor DURATION PATTERN PROG [ARGS...]")
@@ -183,6 +262,7 @@ func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
 	re, err := regexp.Compile("(?m)" + args[1])
 	ts.Check(err)
 	start := time.Now()
+	var pause time.Duration
 	for n := 1; ; n++ {
 		ts.Exec(args[2], args[3:]...)
 		if re.MatchString(ts.ReadFile("stdout")) != neg {
@@ -196,7 +276,8 @@ func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
 			}
 			ts.Fatalf("waitfor: stdout of %s did not %s %q within %v (%d runs)", args[2], what, args[1], limit, n)
 		}
-		time.Sleep(100 * time.Millisecond)
+		pause = backoff(pause, 10*time.Millisecond, 100*time.Millisecond)
+		time.Sleep(pause)
 	}
 }
 
