@@ -278,6 +278,8 @@ func (s *Server) identityStatus(t testing.TB, name string) IdentityStatus {
 
 // waitFor polls cond until it holds, failing the test after 10 s. It
 // waits for something that must happen, and asserts nothing about speed.
+// It is for states that nothing announces (the number of goroutines
+// running); wait for an event where there is one.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

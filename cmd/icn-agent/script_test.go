@@ -162,8 +162,14 @@ func backoff(last, first, max time.Duration) time.Duration {
 	return min(2*last, max)
 }
 
-// waitsock PATH: wait (up to 10 s) until a unix socket at PATH accepts
-// connections. "! waitsock PATH" waits until PATH no longer exists.
+// waitsock PATH: wait (up to 10 s) until an agent at PATH answers a
+// request. "! waitsock PATH" waits until PATH no longer exists.
+//
+// A connection that succeeds says only that the socket listens: the
+// kernel queues it until the agent accepts. The answer to a request
+// (SSH_AGENTC_REQUEST_IDENTITIES) says the agent serves; icn-agent serve
+// installs its signal handlers after it listens and before it serves, so
+// a sigterm that follows waitsock finds them in place.
 //
 // PATH's directory is watched with inotify and PATH checked again at each
 // event there: its creation, its chmod (icn-agent's comes after listen),
@@ -182,6 +188,7 @@ func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
 	if err := w.Add(filepath.Dir(path)); err != nil {
 		ts.Fatalf("waitsock %s: watch its directory: %v", path, err)
 	}
+	end := time.Now().Add(waitTimeout)
 	deadline := time.NewTimer(waitTimeout)
 	defer deadline.Stop()
 	var pause time.Duration
@@ -193,9 +200,7 @@ func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
 			}
 			err = errors.New("still exists")
 		} else {
-			var c net.Conn
-			if c, err = net.DialTimeout("unix", path, time.Second); err == nil {
-				c.Close()
+			if err = agentAnswers(path, end); err == nil {
 				return
 			}
 			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EAGAIN) {
@@ -215,6 +220,29 @@ func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("waitsock %s: gave up after %v: %v", path, waitTimeout, err)
 		}
 	}
+}
+
+// agentAnswers connects to the agent at path, sends it
+// SSH_AGENTC_REQUEST_IDENTITIES and waits (until deadline) for the header
+// of its reply, whatever the reply.
+func agentAnswers(path string, deadline time.Time) error {
+	c, err := net.DialTimeout("unix", path, time.Until(deadline))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(deadline); err != nil {
+		return err
+	}
+	const agentcRequestIdentities = 11
+	if _, err := c.Write([]byte{0, 0, 0, 1, agentcRequestIdentities}); err != nil {
+		return fmt.Errorf("send a request: %w", err)
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return fmt.Errorf("read the reply: %w", err)
+	}
+	return nil
 }
 
 // waitport PORT: wait (up to 10 s) until 127.0.0.1:PORT accepts TCP
