@@ -45,51 +45,94 @@ func TestScript(t *testing.T) {
 		}
 	}
 	files := scriptFiles(t, "testdata/script")
+	// Both backends' scripts are subtests of TestScript, named
+	// BACKEND/SCRIPT, started in one order: slowScripts first, each on
+	// both backends, so that the longest ones run from the start instead
+	// of one backend's waiting for the other's to be done.
+	var scripts []pendingScript
+	var deadline time.Time
+	if d, ok := t.Deadline(); ok {
+		deadline = d
+	}
 	for _, backend := range []string{"sim", "swtpm"} {
-		t.Run(backend, func(t *testing.T) {
-			// Both backends' scripts share the -parallel slots, so
-			// that neither waits for the other's longest script.
-			t.Parallel()
-			testscript.Run(t, testscript.Params{
-				Files:               files,
-				RequireExplicitExec: true,
-				Cmds:                scriptCmds,
-				Setup: func(e *testscript.Env) error {
-					work := e.WorkDir
-					e.Setenv("HOME", work)
-					e.Setenv("XDG_DATA_HOME", filepath.Join(work, ".local/share"))
-					e.Setenv("XDG_STATE_HOME", filepath.Join(work, ".local/state"))
-					e.Setenv("XDG_CONFIG_HOME", filepath.Join(work, ".config"))
-					e.Setenv("XDG_RUNTIME_DIR", filepath.Join(work, "run"))
-					e.Setenv("STORE", filepath.Join(work, ".local/share/icn-agent/identities"))
-					e.Setenv("PATH", withSbin(os.Getenv("PATH")))
-					// Nothing from the caller's environment may reach the
-					// agents and tools the scripts run: git and ssh must
-					// see only what the script configures.
-					e.Setenv("GIT_CONFIG_NOSYSTEM", "1")
-					if backend == "swtpm" {
-						sw := swtpmtest.Start(t)
-						e.Setenv("ICN_AGENT_TPM", sw.Spec())
-						e.Setenv("TPM2TOOLS_TCTI", "swtpm:path="+sw.Socket)
-					} else {
-						e.Setenv("ICN_AGENT_TPM", "sim")
-					}
-					return nil
-				},
-				Condition: func(cond string) (bool, error) {
-					switch cond {
-					case "sim", "swtpm":
-						return cond == backend, nil
-					case "sk-dummy":
-						_, err := os.Stat(skDummy)
-						return err == nil, nil
-					}
-					return false, nil
-				},
-			})
+		testscript.RunT(collectT{T: t, backend: backend, scripts: &scripts}, testscript.Params{
+			Files:               files,
+			Deadline:            deadline,
+			RequireExplicitExec: true,
+			Cmds:                scriptCmds,
+			Setup: func(e *testscript.Env) error {
+				work := e.WorkDir
+				e.Setenv("HOME", work)
+				e.Setenv("XDG_DATA_HOME", filepath.Join(work, ".local/share"))
+				e.Setenv("XDG_STATE_HOME", filepath.Join(work, ".local/state"))
+				e.Setenv("XDG_CONFIG_HOME", filepath.Join(work, ".config"))
+				e.Setenv("XDG_RUNTIME_DIR", filepath.Join(work, "run"))
+				e.Setenv("STORE", filepath.Join(work, ".local/share/icn-agent/identities"))
+				e.Setenv("PATH", withSbin(os.Getenv("PATH")))
+				// Nothing from the caller's environment may reach the
+				// agents and tools the scripts run: git and ssh must
+				// see only what the script configures.
+				e.Setenv("GIT_CONFIG_NOSYSTEM", "1")
+				if backend == "swtpm" {
+					// Stopped when the script ends.
+					sw := swtpmtest.Start(e.T().(scriptT).T)
+					e.Setenv("ICN_AGENT_TPM", sw.Spec())
+					e.Setenv("TPM2TOOLS_TCTI", "swtpm:path="+sw.Socket)
+				} else {
+					e.Setenv("ICN_AGENT_TPM", "sim")
+				}
+				return nil
+			},
+			Condition: func(cond string) (bool, error) {
+				switch cond {
+				case "sim", "swtpm":
+					return cond == backend, nil
+				case "sk-dummy":
+					_, err := os.Stat(skDummy)
+					return err == nil, nil
+				}
+				return false, nil
+			},
 		})
 	}
+	rank := func(p pendingScript) int {
+		return slices.IndexFunc(files, func(f string) bool { return strings.TrimSuffix(filepath.Base(f), ".txtar") == p.name })
+	}
+	slices.SortStableFunc(scripts, func(a, b pendingScript) int { return rank(a) - rank(b) })
+	for _, p := range scripts {
+		t.Run(p.backend+"/"+p.name, func(t *testing.T) { p.run(scriptT{t}) })
+	}
 }
+
+// pendingScript is a script testscript.RunT asked to run, for a backend.
+type pendingScript struct {
+	backend, name string
+	run           func(testscript.T)
+}
+
+// collectT is the testscript.T given to testscript.RunT: it keeps the
+// scripts RunT asks it to run, for TestScript to start in its own order.
+// Everything else is TestScript's *testing.T.
+type collectT struct {
+	*testing.T
+	backend string
+	scripts *[]pendingScript
+}
+
+func (c collectT) Run(name string, f func(testscript.T)) {
+	*c.scripts = append(*c.scripts, pendingScript{backend: c.backend, name: name, run: f})
+}
+
+func (c collectT) Verbose() bool { return testing.Verbose() }
+
+// scriptT is the testscript.T of one script: its subtest.
+type scriptT struct{ *testing.T }
+
+func (s scriptT) Run(name string, f func(testscript.T)) {
+	s.T.Run(name, func(t *testing.T) { f(scriptT{t}) })
+}
+
+func (s scriptT) Verbose() bool { return testing.Verbose() }
 
 // slowScripts are the scripts that take longest (most of it scrypt, at
 // age's work factor 18, in a race-enabled binary), slowest first: they
