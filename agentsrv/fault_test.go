@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/icn/icn-agent/internal/tpmfault"
 )
@@ -25,22 +23,23 @@ const faultTimeout = 200 * time.Millisecond
 func TestAgentUnderTPMFaults(t *testing.T) {
 	tests := []struct {
 		name string
-		// inject breaks the TPM; heal repairs it.
+		// inject breaks the TPM; heal repairs it, and returns once the
+		// TPM is idle.
 		inject func(s *simTPM)
-		heal   func(s *simTPM)
+		heal   func(t *testing.T, s *simTPM)
 		// why is what the identity's last error must say.
 		why string
 	}{
 		{
 			name:   "hang",
 			inject: func(s *simTPM) { s.inj.Add(tpmfault.Next(tpm2.TPMCCUnseal, tpmfault.Hang())) },
-			heal:   func(s *simTPM) { s.inj.Release() },
+			heal:   func(t *testing.T, s *simTPM) { s.releaseHung(t) },
 			why:    "timed out",
 		},
 		{
 			name:   "vanished device",
 			inject: func(s *simTPM) { s.inj.Vanish() },
-			heal: func(s *simTPM) {
+			heal: func(t *testing.T, s *simTPM) {
 				s.tpm.SimulateReboot() // it comes back power-cycled: SRK gone
 				s.inj.Restore()
 			},
@@ -49,7 +48,7 @@ func TestAgentUnderTPMFaults(t *testing.T) {
 		{
 			name:   "lockout",
 			inject: func(s *simTPM) { s.inj.Add(tpmfault.Next(tpm2.TPMCCUnseal, tpmfault.Code(tpm2.TPMRCLockout))) },
-			heal:   func(s *simTPM) {},
+			heal:   func(*testing.T, *simTPM) {},
 			why:    "lockout",
 		},
 		{
@@ -57,19 +56,19 @@ func TestAgentUnderTPMFaults(t *testing.T) {
 			inject: func(s *simTPM) {
 				s.inj.Add(tpmfault.Rule{Command: tpm2.TPMCCUnseal, Count: tpmfault.Forever, Fault: tpmfault.Code(tpm2.TPMRCRetry)})
 			},
-			heal: func(s *simTPM) { s.inj.Clear() },
+			heal: func(t *testing.T, s *simTPM) { s.inj.Clear() },
 			why:  "TPM_RC_RETRY",
 		},
 		{
 			name:   "object memory",
 			inject: func(s *simTPM) { s.inj.Add(tpmfault.Next(tpm2.TPMCCLoad, tpmfault.Code(tpm2.TPMRCObjectMemory))) },
-			heal:   func(s *simTPM) {},
+			heal:   func(*testing.T, *simTPM) {},
 			why:    "TPM_RC_OBJECT_MEMORY",
 		},
 		{
 			name:   "short read",
 			inject: func(s *simTPM) { s.inj.Add(tpmfault.Next(tpm2.TPMCCUnseal, tpmfault.ShortRead(20))) },
-			heal:   func(s *simTPM) {},
+			heal:   func(*testing.T, *simTPM) {},
 			why:    "truncated",
 		},
 	}
@@ -114,32 +113,11 @@ func TestAgentUnderTPMFaults(t *testing.T) {
 				t.Errorf("last error %q; want it to say %q", why, tt.why)
 			}
 
-			tt.heal(sim)
-			signAgain(t, signer, cold.Blob.PublicKey)
+			tt.heal(t, sim)
+			mustSign(t, signer, cold.Blob.PublicKey, []byte("after recovery"))
 			if st := ts.identityStatus(t, "cold"); !st.Unsealed || st.LastError != "" {
 				t.Errorf("after recovery: %+v", st)
 			}
 		})
-	}
-}
-
-// signAgain signs with key until it works, for a TPM that recovers
-// (a hung command must finish before the next can start). It fails the
-// test after 30 s.
-func signAgain(t *testing.T, a agent.Agent, key ssh.PublicKey) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		sig, err := a.Sign(key, []byte("after recovery"))
-		if err == nil {
-			if err := key.Verify([]byte("after recovery"), sig); err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sign after the TPM recovered: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -196,6 +196,42 @@ func startServer(t testing.TB, cfg Config, ids ...Identity) *testServer {
 	return &testServer{Server: s, path: path}
 }
 
+// pipeServer returns a server for a test in a synctest bubble, where the
+// I/O of a real socket would keep the bubble's clock from moving: connect
+// to it with pipeClient. It is closed when the test ends.
+func pipeServer(t *testing.T, cfg Config, ids ...Identity) *Server {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	s := New(cfg)
+	t.Cleanup(func() { s.Close() })
+	if ids != nil {
+		if err := s.SetIdentities(ids); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// pipeClient serves s on one end of a net.Pipe and returns an x/crypto
+// agent client on the other. When the test ends the connection is closed
+// and its goroutine waited for (before the server is closed).
+func (s *Server) pipeClient(t *testing.T) agent.ExtendedAgent {
+	t.Helper()
+	client, server := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		s.ServeConn(context.Background(), server)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		client.Close()
+		<-done
+	})
+	return agent.NewClient(client)
+}
+
 // dial connects an x/crypto agent client to the test server.
 func (ts *testServer) dial(t testing.TB) agent.ExtendedAgent {
 	t.Helper()
@@ -242,6 +278,8 @@ func (s *Server) identityStatus(t testing.TB, name string) IdentityStatus {
 
 // waitFor polls cond until it holds, failing the test after 10 s. It
 // waits for something that must happen, and asserts nothing about speed.
+// It is for states that nothing announces (the number of goroutines
+// running); wait for an event where there is one.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -233,28 +234,41 @@ func TestExpiryOnAccess(t *testing.T) {
 	}
 }
 
+// The expiry timer runs on the fake clock of a synctest bubble: the test
+// sees the seed dropped at its deadline, and not before.
 func TestExpiryTimerZeroizesWithoutTraffic(t *testing.T) {
-	f := newFakeUnsealer()
-	k := newTestKey(t, f, "id", "")
-	ts := startServer(t, Config{Unsealer: f, AutoLockTimeout: 50 * time.Millisecond}, Identity{Blob: k.blob})
-	a := ts.dial(t)
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeUnsealer()
+		k := newTestKey(t, f, "id", "")
+		s := pipeServer(t, Config{Unsealer: f, AutoLockTimeout: 50 * time.Millisecond}, Identity{Blob: k.blob})
+		a := s.pipeClient(t)
 
-	mustSign(t, a, k.pub, []byte("1"))
-	e := ts.sealedEntry(t, "id")
-	e.mu.RLock()
-	buf := e.key
-	e.mu.RUnlock()
-	if buf == nil {
-		t.Fatal("no seed cached after a signature")
-	}
-	waitFor(t, "the seed to expire", func() bool { return !ts.identityStatus(t, "id").Unsealed })
-	if buf.Len() != 0 || buf.Bytes() != nil {
-		t.Error("expired seed buffer was not destroyed")
-	}
-	mustSign(t, a, k.pub, []byte("2"))
-	if got := f.calls.Load(); got != 2 {
-		t.Errorf("Unseal called %d times, want 2", got)
-	}
+		mustSign(t, a, k.pub, []byte("1"))
+		e := s.sealedEntry(t, "id")
+		e.mu.RLock()
+		buf := e.key
+		e.mu.RUnlock()
+		if buf == nil {
+			t.Fatal("no seed cached after a signature")
+		}
+		time.Sleep(50*time.Millisecond - time.Nanosecond)
+		synctest.Wait()
+		if !s.identityStatus(t, "id").Unsealed {
+			t.Fatal("seed dropped before the auto-lock timeout")
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if s.identityStatus(t, "id").Unsealed {
+			t.Fatal("seed still cached at the auto-lock timeout")
+		}
+		if buf.Len() != 0 || buf.Bytes() != nil {
+			t.Error("expired seed buffer was not destroyed")
+		}
+		mustSign(t, a, k.pub, []byte("2"))
+		if got := f.calls.Load(); got != 2 {
+			t.Errorf("Unseal called %d times, want 2", got)
+		}
+	})
 }
 
 func TestLockUnlock(t *testing.T) {
@@ -469,10 +483,15 @@ func TestAddSoftwareKeys(t *testing.T) {
 	}
 }
 
+// The lifetime timer runs on the fake clock of a synctest bubble.
 func TestSoftwareKeyLifetime(t *testing.T) {
+	synctest.Test(t, testSoftwareKeyLifetime)
+}
+
+func testSoftwareKeyLifetime(t *testing.T) {
 	clock := newFakeClock()
-	ts := startServer(t, Config{Unsealer: newFakeUnsealer(), Now: clock.Now})
-	a := ts.dial(t)
+	ts := pipeServer(t, Config{Unsealer: newFakeUnsealer(), Now: clock.Now})
+	a := ts.pipeClient(t)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	pub, _ := ssh.NewPublicKey(priv.Public())
 
@@ -491,11 +510,20 @@ func TestSoftwareKeyLifetime(t *testing.T) {
 		t.Error("Sign with an expired key succeeded")
 	}
 
-	// By the timer, without traffic.
+	// By the timer, without traffic (the wall clock stands still).
 	if err := a.Add(agent.AddedKey{PrivateKey: priv, Comment: "one second", LifetimeSecs: 1}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the key to be removed", func() bool { return ts.Status().SoftwareKeys == 0 })
+	time.Sleep(time.Second - time.Nanosecond)
+	synctest.Wait()
+	if n := ts.Status().SoftwareKeys; n != 1 {
+		t.Fatalf("%d software keys before the lifetime ended, want 1", n)
+	}
+	time.Sleep(time.Nanosecond)
+	synctest.Wait()
+	if n := ts.Status().SoftwareKeys; n != 0 {
+		t.Errorf("%d software keys once the lifetime ended, want 0", n)
+	}
 }
 
 func TestRemoveHidesSealedIdentity(t *testing.T) {

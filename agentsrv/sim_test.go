@@ -28,17 +28,56 @@ type simTPM struct {
 	tpm     *tpmdev.TPM
 	inj     *tpmfault.Injector
 	reached *tpmtrace.Counter
+	// answered receives a value when a command sent through the
+	// injector has returned (dropped while one is waiting to be read).
+	answered chan struct{}
+}
+
+// answers is the transport right below tpmdev's guard: it announces each
+// command that has returned, so that a test knows when a command the
+// guard gave up on is over.
+type answers struct {
+	next     transport.TPM
+	answered chan<- struct{}
+}
+
+func (a answers) Send(cmd []byte) ([]byte, error) {
+	defer func() {
+		select {
+		case a.answered <- struct{}{}:
+		default:
+		}
+	}()
+	return a.next.Send(cmd)
+}
+
+// releaseHung lets the commands hanging in the injector go on to the TPM
+// and waits until they have returned, at most 30 s. While one hangs,
+// tpmdev's guard sends no other command, so the first to return is the
+// one released.
+func (s *simTPM) releaseHung(t testing.TB) {
+	t.Helper()
+	select {
+	case <-s.answered:
+	default:
+	}
+	s.inj.Release()
+	select {
+	case <-s.answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the released command never returned")
+	}
 }
 
 func newSimTPM(t testing.TB, commandTimeout time.Duration) *simTPM {
 	t.Helper()
-	s := &simTPM{inj: tpmfault.New()}
+	s := &simTPM{inj: tpmfault.New(), answered: make(chan struct{}, 1)}
 	tpm, err := tpmdev.Open(context.Background(), tpmdev.Spec{Kind: tpmdev.KindSim}, tpmdev.Options{
 		StateDir:       t.TempDir(),
 		CommandTimeout: commandTimeout,
 		Wrap: func(next transport.TPM) transport.TPM {
 			s.reached = tpmtrace.NewCounter(next)
-			return s.inj.Wrap(s.reached)
+			return answers{next: s.inj.Wrap(s.reached), answered: s.answered}
 		},
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -366,18 +367,28 @@ func TestSetPCRsWhileRunning(t *testing.T) {
 }
 
 func TestNoPCRsNoReads(t *testing.T) {
-	f := newFakeReader()
-	w := New(f, 10*time.Millisecond, slog.New(&logRecorder{}))
-	start(t, w)
-	w.Poke()
-	// Give a wrongly issued read time to show up; a correct
-	// implementation can only pass.
-	time.Sleep(100 * time.Millisecond)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.calls) != 0 {
-		t.Errorf("watcher with no PCRs read the TPM: %v", f.calls)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeReader()
+		w := New(f, 10*time.Millisecond, slog.New(&logRecorder{}))
+		start(t, w)
+		noReads := func(after string) {
+			t.Helper()
+			// Run is idle in its select once Wait returns: whatever
+			// the start, the Poke or the ticks made it do is done.
+			synctest.Wait()
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if len(f.calls) != 0 {
+				t.Errorf("watcher with no PCRs read the TPM %s: %v", after, f.calls)
+			}
+		}
+		noReads("on start")
+		w.Poke()
+		noReads("when poked")
+		// Ten intervals of the bubble's clock: ten ticks.
+		time.Sleep(100 * time.Millisecond)
+		noReads("on its ticks")
+	})
 }
 
 func TestPokePollsAtOnce(t *testing.T) {

@@ -31,11 +31,54 @@ func extended(old, digest []byte) []byte {
 	return h.Sum(nil)
 }
 
-// waitBaseline waits until w has read every PCR of pcrs once.
-func waitBaseline(t *testing.T, w *Watcher, pcrs ...int) map[int][]byte {
+// readEvents is a Reader announcing each read of the Reader it wraps: on
+// started as the read begins, on done once it has returned (either is
+// dropped if its buffer is full).
+type readEvents struct {
+	r             Reader
+	started, done chan struct{}
+}
+
+func newReadEvents(r Reader) *readEvents {
+	return &readEvents{r: r, started: make(chan struct{}, 1000), done: make(chan struct{}, 1000)}
+}
+
+func (e *readEvents) ReadPCRs(ctx context.Context, bank tpm2.TPMIAlgHash, indexes []int) ([][]byte, error) {
+	select {
+	case e.started <- struct{}{}:
+	default:
+	}
+	defer func() {
+		select {
+		case e.done <- struct{}{}:
+		default:
+		}
+	}()
+	return e.r.ReadPCRs(ctx, bank, indexes)
+}
+
+// await waits for the next event on ch.
+func (e *readEvents) await(t *testing.T, ch <-chan struct{}, what string) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
+	select {
+	case <-ch:
+	case <-time.After(wait):
+		t.Fatalf("no PCR read %s within %v", what, wait)
+	}
+}
+
+// waitBaseline waits until w, reading through ev, has read every PCR of
+// pcrs once. Polls are sequential: when a read starts, every earlier poll
+// has recorded its values, so Current is checked at each read's start.
+func waitBaseline(t *testing.T, w *Watcher, ev *readEvents, pcrs ...int) map[int][]byte {
+	t.Helper()
+	deadline := time.After(wait)
 	for {
+		select {
+		case <-ev.started:
+		case <-deadline:
+			t.Fatalf("no baseline for PCRs %v within %v (have %x)", pcrs, wait, w.Current())
+		}
 		cur := w.Current()
 		ok := true
 		for _, p := range pcrs {
@@ -46,10 +89,6 @@ func waitBaseline(t *testing.T, w *Watcher, pcrs ...int) map[int][]byte {
 		if ok {
 			return cur
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no baseline for PCRs %v within %v (have %x)", pcrs, wait, cur)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -81,18 +120,6 @@ func (c *pcrReads) Send(cmd []byte) ([]byte, error) {
 	return c.next.Send(cmd)
 }
 
-// waitCount waits until c has counted n reads.
-func (c *pcrReads) waitCount(t *testing.T, n int64) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for c.n.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d TPM2_PCR_Read commands within %v, want %d", c.n.Load(), wait, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestSimulator(t *testing.T) {
 	ctx := context.Background()
 	reads := &pcrReads{}
@@ -109,7 +136,8 @@ func TestSimulator(t *testing.T) {
 	}
 	t.Cleanup(func() { tpm.Close() })
 
-	w := New(TPMReader(tpm), time.Hour, slog.New(&logRecorder{}))
+	ev := newReadEvents(TPMReader(tpm))
+	w := New(ev, time.Hour, slog.New(&logRecorder{}))
 	// Every PCR, three TPM2_PCR_Read commands per poll (a TPM returns at
 	// most eight PCRs per command).
 	all := make([]int, tpmdev.NumPCRs)
@@ -119,9 +147,15 @@ func TestSimulator(t *testing.T) {
 	w.SetPCRs(all)
 	start(t, w)
 	// Run polls at once and again for the Poke SetPCRs made; the
-	// interval is an hour, so no other poll happens.
-	reads.waitCount(t, 2*3)
-	base := waitBaseline(t, w, all...)
+	// interval is an hour, so no other poll happens. Once the second
+	// poll's read has returned, the TPM is left alone until the Poke
+	// below.
+	ev.await(t, ev.done, "to return")
+	ev.await(t, ev.done, "to return")
+	if n := reads.n.Load(); n != 2*3 {
+		t.Fatalf("two polls of 24 PCRs sent %d TPM2_PCR_Read commands, want 6", n)
+	}
+	base := waitBaseline(t, w, ev, all...)
 
 	data := []byte("a new boot component")
 	err = tpm.Run(ctx, func(tp transport.TPM) error { return tpmdev.ExtendPCR(tp, 16, data) })
@@ -156,10 +190,11 @@ func TestSwtpmExtendedByAnotherProcess(t *testing.T) {
 	// A short interval: the watcher polls on its own while tpm2-tools
 	// talks to the same swtpm (tpmdev connects per command, so they take
 	// turns).
-	w := New(TPMReader(tpm), 50*time.Millisecond, slog.New(&logRecorder{}))
+	ev := newReadEvents(TPMReader(tpm))
+	w := New(ev, 50*time.Millisecond, slog.New(&logRecorder{}))
 	w.SetPCRs([]int{7, 16})
 	start(t, w)
-	base := waitBaseline(t, w, 7, 16)
+	base := waitBaseline(t, w, ev, 7, 16)
 
 	digest := sha256.Sum256([]byte("measured by another process"))
 	cmd := exec.Command("tpm2_pcrextend", "16:sha256="+hex.EncodeToString(digest[:]))

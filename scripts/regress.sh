@@ -52,6 +52,9 @@ for t in "${scripts[@]}"; do
 		out=$("$agent" sh -c 'ssh-add -l >/dev/null 2>&1; echo "$? $SSH_AGENT_PID"' 2>>"$work/log$i")
 		rc=${out%% *}
 		pid=${out##* }
+		# The agent is not our child (it is the child of the process
+		# we ran), and the CI image has no tool that waits for another
+		# process's exit (pidfd): poll, for at most 5 s.
 		n=50
 		while kill -0 "$pid" 2>/dev/null && [ $n -gt 0 ]; do
 			n=$((n - 1))

@@ -92,6 +92,11 @@ type Watcher struct {
 	updates chan Snapshot
 	rescan  chan struct{}
 	running atomic.Bool
+
+	// onEvent, if set (by tests, before Run), is called from Run after
+	// it has handled each file system event, with whether a debounced
+	// scan is pending then.
+	onEvent func(ev fsnotify.Event, scanPending bool)
 }
 
 // NewWatcher returns a Watcher for s that logs to log (slog.Default() if
@@ -209,6 +214,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			if relevant {
 				schedule()
+			}
+			if w.onEvent != nil {
+				w.onEvent(ev, !burst.IsZero())
 			}
 		case err, ok := <-errs:
 			if !ok {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -24,15 +25,13 @@ const (
 	// events work (the requirement is 1 s; the bound leaves room for a
 	// loaded machine).
 	watchPrompt = 2 * time.Second
-	// watchQuiet is how long a test waits to see that nothing happens:
-	// longer than the longest debounce.
-	watchQuiet = 3 * maxDebounceDelay
 )
 
 // watchLogs is a slog.Handler keeping every record.
 type watchLogs struct {
-	mu   sync.Mutex
-	recs []slog.Record
+	mu      sync.Mutex
+	recs    []slog.Record
+	handled chan struct{} // closed at the next record; nil until asked for
 }
 
 func (h *watchLogs) Enabled(context.Context, slog.Level) bool { return true }
@@ -40,7 +39,34 @@ func (h *watchLogs) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.recs = append(h.recs, r.Clone())
+	if h.handled != nil {
+		close(h.handled)
+		h.handled = nil
+	}
 	return nil
+}
+
+// await waits until cond holds, checking it again at each record logged,
+// and fails the test if that takes more than watchWait.
+func (h *watchLogs) await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(watchWait)
+	for {
+		h.mu.Lock()
+		if h.handled == nil {
+			h.handled = make(chan struct{})
+		}
+		next := h.handled
+		h.mu.Unlock()
+		if cond() {
+			return
+		}
+		select {
+		case <-next:
+		case <-deadline:
+			t.Fatalf("no %s within %v", what, watchWait)
+		}
+	}
 }
 func (h *watchLogs) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *watchLogs) WithGroup(string) slog.Handler      { return h }
@@ -377,7 +403,31 @@ func TestWatcherReportsChanges(t *testing.T) {
 func TestWatcherIgnoresOtherFiles(t *testing.T) {
 	s := openTestStore(t)
 	watchCreate(t, s, "a")
-	h, _ := startWatch(t, s, nil)
+	// The watcher reports each file system event it has handled, with
+	// whether a scan is pending then, up to the marker file's.
+	const marker = "zz.marker"
+	var (
+		mu         sync.Mutex
+		pending    []string // events after which a scan was pending
+		markerSeen = make(chan struct{})
+		seen       bool
+	)
+	h, _ := startWatch(t, s, func(w *Watcher) {
+		w.onEvent = func(ev fsnotify.Event, scanPending bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if seen {
+				return
+			}
+			if scanPending {
+				pending = append(pending, ev.String())
+			}
+			if filepath.Base(ev.Name) == marker {
+				seen = true
+				close(markerSeen)
+			}
+		}
+	})
 	scans := h.logs.scans()
 
 	alpha := mustMarshal(t, testBlob(t, "a"))
@@ -408,9 +458,21 @@ func TestWatcherIgnoresOtherFiles(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(filepath.Dir(s.Dir()), "sibling.sealed"), alpha, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Nothing that could change the listing happened, so nothing must
-	// have caused a scan; only waiting can show that.
-	time.Sleep(watchQuiet)
+	// Nothing that could change the listing happened, so nothing may
+	// have scheduled a scan. One inotify queue carries the events of both
+	// directories in order: once the watcher has handled the marker's,
+	// it has handled every earlier one.
+	h.write(marker, nil)
+	select {
+	case <-markerSeen:
+	case <-time.After(watchWait):
+		t.Fatalf("the watcher handled no event for %s within %v", marker, watchWait)
+	}
+	mu.Lock()
+	if len(pending) > 0 {
+		t.Errorf("ignored files scheduled a scan, pending after: %q", pending)
+	}
+	mu.Unlock()
 	if n := h.logs.scans(); n != scans {
 		t.Errorf("ignored files caused %d scans", n-scans)
 	}
@@ -436,12 +498,16 @@ func TestWatcherAtomicWritesOneChange(t *testing.T) {
 	checkSnap(t, h.nextAfter(start, watchPrompt), validEntries("a"), []string{"a"})
 	checkSnap(t, h.rescan(), validEntries("a"), nil)
 
-	// Rewriting the same content is no change.
+	// Rewriting the same content is no change. The watcher handles
+	// events in order, so the scan for the change that follows is either
+	// the rewrite's own or comes after it: had the rewrite counted, "a"
+	// would be among the changed names received.
 	if err := s.Replace(otherTestBlob(t, "a")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(watchQuiet)
-	checkSnap(t, h.rescan(), validEntries("a"), nil)
+	watchCreate(t, s, "m")
+	checkSnap(t, h.next(), validEntries("a", "m"), []string{"m"})
+	checkSnap(t, h.rescan(), validEntries("a", "m"), nil)
 }
 
 func TestWatcherNeverSeesPartialBlobs(t *testing.T) {
@@ -497,11 +563,18 @@ func TestWatcherCorruptBlobLoggedOncePerContent(t *testing.T) {
 	h.write("x.sealed", []byte("garbage two"))
 	checkSnap(t, h.next(), corrupt, []string{"x"})
 	h.write("x.sealed", []byte("garbage two")) // same content again
-	time.Sleep(watchQuiet)
-	checkSnap(t, h.rescan(), corrupt, nil)
+	// A real change after it: its snapshot comes from the rewrite's scan
+	// or a later one, and would name "x" had the rewrite counted.
+	watchCreate(t, s, "m")
+	checkSnap(t, h.next(), []snapEntry{{"m", ""}, {"x", "malformed blob"}}, []string{"m"})
 	if n := warnings(); n != 2 {
 		t.Fatalf("corrupt blob logged %d times for two contents, want 2", n)
 	}
+	if err := os.Remove(s.Path("m")); err != nil {
+		t.Fatal(err)
+	}
+	checkSnap(t, h.next(), corrupt, []string{"m"})
+	checkSnap(t, h.rescan(), corrupt, nil)
 
 	// Repaired, then broken again the first way: that is news again.
 	h.write("x.sealed", mustMarshal(t, testBlob(t, "x")))
@@ -735,7 +808,13 @@ func TestWatcherPeriodicRescanRecoversLostWatch(t *testing.T) {
 	}
 }
 
+// Without file system events the watcher only polls: the test runs on the
+// fake clock of a synctest bubble, where the polls take no time.
 func TestWatcherWithoutNotifications(t *testing.T) {
+	synctest.Test(t, testWatcherWithoutNotifications)
+}
+
+func testWatcherWithoutNotifications(t *testing.T) {
 	hookFSWatcher(t, func() (*fsnotify.Watcher, error) {
 		return nil, errors.New("inotify: too many instances")
 	})
@@ -767,13 +846,9 @@ func TestWatcherSlowReceiver(t *testing.T) {
 	// snapshot with both.
 	for i, name := range []string{"b", "c"} {
 		watchCreate(t, s, name)
-		deadline := time.Now().Add(watchWait)
-		for h.logs.count(slog.LevelDebug, "sealstore: store snapshot") < 2+i {
-			if time.Now().After(deadline) {
-				t.Fatalf("creating %s caused no scan within %v", name, watchWait)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		h.logs.await(t, "scan after creating "+name, func() bool {
+			return h.logs.count(slog.LevelDebug, "sealstore: store snapshot") >= 2+i
+		})
 	}
 	checkSnap(t, h.next(), validEntries("a", "b", "c"), []string{"b", "c"})
 	checkSnap(t, h.rescan(), validEntries("a", "b", "c"), nil)

@@ -10,12 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
@@ -42,47 +44,121 @@ func TestScript(t *testing.T) {
 			}
 		}
 	}
+	files := scriptFiles(t, "testdata/script")
+	// Both backends' scripts are subtests of TestScript, named
+	// BACKEND/SCRIPT, started in one order: slowScripts first, each on
+	// both backends, so that the longest ones run from the start instead
+	// of one backend's waiting for the other's to be done.
+	var scripts []pendingScript
+	var deadline time.Time
+	if d, ok := t.Deadline(); ok {
+		deadline = d
+	}
 	for _, backend := range []string{"sim", "swtpm"} {
-		t.Run(backend, func(t *testing.T) {
-			testscript.Run(t, testscript.Params{
-				Dir:                 "testdata/script",
-				RequireExplicitExec: true,
-				Cmds:                scriptCmds,
-				Setup: func(e *testscript.Env) error {
-					work := e.WorkDir
-					e.Setenv("HOME", work)
-					e.Setenv("XDG_DATA_HOME", filepath.Join(work, ".local/share"))
-					e.Setenv("XDG_STATE_HOME", filepath.Join(work, ".local/state"))
-					e.Setenv("XDG_CONFIG_HOME", filepath.Join(work, ".config"))
-					e.Setenv("XDG_RUNTIME_DIR", filepath.Join(work, "run"))
-					e.Setenv("STORE", filepath.Join(work, ".local/share/icn-agent/identities"))
-					e.Setenv("PATH", withSbin(os.Getenv("PATH")))
-					// Nothing from the caller's environment may reach the
-					// agents and tools the scripts run: git and ssh must
-					// see only what the script configures.
-					e.Setenv("GIT_CONFIG_NOSYSTEM", "1")
-					if backend == "swtpm" {
-						sw := swtpmtest.Start(t)
-						e.Setenv("ICN_AGENT_TPM", sw.Spec())
-						e.Setenv("TPM2TOOLS_TCTI", "swtpm:path="+sw.Socket)
-					} else {
-						e.Setenv("ICN_AGENT_TPM", "sim")
-					}
-					return nil
-				},
-				Condition: func(cond string) (bool, error) {
-					switch cond {
-					case "sim", "swtpm":
-						return cond == backend, nil
-					case "sk-dummy":
-						_, err := os.Stat(skDummy)
-						return err == nil, nil
-					}
-					return false, nil
-				},
-			})
+		testscript.RunT(collectT{T: t, backend: backend, scripts: &scripts}, testscript.Params{
+			Files:               files,
+			Deadline:            deadline,
+			RequireExplicitExec: true,
+			Cmds:                scriptCmds,
+			Setup: func(e *testscript.Env) error {
+				work := e.WorkDir
+				e.Setenv("HOME", work)
+				e.Setenv("XDG_DATA_HOME", filepath.Join(work, ".local/share"))
+				e.Setenv("XDG_STATE_HOME", filepath.Join(work, ".local/state"))
+				e.Setenv("XDG_CONFIG_HOME", filepath.Join(work, ".config"))
+				e.Setenv("XDG_RUNTIME_DIR", filepath.Join(work, "run"))
+				e.Setenv("STORE", filepath.Join(work, ".local/share/icn-agent/identities"))
+				e.Setenv("PATH", withSbin(os.Getenv("PATH")))
+				// Nothing from the caller's environment may reach the
+				// agents and tools the scripts run: git and ssh must
+				// see only what the script configures.
+				e.Setenv("GIT_CONFIG_NOSYSTEM", "1")
+				if backend == "swtpm" {
+					// Stopped when the script ends.
+					sw := swtpmtest.Start(e.T().(scriptT).T)
+					e.Setenv("ICN_AGENT_TPM", sw.Spec())
+					e.Setenv("TPM2TOOLS_TCTI", "swtpm:path="+sw.Socket)
+				} else {
+					e.Setenv("ICN_AGENT_TPM", "sim")
+				}
+				return nil
+			},
+			Condition: func(cond string) (bool, error) {
+				switch cond {
+				case "sim", "swtpm":
+					return cond == backend, nil
+				case "sk-dummy":
+					_, err := os.Stat(skDummy)
+					return err == nil, nil
+				}
+				return false, nil
+			},
 		})
 	}
+	rank := func(p pendingScript) int {
+		return slices.IndexFunc(files, func(f string) bool { return strings.TrimSuffix(filepath.Base(f), ".txtar") == p.name })
+	}
+	slices.SortStableFunc(scripts, func(a, b pendingScript) int { return rank(a) - rank(b) })
+	for _, p := range scripts {
+		t.Run(p.backend+"/"+p.name, func(t *testing.T) { p.run(scriptT{t}) })
+	}
+}
+
+// pendingScript is a script testscript.RunT asked to run, for a backend.
+type pendingScript struct {
+	backend, name string
+	run           func(testscript.T)
+}
+
+// collectT is the testscript.T given to testscript.RunT: it keeps the
+// scripts RunT asks it to run, for TestScript to start in its own order.
+// Everything else is TestScript's *testing.T.
+type collectT struct {
+	*testing.T
+	backend string
+	scripts *[]pendingScript
+}
+
+func (c collectT) Run(name string, f func(testscript.T)) {
+	*c.scripts = append(*c.scripts, pendingScript{backend: c.backend, name: name, run: f})
+}
+
+func (c collectT) Verbose() bool { return testing.Verbose() }
+
+// scriptT is the testscript.T of one script: its subtest.
+type scriptT struct{ *testing.T }
+
+func (s scriptT) Run(name string, f func(testscript.T)) {
+	s.T.Run(name, func(t *testing.T) { f(scriptT{t}) })
+}
+
+func (s scriptT) Verbose() bool { return testing.Verbose() }
+
+// slowScripts are the scripts that take longest (most of it scrypt, at
+// age's work factor 18, in a race-enabled binary), slowest first: they
+// start first, so that the rest fill the cores around them rather than
+// leaving one script running alone at the end.
+var slowScripts = []string{
+	"backup_policies", "backup", "backup_import", "backup_recipients",
+	"pin", "signedpolicy", "import", "agent_remove", "attest_policy", "migrate",
+}
+
+// scriptFiles returns the scripts in dir: slowScripts first, in that
+// order, then the others by name.
+func scriptFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.txtar"))
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no scripts in %s (%v)", dir, err)
+	}
+	rank := func(file string) int {
+		if i := slices.Index(slowScripts, strings.TrimSuffix(filepath.Base(file), ".txtar")); i >= 0 {
+			return i
+		}
+		return len(slowScripts)
+	}
+	slices.SortStableFunc(names, func(a, b string) int { return rank(a) - rank(b) })
+	return names
 }
 
 // withSbin appends /usr/sbin and /sbin to path if missing: sshd lives
@@ -116,46 +192,115 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 // waitTimeout bounds waitsock and waitport.
 const waitTimeout = 10 * time.Second
 
-// pollEvery is how often the wait commands try again.
+// pollEvery is the longest pause of the waits that have no event to wait
+// for (see backoff).
 const pollEvery = 20 * time.Millisecond
 
-// waitsock PATH: wait (up to 10 s) until a unix socket at PATH accepts
-// connections. "! waitsock PATH" waits until PATH no longer exists.
+// backoff returns the pause before the next try of a poll, after the
+// pause last (zero at first): first, then doubling up to max.
+func backoff(last, first, max time.Duration) time.Duration {
+	if last == 0 {
+		return first
+	}
+	return min(2*last, max)
+}
+
+// waitsock PATH: wait (up to 10 s) until an agent at PATH answers a
+// request. "! waitsock PATH" waits until PATH no longer exists.
+//
+// A connection that succeeds says only that the socket listens: the
+// kernel queues it until the agent accepts. The answer to a request
+// (SSH_AGENTC_REQUEST_IDENTITIES) says the agent serves; icn-agent serve
+// installs its signal handlers after it listens and before it serves, so
+// a sigterm that follows waitsock finds them in place.
+//
+// PATH's directory is watched with inotify and PATH checked again at each
+// event there: its creation, its chmod (icn-agent's comes after listen),
+// its removal. Only a socket that exists but refuses connections is tried
+// again without an event: nothing marks the moment between bind(2), which
+// creates the file, and listen(2), and a full accept queue (EAGAIN) ends
+// without one too.
 func cmdWaitSock(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: waitsock PATH")
 	}
 	path := ts.MkAbs(args[0])
-	deadline := time.Now().Add(waitTimeout)
+	w, err := fsnotify.NewWatcher()
+	ts.Check(err)
+	defer w.Close()
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		ts.Fatalf("waitsock %s: watch its directory: %v", path, err)
+	}
+	end := time.Now().Add(waitTimeout)
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	var pause time.Duration
 	for {
-		var err error
+		var again <-chan time.Time
 		if neg {
 			if _, err = os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 				return
 			}
 			err = errors.New("still exists")
 		} else {
-			var c net.Conn
-			if c, err = net.DialTimeout("unix", path, time.Second); err == nil {
-				c.Close()
+			if err = agentAnswers(path, end); err == nil {
 				return
 			}
+			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EAGAIN) {
+				pause = backoff(pause, time.Millisecond, pollEvery)
+				again = time.After(pause)
+			}
 		}
-		if time.Now().After(deadline) {
+		select {
+		case _, ok := <-w.Events:
+			if !ok {
+				ts.Fatalf("waitsock %s: inotify watch closed", path)
+			}
+		case werr := <-w.Errors:
+			ts.Fatalf("waitsock %s: inotify: %v", path, werr)
+		case <-again:
+		case <-deadline.C:
 			ts.Fatalf("waitsock %s: gave up after %v: %v", path, waitTimeout, err)
 		}
-		time.Sleep(pollEvery)
 	}
+}
+
+// agentAnswers connects to the agent at path, sends it
+// SSH_AGENTC_REQUEST_IDENTITIES and waits (until deadline) for the header
+// of its reply, whatever the reply.
+func agentAnswers(path string, deadline time.Time) error {
+	c, err := net.DialTimeout("unix", path, time.Until(deadline))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(deadline); err != nil {
+		return err
+	}
+	const agentcRequestIdentities = 11
+	if _, err := c.Write([]byte{0, 0, 0, 1, agentcRequestIdentities}); err != nil {
+		return fmt.Errorf("send a request: %w", err)
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return fmt.Errorf("read the reply: %w", err)
+	}
+	return nil
 }
 
 // waitport PORT: wait (up to 10 s) until 127.0.0.1:PORT accepts TCP
 // connections.
+//
+// This one polls: no event announces a TCP listener (sshd -D -e says
+// "Server listening" on its stderr, but testscript holds a background
+// command's output until it ends). The pauses start at 1 ms.
 func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: waitport PORT")
 	}
 	addr := net.JoinHostPort("127.0.0.1", args[0])
 	deadline := time.Now().Add(waitTimeout)
+	var pause time.Duration
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
@@ -165,7 +310,8 @@ func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 		if time.Now().After(deadline) {
 			ts.Fatalf("waitport %s: gave up after %v: %v", addr, waitTimeout, err)
 		}
-		time.Sleep(pollEvery)
+		pause = backoff(pause, time.Millisecond, pollEvery)
+		time.Sleep(pause)
 	}
 }
 
@@ -174,6 +320,10 @@ func cmdWaitPort(ts *testscript.TestScript, neg bool, args []string) {
 // expression PATTERN, for at most DURATION. "! waitfor" waits until
 // stdout no longer matches. The last run's stdout and stderr are left for
 // the stdout and stderr commands.
+//
+// This one polls: the state it waits for is what another process answers
+// (ssh-add -l asking the agent), which announces nothing. The pauses
+// between runs start at 10 ms and grow to 100 ms.
 func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 3 {
 		ts.Fatalf("usage: [!] waitfor DURATION PATTERN PROG [ARGS...]")
@@ -183,6 +333,7 @@ func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
 	re, err := regexp.Compile("(?m)" + args[1])
 	ts.Check(err)
 	start := time.Now()
+	var pause time.Duration
 	for n := 1; ; n++ {
 		ts.Exec(args[2], args[3:]...)
 		if re.MatchString(ts.ReadFile("stdout")) != neg {
@@ -196,7 +347,8 @@ func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
 			}
 			ts.Fatalf("waitfor: stdout of %s did not %s %q within %v (%d runs)", args[2], what, args[1], limit, n)
 		}
-		time.Sleep(100 * time.Millisecond)
+		pause = backoff(pause, 10*time.Millisecond, 100*time.Millisecond)
+		time.Sleep(pause)
 	}
 }
 

@@ -164,6 +164,11 @@ func socketDir(t testing.TB) string {
 }
 
 // start launches swtpm and waits for it; the caller has set up the paths.
+//
+// The sockets are bound and listening before swtpm starts, which gets
+// them as file descriptors: a connection is queued from the first moment,
+// and readiness is simply the answer to a first command, with no polling
+// for the sockets to appear.
 func (i *Instance) start(t testing.TB) {
 	t.Helper()
 	i.mu.Lock()
@@ -171,25 +176,45 @@ func (i *Instance) start(t testing.TB) {
 	if i.cmd != nil {
 		t.Fatalf("swtpmtest: swtpm already running on %s", i.Socket)
 	}
-	// swtpm removes its sockets on a clean exit, but not after SIGKILL.
+	// A previous swtpm killed before Stop could remove them.
 	for _, p := range []string{i.Socket, i.Ctrl} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("swtpmtest: remove stale socket: %v", err)
 		}
 	}
+	var files []*os.File
+	for _, p := range []string{i.Socket, i.Ctrl} {
+		f, err := listenFile(p)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			t.Fatalf("swtpmtest: %v", err)
+		}
+		files = append(files, f)
+	}
 	out := &tailBuffer{max: outputTail}
 	cmd := exec.Command("swtpm", "socket", "--tpm2",
-		"--server", "type=unixio,path="+i.Socket,
-		"--ctrl", "type=unixio,path="+i.Ctrl,
+		// ExtraFiles: descriptors 3 and 4.
+		"--server", "type=unixio,fd=3",
+		"--ctrl", "type=unixio,fd=4",
 		"--tpmstate", "dir="+i.StateDir,
 		// Come up ready for commands, as a TPM does after firmware
 		// has sent TPM2_Startup(CLEAR) on a real boot.
 		"--flags", "not-need-init,startup-clear",
 	)
+	cmd.ExtraFiles = files
 	cmd.Stdout, cmd.Stderr = out, out
 	// Do not outlive a test binary that dies without running cleanups.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	err := cmd.Start()
+	// swtpm holds the sockets now: once it exits, they refuse
+	// connections, and a connection queued meanwhile is reset.
+	for _, f := range files {
+		f.Close()
+	}
+	if err != nil {
+		i.removeSockets()
 		t.Fatalf("swtpmtest: start swtpm: %v", err)
 	}
 	done := make(chan struct{})
@@ -199,45 +224,65 @@ func (i *Instance) start(t testing.TB) {
 	}()
 	i.cmd, i.done, i.out = cmd, done, out
 
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-done:
-			i.cmd = nil
-			t.Fatalf("swtpmtest: swtpm exited during startup (%v); output:\n%s", cmd.ProcessState, out)
-		default:
-		}
-		// Ready means answering a command: a swtpm that loses the race
-		// for its state directory's lock may accept a connection before
-		// it exits.
-		if connectable(i.Ctrl) && i.answers() {
-			return
-		}
-		if time.Now().After(deadline) {
-			i.stopLocked()
-			t.Fatalf("swtpmtest: swtpm sockets not ready after %v; output:\n%s", startTimeout, out)
-		}
-		time.Sleep(20 * time.Millisecond)
+	// Ready means answering a command: a swtpm that loses the race for
+	// its state directory's lock may accept a connection before it
+	// exits. The exchange waits for swtpm to accept and answer (at most
+	// ioTimeout); if it fails, swtpm's exit tells why.
+	err = i.answers()
+	if err == nil {
+		return
+	}
+	select {
+	case <-done:
+		i.cmd = nil
+		i.removeSockets()
+		// Its output says why; err is only how the exchange ended.
+		t.Fatalf("swtpmtest: swtpm exited during startup (%v); output:\n%s", cmd.ProcessState, out)
+	case <-time.After(startTimeout):
+		i.stopLocked()
+		t.Fatalf("swtpmtest: swtpm not ready after %v: %v; output:\n%s", startTimeout, err, out)
+	}
+}
+
+// listenFile binds a unix socket at path, listens on it and returns its
+// descriptor as a file for a child process. The socket file stays until
+// removeSockets.
+func listenFile(path string) (*os.File, error) {
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	f, err := l.File()
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// removeSockets removes the socket files, as swtpm does on a clean exit
+// from the sockets it creates itself.
+func (i *Instance) removeSockets() {
+	for _, p := range []string{i.Socket, i.Ctrl} {
+		_ = os.Remove(p)
 	}
 }
 
 // getRandomCmd is TPM2_GetRandom of 8 bytes, a command any ready TPM answers.
 var getRandomCmd = []byte{0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x7b, 0, 0x08}
 
-// answers reports whether the TPM answers a command successfully.
-func (i *Instance) answers() bool {
+// answers checks that the TPM answers a command successfully.
+func (i *Instance) answers() error {
 	rsp, err := i.transmit(getRandomCmd)
-	return err == nil && responseCode(rsp) == 0
-}
-
-// connectable reports whether a unix socket accepts a connection.
-func connectable(path string) bool {
-	c, err := net.DialTimeout("unix", path, time.Second)
 	if err != nil {
-		return false
+		return err
 	}
-	_ = c.Close()
-	return true
+	if rc := responseCode(rsp); rc != 0 {
+		return fmt.Errorf("swtpmtest: TPM2_GetRandom: response code %#x", rc)
+	}
+	return nil
 }
 
 // Spec returns the icn-agent TPM device spec for this instance:
@@ -314,6 +359,7 @@ func (i *Instance) stopLocked() {
 		<-i.done
 	}
 	i.cmd = nil
+	i.removeSockets()
 }
 
 // Pause stops the swtpm process with SIGSTOP: a wedged TPM. The kernel

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // cmdGetRandom8 is TPM2_GetRandom(bytesRequested = 8).
@@ -319,4 +321,14 @@ func TestTailBuffer(t *testing.T) {
 	if got := b.String(); got != "jklmnopq" {
 		t.Fatalf("tail = %q; want %q", got, "jklmnopq")
 	}
+}
+
+// connectable reports whether a unix socket accepts a connection.
+func connectable(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
 }

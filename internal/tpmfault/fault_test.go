@@ -42,15 +42,36 @@ type rig struct {
 	reached *tpmtrace.Counter
 	blob    *sealstore.Blob
 	seed    []byte
+	// answered receives a value when a command sent through the
+	// injector has returned (dropped while one is waiting to be read).
+	answered chan struct{}
+}
+
+// answers is the transport right below tpmdev's guard: it announces each
+// command that has returned, so that a test knows when a command the
+// guard gave up on is over.
+type answers struct {
+	next     transport.TPM
+	answered chan<- struct{}
+}
+
+func (a answers) Send(cmd []byte) ([]byte, error) {
+	defer func() {
+		select {
+		case a.answered <- struct{}{}:
+		default:
+		}
+	}()
+	return a.next.Send(cmd)
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{inj: tpmfault.New()}
+	r := &rig{inj: tpmfault.New(), answered: make(chan struct{}, 1)}
 	wrap := func(next transport.TPM) transport.TPM {
 		r.reached = tpmtrace.NewCounter(next)
 		r.sent = tpmtrace.NewCounter(r.inj.Wrap(r.reached))
-		return r.sent
+		return answers{next: r.sent, answered: r.answered}
 	}
 	tpm, err := tpmdev.Open(context.Background(), tpmdev.Spec{Kind: tpmdev.KindSim},
 		tpmdev.Options{StateDir: t.TempDir(), Wrap: wrap, CommandTimeout: hangTimeout})
@@ -298,19 +319,18 @@ func TestHang(t *testing.T) {
 	if err := r.unseal(t); !errors.Is(err, tpmdev.ErrTimeout) || !strings.Contains(err.Error(), "still pending") {
 		t.Fatalf("unseal while the hung command is pending: %v; want a fast ErrTimeout", err)
 	}
-	r.inj.Release()
 	// The hung command reaches the TPM now; the guard lets commands
-	// through again once it has answered.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := r.unseal(t)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, tpmdev.ErrTimeout) || time.Now().After(deadline) {
-			t.Fatalf("unseal after the hang ended: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	// through again once it has answered. While it hangs the guard sends
+	// nothing else, so the first command to return is the released one.
+	select {
+	case <-r.answered:
+	default:
+	}
+	r.inj.Release()
+	select {
+	case <-r.answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the released command never returned")
 	}
 	r.mustRecover(t)
 }
