@@ -69,7 +69,9 @@ func runServe(e *cli.Env, args []string) error {
 	opts.Socket, opts.PCRPoll, opts.Upstreams = *socket, *pcrPoll, ups
 	opts.MetricsAddr, opts.MetricsAnyAddr = *metricsListen, *metricsAny
 	opts.Ready = func(path string) { printSocketEnv(e, path, *csh) }
-	err = runDaemon(f.log, opts, nil)
+	sigs, stopSignals := daemonSignals()
+	defer stopSignals()
+	err = runDaemon(f.log, opts, sigs, nil)
 	var le *daemon.ListenError
 	switch {
 	case errors.As(err, &le) && errors.Is(err, agentsrv.ErrAgentRunning):
@@ -106,14 +108,21 @@ func daemonOptions(e *cli.Env, f *common) daemon.Options {
 	}
 }
 
-// runDaemon runs the agent until SIGINT or SIGTERM, or until stop is
-// closed: SIGHUP reloads the config and rescans the store, SIGUSR1 drops
-// every cached seed. The hints for the listening errors are the caller's:
-// serve and ssh-agent listen differently.
-func runDaemon(lg *slog.Logger, opts daemon.Options, stop <-chan struct{}) error {
-	sigs := make(chan os.Signal, 4)
+// daemonSignals catches the signals runDaemon handles from now on, so that
+// none arriving once a socket exists can kill the process before it
+// removes it. Call it before the socket is made; stop ends the catching.
+func daemonSignals() (sigs chan os.Signal, stop func()) {
+	sigs = make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
-	defer signal.Stop(sigs)
+	return sigs, func() { signal.Stop(sigs) }
+}
+
+// runDaemon runs the agent until SIGINT or SIGTERM on sigs (from
+// daemonSignals), or until stop is closed: SIGHUP reloads the config and
+// rescans the store, SIGUSR1 drops every cached seed. The hints for the
+// listening errors are the caller's: serve and ssh-agent listen
+// differently.
+func runDaemon(lg *slog.Logger, opts daemon.Options, sigs <-chan os.Signal, stop <-chan struct{}) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a := daemon.New(opts)

@@ -55,6 +55,15 @@ func runSSHAgent(e *cli.Env, args []string) error {
 		fmt.Fprintf(e.Stdout, "%s%secho Agent pid %d killed;\n", sshagent.UnsetLine(o.CSH, "SSH_AUTH_SOCK"), sshagent.UnsetLine(o.CSH, "SSH_AGENT_PID"), pid)
 		return nil
 	}
+	// An agent that serves in this process catches its signals before
+	// its socket exists: a SIGTERM must end it cleanly, not kill it with
+	// the socket left behind.
+	var sigs chan os.Signal
+	if o.Child || o.Foreground || o.Debug {
+		var stopSignals func()
+		sigs, stopSignals = daemonSignals()
+		defer stopSignals()
+	}
 	if o.Child {
 		c, err := sshagent.OpenChild(o)
 		if err != nil {
@@ -63,7 +72,7 @@ func runSSHAgent(e *cli.Env, args []string) error {
 		defer c.Close()
 		e2 := *e
 		e2.Stdout = c.Ready
-		return serveSSHAgent(&e2, o, c.Listener, c.Stop)
+		return serveSSHAgent(&e2, o, c.Listener, sigs, c.Stop)
 	}
 
 	l, path, dir, err := sshagent.Listen(o, e.Getenv("TMPDIR"))
@@ -80,7 +89,7 @@ func runSSHAgent(e *cli.Env, args []string) error {
 			defer os.Remove(dir)
 		}
 		fmt.Fprintf(e.Stdout, "%secho Agent pid %d;\n", sshagent.EnvLine(o.CSH, "SSH_AUTH_SOCK", path), os.Getpid())
-		return serveSSHAgent(e, o, l, nil)
+		return serveSSHAgent(e, o, l, sigs, nil)
 	}
 	exe, err := sshagent.Self()
 	if err != nil {
@@ -109,7 +118,7 @@ func runSSHAgent(e *cli.Env, args []string) error {
 
 // serveSSHAgent runs the daemon on l until a signal or stop, with the
 // private OpenSSH agent as upstream when no upstream is configured.
-func serveSSHAgent(e *cli.Env, o *sshagent.Options, l net.Listener, stop <-chan struct{}) error {
+func serveSSHAgent(e *cli.Env, o *sshagent.Options, l net.Listener, sigs <-chan os.Signal, stop <-chan struct{}) error {
 	f := common{tpm: o.TPM, store: o.Store, config: o.Config, verbose: o.Verbose || o.Debug, daemon: !o.Child}
 	if err := f.setup(e); err != nil {
 		return err
@@ -127,7 +136,7 @@ func serveSSHAgent(e *cli.Env, o *sshagent.Options, l net.Listener, stop <-chan 
 	if o.Child { // the environment line is the readiness report, read in sh syntax
 		opts.Ready = func(path string) { printSocketEnv(e, path, false) }
 	}
-	return runDaemon(f.log, opts, stop)
+	return runDaemon(f.log, opts, sigs, stop)
 }
 
 // sshAgentUsage makes sshagent's usage errors the command's (exit status 2,
