@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/icn/icn-agent/agentsrv"
@@ -53,14 +51,6 @@ func runServe(e *cli.Env, args []string) error {
 	if err := daemonProcess(f); err != nil {
 		return err
 	}
-	// Seeds are cached in locked memory; if the kernel refuses to lock it
-	// (RLIMIT_MEMLOCK), they still work but may be swapped out: say so.
-	if probe, err := secmem.New(64); err == nil {
-		if !probe.Locked() {
-			f.log.Warn("cannot lock memory: cached seeds may be swapped to disk; raise RLIMIT_MEMLOCK (ulimit -l, or LimitMEMLOCK= in the systemd unit)")
-		}
-		probe.Destroy()
-	}
 	ups := []string(upstreams)
 	if len(ups) == 0 {
 		ups = f.cfg.Upstream
@@ -84,15 +74,11 @@ func runServe(e *cli.Env, args []string) error {
 	return err
 }
 
-// daemonProcess prepares the process to hold seeds: logs go to f's
-// logger, and the process is hardened (no core dumps, no ptrace).
+// daemonProcess prepares the process to hold seeds: logs, the standard
+// logger's included, go to f's logger, and the process is hardened (no
+// core dumps, no ptrace).
 func daemonProcess(f *common) error {
-	// x/crypto's ServeAgent reports failed requests through the standard
-	// logger: route it into ours, at debug. (slog.SetDefault redirects the
-	// standard logger too, so it goes first.)
 	slog.SetDefault(f.log)
-	log.SetFlags(0)
-	log.SetOutput(slogWriter{f.log})
 	if err := secmem.HardenProcess(); err != nil {
 		return fmt.Errorf("harden process: %w", err)
 	}
@@ -170,12 +156,4 @@ func printSocketEnv(e *cli.Env, path string, csh bool) {
 	if f, ok := e.Stdout.(*os.File); ok {
 		f.Sync()
 	}
-}
-
-// slogWriter turns lines written to the standard logger into debug logs.
-type slogWriter struct{ log *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Debug(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

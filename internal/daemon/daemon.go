@@ -45,6 +45,7 @@ import (
 	"github.com/icn/icn-agent/internal/attesttpm"
 	"github.com/icn/icn-agent/internal/config"
 	"github.com/icn/icn-agent/internal/metrics"
+	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/unlock"
 	"github.com/icn/icn-agent/pcrwatch"
@@ -155,6 +156,14 @@ func poke(ch chan struct{}) {
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Seeds are cached in locked memory; if the kernel refuses to lock it
+	// (RLIMIT_MEMLOCK), they still work but may be swapped out: say so.
+	if probe, err := secmem.New(64); err == nil {
+		if !probe.Locked() {
+			a.log.Warn("cannot lock memory: cached seeds may be swapped to disk; raise RLIMIT_MEMLOCK (ulimit -l, or LimitMEMLOCK= in the systemd unit)")
+		}
+		probe.Destroy()
+	}
 
 	store, err := sealstore.Open(a.opts.Store)
 	if err != nil {
