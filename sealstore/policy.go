@@ -5,14 +5,13 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
-	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 // maxPCRs is the number of PCRs a policy can select: PCR 0 to 23, the
 // minimum a PC Client TPM implements and what a 3-byte selection bitmap can
 // express.
-const maxPCRs = tpmdev.NumPCRs
+const maxPCRs = tpmpolicy.NumPCRs
 
 // PolicyPCRDigest returns the policy digest a TPM computes for
 // TPM2_PolicyPCR over the given PCRs of the given bank, starting from an

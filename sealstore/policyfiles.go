@@ -17,7 +17,7 @@ import (
 
 	"github.com/icn/icn-agent/internal/safefile"
 	"github.com/icn/icn-agent/internal/secmem"
-	"github.com/icn/icn-agent/internal/tpmdev"
+	"github.com/icn/icn-agent/internal/tpmpolicy"
 )
 
 // The files of signed PCR policies, as people keep them:
@@ -175,8 +175,8 @@ func ParsePCRValues(name string, data []byte) ([]PCRValue, error) {
 			idxText, hexText, ok = strings.Cut(line, ":")
 		}
 		idx, err := strconv.Atoi(strings.TrimSpace(idxText))
-		if !ok || err != nil || idx < 0 || idx >= tpmdev.NumPCRs {
-			return nil, policyFileErrorf(ErrPCRValues, "%s:%d: want N=HEX with N a PCR 0-%d and HEX its 64-digit SHA-256 value, got %q", name, n, tpmdev.NumPCRs-1, truncate(line, 80))
+		if !ok || err != nil || idx < 0 || idx >= tpmpolicy.NumPCRs {
+			return nil, policyFileErrorf(ErrPCRValues, "%s:%d: want N=HEX with N a PCR 0-%d and HEX its 64-digit SHA-256 value, got %q", name, n, tpmpolicy.NumPCRs-1, truncate(line, 80))
 		}
 		hexText = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(hexText), "0x"), "0X")
 		v, err := hex.DecodeString(hexText)
