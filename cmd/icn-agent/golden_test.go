@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/icn/icn-agent/internal/swtpmtest"
+
 	"github.com/icn/icn-agent/internal/cli"
 )
 
@@ -62,4 +64,25 @@ func TestPubkeyGoldenBlobs(t *testing.T) {
 			t.Fatalf("pubkey %s exited %d: %q, want %q (%s)", name, code, stdout.String(), want, stderr.String())
 		}
 	}
+}
+
+// icn-agent restore seals the golden backup (the module's testdata/backup,
+// written by internal/recovery and read by its tests) to a TPM, under the
+// public key committed beside it, and the identity unseals.
+func TestRestoreGoldenBackup(t *testing.T) {
+	home := t.TempDir()
+	c := &inProcess{t: t, config: filepath.Join(home, "config.toml")}
+	if err := os.WriteFile(c.config, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	at := []string{"--tpm", swtpmtest.Start(t).Spec(), "--store", filepath.Join(home, "store")}
+	c.ok(append([]string{"restore", "work", "../../testdata/backup/work.age", "-i", "../../testdata/backup/backup.key"}, at...)...)
+	want, err := os.ReadFile("../../testdata/backup/work.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ok(append([]string{"pubkey", "work"}, at...)...); got != string(want) {
+		t.Fatalf("restored %q, want %q", got, want)
+	}
+	c.ok(append([]string{"check", "work"}, at...)...)
 }
