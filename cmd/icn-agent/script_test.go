@@ -37,6 +37,10 @@ func TestMain(m *testing.M) {
 // (waitsock, waitport, waitfor, sigterm, freeport, sleep, envsubst,
 // bigmsg, evalenv, pidgone): see each function's comment.
 func TestScript(t *testing.T) {
+	testdata, err := filepath.Abs("../../testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tool := range []string{"ssh-keygen", "ssh-add", "ssh", "sshd", "git", "setpriv", "swtpm"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if _, err := exec.LookPath(filepath.Join("/usr/sbin", tool)); err != nil {
@@ -68,6 +72,7 @@ func TestScript(t *testing.T) {
 				e.Setenv("XDG_CONFIG_HOME", filepath.Join(work, ".config"))
 				e.Setenv("XDG_RUNTIME_DIR", filepath.Join(work, "run"))
 				e.Setenv("STORE", filepath.Join(work, ".local/share/icn-agent/identities"))
+				e.Setenv("TESTDATA", testdata) // the module's shared vectors
 				e.Setenv("PATH", withSbin(os.Getenv("PATH")))
 				// Nothing from the caller's environment may reach the
 				// agents and tools the scripts run: git and ssh must
