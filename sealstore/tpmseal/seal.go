@@ -130,9 +130,10 @@ func PINAuthValue(pin []byte) []byte {
 	return h[:]
 }
 
-// pinAuthValue writes PINAuthValue(pin) to out, which the unseal session
-// points into its locked page: the digests are computed on the stack
-// (sha256.Sum256 keeps its state there) and never reach the heap.
+// pinAuthValue writes PINAuthValue(pin) to out, which the unseal and
+// sealing sessions point into their locked page: the digests are computed
+// on the stack (sha256.Sum256 keeps its state there) and never reach the
+// heap.
 func pinAuthValue(out *[sha256.Size]byte, pin []byte) {
 	*out = sha256.Sum256(pin)
 	for bytes.IndexByte(out[:], 0) >= 0 {
@@ -191,7 +192,9 @@ func Generate(ctx context.Context, t TPM, opts SealOptions) (*sealstore.Blob, er
 // PolicyAuthorizedPCR policy selecting opts.PCRs; with opts.PIN, the
 // policy also needs the PIN. The seed (and the PIN's authValue) cross to
 // the TPM encrypted (a session salted to the SRK, with parameter
-// encryption). Seal does not keep or wipe seed: that is the caller's.
+// encryption), and are in clear only in seed and in the session's locked
+// page (see seal_session.go): pass seed in locked memory. Seal does not
+// keep or wipe seed: that is the caller's.
 func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*sealstore.Blob, error) {
 	if len(seed) != sealstore.SeedSize {
 		return nil, fmt.Errorf("sealstore: seed is %d bytes, want %d", len(seed), sealstore.SeedSize)
@@ -221,11 +224,6 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*sealstore
 	}
 	const bank = tpm2.TPMAlgSHA256
 	pin := len(opts.PIN) > 0
-	var auth []byte
-	if pin {
-		auth = PINAuthValue(opts.PIN)
-		defer secmem.Wipe(auth)
-	}
 	var signer *sealstore.PolicyKey
 	if opts.Signer != nil {
 		if signer, err = sealstore.NewPolicyKey(opts.Signer); err != nil {
@@ -257,7 +255,7 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*sealstore
 			if policy.Digest, err = sealstore.PolicyDigest(policy); err != nil {
 				return err
 			}
-			pubArea, priv, err := createSealedLocked(tpm, srk, seed, policy.Digest, auth)
+			pubArea, priv, err := createSealedLocked(tpm, srk, seed, policy.Digest, opts.PIN)
 			if err != nil {
 				return err
 			}
@@ -279,7 +277,7 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*sealstore
 			if policy.Digest, err = sealstore.PolicyDigest(policy); err != nil {
 				return err
 			}
-			pubArea, priv, err := createSealedLocked(tpm, srk, seed, policy.Digest, auth)
+			pubArea, priv, err := createSealedLocked(tpm, srk, seed, policy.Digest, opts.PIN)
 			if err != nil {
 				return err
 			}
@@ -303,33 +301,6 @@ func Seal(ctx context.Context, t TPM, seed []byte, opts SealOptions) (*sealstore
 		return nil, fmt.Errorf("sealstore: seal %s: %w", opts.Name, err)
 	}
 	return blob, nil
-}
-
-// createSealedLocked runs TPM2_Create for a sealed object holding seed, with
-// authValue auth (none if empty; the object then has noDA set), in a
-// one-off HMAC session salted to the SRK that encrypts the first command
-// parameter (the sensitive data, authValue included). It returns the
-// marshalled TPM2B_PUBLIC and TPM2B_PRIVATE.
-func createSealedLocked(tpm transport.TPM, srk *tpmdev.SRK, seed, policy, auth []byte) (pub, priv []byte, err error) {
-	sess := tpm2.HMAC(tpm2.TPMAlgSHA256, 16,
-		tpm2.Salted(srk.Handle, srk.Public),
-		tpm2.AESEncryption(128, tpm2.EncryptIn))
-	data := bytes.Clone(seed) // go-tpm encrypts the parameter buffer in place
-	defer secmem.Wipe(data)
-	userAuth := bytes.Clone(auth)
-	defer secmem.Wipe(userAuth)
-	rsp, err := tpm2.Create{
-		ParentHandle: tpm2.AuthHandle{Handle: srk.Handle, Name: srk.Name, Auth: sess},
-		InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
-			UserAuth: tpm2.TPM2BAuth{Buffer: userAuth},
-			Data:     tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: data}),
-		}},
-		InPublic: tpm2.New2B(sealedTemplate(policy, len(auth) > 0)),
-	}.Execute(tpm)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create sealed object: %w", err)
-	}
-	return tpm2.Marshal(rsp.OutPublic), tpm2.Marshal(rsp.OutPrivate), nil
 }
 
 // UnsealOptions are what unsealing needs besides the blob, for blobs that
@@ -451,7 +422,7 @@ type unsealer struct {
 }
 
 // once makes one unseal attempt: Load, then the policy session
-// (startUnsealSession, the policy commands, TPM2_Unseal by hand). For a
+// (startSession, the policy commands, TPM2_Unseal by hand). For a
 // PolicyAuthorizedPCR blob the signed policy's ticket is made first, so
 // that the policy key and the sealed object are never loaded together: a
 // TPM may hold as few as three objects, and the SRK and an attestation key
@@ -487,7 +458,7 @@ func (u *unsealer) once(tpm transport.TPM, srk *tpmdev.SRK) error {
 
 	p := u.b.Policy
 	sel := tpmdev.Selection(p.Bank, p.Indexes())
-	sess, err := startUnsealSession(tpm, srk, u.pin)
+	sess, err := startSession(tpm, srk, tpm2.TPMSEPolicy, u.pin)
 	if err != nil {
 		return err
 	}

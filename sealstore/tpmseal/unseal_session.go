@@ -35,7 +35,7 @@ import (
 //
 //   - The session is salted to the SRK (the salt is encrypted to it) and
 //     asks for AES-128-CFB encryption of the response's first parameter,
-//     so the seed crosses the bus encrypted, as before.
+//     so the seed crosses the bus encrypted, as it did with go-tpm.
 //   - Its session key, the PIN's authValue, every HMAC and KDFa input and
 //     output, the CFB key, IV and key stream live in one locked page
 //     (secmem) that is wiped when the session ends. HMAC-SHA256 is computed
@@ -49,12 +49,17 @@ import (
 //   - The AES key schedule that crypto/aes puts on the heap is zeroed after
 //     use (see wipeBlock).
 //
+// Sealing runs TPM2_Create the same way, in an HMAC session started by
+// startSession and kept in the same kind of locked page, with the sensitive
+// data encrypted there (seal_session.go).
+//
 // What remains on the heap: what go-tpm's Encapsulate computes for the
 // salt of StartAuthSession (the ephemeral ECDH key, the shared secret, the
 // salt itself before sealstore wipes the copy it is handed). These are
 // session secrets: together with a recording of this session's bus
-// traffic they would decrypt this one response; without one they reveal
-// nothing. And the nonces, which are public. See docs/security.md.
+// traffic they would decrypt this one response (or, for TPM2_Create, the
+// command's sensitive data); without one they reveal nothing. And the
+// nonces, which are public. See docs/security.md.
 
 // sessionNonceSize is the size of the caller's nonces.
 const sessionNonceSize = 16
@@ -68,19 +73,22 @@ const attrEncrypt = 1 << 6
 const (
 	offSessionKey = 0   // 32 bytes: KDFa(salt, "ATH", nonceTPM, nonceCaller)
 	offAuthValue  = 32  // 32 bytes: the PIN's authValue (PIN blobs only)
-	offCFB        = 64  // 32 bytes: AES-128 key || IV for the response
+	offCFB        = 64  // 32 bytes: AES-128 key || IV for the response (or command)
 	offBlock      = 96  // 32 bytes: CFB feedback and key stream blocks
 	offInner      = 128 // 32 bytes: inner HMAC digest
+	offSensitive  = 160 // up to 70 bytes: TPM2_Create's TPM2B_SENSITIVE_CREATE
 	offScratch    = 256 // HMAC input: a key pad block and the message
 	sessionPage   = 4096
 )
 
-// errResponseHMAC means the response to TPM2_Unseal did not carry the HMAC
-// the session key gives: it did not come from the TPM the session was
-// started with, or it was altered on the way.
+// errResponseHMAC means the response to TPM2_Unseal or TPM2_Create did
+// not carry the HMAC the session key gives: it did not come from the TPM
+// the session was started with, or it was altered on the way.
 var errResponseHMAC = errors.New("the TPM's response failed its HMAC check")
 
-// unsealSession is a salted policy session started by startUnsealSession.
+// unsealSession is a salted session started by startSession: a policy
+// session for TPM2_Unseal (unseal), or an HMAC session for TPM2_Create
+// (createSealedLocked, seal_session.go).
 type unsealSession struct {
 	handle      tpm2.TPMHandle
 	nonceCaller [sessionNonceSize]byte
@@ -90,12 +98,13 @@ type unsealSession struct {
 	flushed     bool           // the TPM has flushed the session
 }
 
-// startUnsealSession starts a policy session salted to the SRK with
-// AES-128-CFB response encryption. For a PIN blob, pin is the PIN (nil
-// otherwise): its authValue (PINAuthValue) is computed straight into the
-// session's locked page. The caller runs the policy commands in s.handle
-// and then s.unseal, and calls s.close on every path.
-func startUnsealSession(tpm transport.TPM, srk *tpmdev.SRK, pin []byte) (_ *unsealSession, err error) {
+// startSession starts a session of type typ (TPM_SE_POLICY for an unseal,
+// TPM_SE_HMAC for a TPM2_Create) salted to the SRK, with AES-128-CFB
+// parameter encryption and SHA-256. For the policy session of a PIN blob,
+// pin is the PIN (nil otherwise): its authValue (PINAuthValue) is computed
+// straight into the session's locked page and keys the session's HMAC.
+// The caller runs its commands in s.handle and calls s.close on every path.
+func startSession(tpm transport.TPM, srk *tpmdev.SRK, typ tpm2.TPMSE, pin []byte) (_ *unsealSession, err error) {
 	sec, err := secmem.New(sessionPage)
 	if err != nil {
 		return nil, err
@@ -130,7 +139,7 @@ func startUnsealSession(tpm transport.TPM, srk *tpmdev.SRK, pin []byte) (_ *unse
 		Bind:          tpm2.TPMRHNull,
 		NonceCaller:   tpm2.TPM2BNonce{Buffer: s.nonceCaller[:]},
 		EncryptedSalt: tpm2.TPM2BEncryptedSecret{Buffer: encSalt},
-		SessionType:   tpm2.TPMSEPolicy,
+		SessionType:   typ,
 		Symmetric: tpm2.TPMTSymDef{
 			Algorithm: tpm2.TPMAlgAES,
 			KeyBits:   tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)),
@@ -140,7 +149,7 @@ func startUnsealSession(tpm transport.TPM, srk *tpmdev.SRK, pin []byte) (_ *unse
 	}.Execute(tpm)
 	if err != nil {
 		s.flushed = true // there is no session to flush
-		return nil, fmt.Errorf("start policy session: %w", err)
+		return nil, fmt.Errorf("start %s session: %w", sessionTypeName(typ), err)
 	}
 	s.handle = tpm2.TPMHandle(rsp.SessionHandle)
 	s.nonceTPM = bytes.Clone(rsp.NonceTPM.Buffer)
@@ -157,11 +166,19 @@ func startUnsealSession(tpm transport.TPM, srk *tpmdev.SRK, pin []byte) (_ *unse
 	return s, nil
 }
 
+// sessionTypeName names a session type in errors.
+func sessionTypeName(typ tpm2.TPMSE) string {
+	if typ == tpm2.TPMSEHMAC {
+		return "HMAC"
+	}
+	return "policy"
+}
+
 // key returns the HMAC key of the session's commands and responses:
 // sessionKey, followed by the PIN's authValue for a PIN blob (the policy
-// ran TPM2_PolicyAuthValue, so the TPM includes the object's authValue).
-// It is also the session value the parameter encryption key is derived
-// from (Part 1, 21.2).
+// ran TPM2_PolicyAuthValue, so the TPM includes the object's authValue;
+// the SRK, TPM2_Create's parent, has an empty one). It is also the session
+// value the parameter encryption keys are derived from (Part 1, 21.2).
 func (s *unsealSession) key() []byte {
 	return s.sec.Bytes()[offSessionKey : offSessionKey+s.hmacKeyLen]
 }
@@ -349,9 +366,20 @@ func cutTPM2B(b []byte) (buf, rest []byte, ok bool) {
 // cipher.Stream from crypto/cipher would keep the last ciphertext block and
 // its key stream, which XOR to the last plaintext block, on the heap.
 func (s *unsealSession) cfbDecrypt(data, key, iv []byte) error {
+	return s.cfb(data, key, iv, false)
+}
+
+// cfbEncrypt encrypts data in place with AES-CFB, as cfbDecrypt decrypts.
+func (s *unsealSession) cfbEncrypt(data, key, iv []byte) error {
+	return s.cfb(data, key, iv, true)
+}
+
+// cfb runs AES-CFB over data in place, with its feedback and key stream in
+// the session's locked page, which it clears, and wipes the key schedule.
+func (s *unsealSession) cfb(data, key, iv []byte, encrypt bool) error {
 	block, err := aes.NewCipher(key)
 	if err != nil {
-		return fmt.Errorf("response decryption: %w", err)
+		return fmt.Errorf("parameter encryption: %w", err)
 	}
 	defer wipeBlock(block)
 	fb := s.sec.Bytes()[offBlock : offBlock+aes.BlockSize]                 // feedback: IV, then ciphertext
@@ -360,9 +388,14 @@ func (s *unsealSession) cfbDecrypt(data, key, iv []byte) error {
 	for len(data) > 0 {
 		block.Encrypt(ks, fb)
 		n := min(len(data), aes.BlockSize)
-		copy(fb, data[:n]) // the next feedback is this ciphertext block
+		if !encrypt {
+			copy(fb, data[:n]) // the next feedback is this ciphertext block
+		}
 		for i := range n {
 			data[i] ^= ks[i]
+		}
+		if encrypt {
+			copy(fb, data[:n])
 		}
 		data = data[n:]
 	}
