@@ -38,17 +38,22 @@ package sealstore
 // The duplicate is created in software ([NewDuplicate]) rather than with
 // TPM2_Duplicate, because the source object is not duplicable; the data is
 // in the source process's locked memory for the moment it takes to wrap it,
-// exactly as it is for every signature.
+// exactly as it is for every signature, and the wrapping itself is done in
+// locked memory too (no plaintext copy on the heap).
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/icn/icn-agent/internal/edlocked"
+	"github.com/icn/icn-agent/internal/seccrypt"
 	"github.com/icn/icn-agent/internal/secmem"
 )
 
@@ -159,10 +164,37 @@ type Duplicate struct {
 	EncryptedSeed []byte
 }
 
-// NewDuplicate wraps data (1 to MaxDuplicateData bytes) for the TPM whose
-// storage root key is target; see the file comment for the construction.
-// It needs no TPM. Copies of data it makes are wiped, except one inside
-// go-tpm's tpm2.CreateDuplicate that is left to the garbage collector.
+// NewDuplicate wraps data (1 to MaxDuplicateData bytes, the caller's
+// locked memory) for the TPM whose storage root key is target; see the file
+// comment for the construction. It needs no TPM. The wrapping is done by
+// hand, in one locked page (secmem) wiped before NewDuplicate returns, in
+// the byte format of go-tpm's tpm2.CreateDuplicate (which would copy the
+// sensitive area into heap buffers nobody wipes):
+//
+//   - The TPM2B_SENSITIVE (keyedHash type, empty authValue, the
+//     obfuscation value read from crypto/rand straight into the page, the
+//     data) is laid out in the page; the unique field, SHA-256(obfuscation
+//     || data), is hashed there with sha256.Sum256, whose state stays on
+//     the stack (scrubbed: the work runs inside edlocked.Deep).
+//   - An ephemeral P-256 key agreement with the SRK's public point
+//     (crypto/ecdh) gives Z, copied into the page; the copy crypto/ecdh
+//     returns is wiped at once. seed = KDFe(SHA-256, Z, "DUPLICATE",
+//     ephemeral X, SRK X, 256); the encrypted seed is the ephemeral point.
+//   - The AES-128 key is KDFa(SHA-256, seed, "STORAGE", Name, nil, 128),
+//     the HMAC key KDFa(SHA-256, seed, "INTEGRITY", nil, nil, 256) (Part 1,
+//     22 "Protected Storage" and 23.3 "Duplication"), both in the page.
+//   - The TPM2B_SENSITIVE is encrypted in place with AES-128-CFB and a zero
+//     IV (internal/seccrypt: feedback and key stream in the page, the key
+//     schedule wiped), and only then copied out; outerHMAC =
+//     HMAC(integrity key, encrypted sensitive || Name), computed in the page.
+//     The private part is TPM2B(outerHMAC) || encrypted sensitive.
+//
+// What crypto/ecdh keeps is out of reach: the ephemeral private key holds
+// its scalar in unexported heap memory (ecdh.PrivateKey and the FIPS
+// module's key under it), and the scalar multiplication works on field
+// elements it allocates itself; all are left to the garbage collector.
+// They give back Z, hence the wrapper's keys, for this one duplicate only;
+// see docs/security.md.
 func NewDuplicate(target *SRKPublic, data []byte) (*Duplicate, error) {
 	if target == nil {
 		return nil, errors.New("sealstore: wrap: no target storage root key")
@@ -176,42 +208,139 @@ func NewDuplicate(target *SRKPublic, data []byte) (*Duplicate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sealstore: wrap: %w", err)
 	}
-	key, err := tpm2.ImportEncapsulationKey(&target.Public)
+	params, err := target.Public.Parameters.ECCDetail()
 	if err != nil {
 		return nil, fmt.Errorf("sealstore: wrap: %w", err)
 	}
+	point, err := target.Public.Unique.ECC()
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+	}
+	srkPub, err := tpm2.ECDHPub(params, point)
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+	}
+	sec, err := secmem.New(dupPage)
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+	}
+	defer sec.Destroy()
+	var d *Duplicate
+	edlocked.Deep(func() { d, err = wrapLocked(sec.Bytes(), srkPub, target.Name, data) })
+	if err != nil {
+		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+	}
+	return d, nil
+}
 
+// Layout of the locked page NewDuplicate works in.
+const (
+	dupOffZ         = 0   // 32 bytes: the ECDH shared secret (x coordinate)
+	dupOffSeed      = 32  // 32 bytes: KDFe's seed
+	dupOffAESKey    = 64  // 16 bytes: KDFa "STORAGE"
+	dupOffHMACKey   = 96  // 32 bytes: KDFa "INTEGRITY"
+	dupOffCFB       = 128 // 32 bytes: CFB feedback and key stream
+	dupOffInner     = 160 // 32 bytes: inner HMAC digest
+	dupOffSensitive = 256 // up to 170 bytes: the TPM2B_SENSITIVE
+	dupOffScratch   = 512 // hash and HMAC inputs
+	dupPage         = 4096
+)
+
+// wrapLocked builds the duplicate of data for the SRK whose public point
+// is srkPub and Name is parentName, with every secret in page (locked
+// memory), which it clears. It runs inside edlocked.Deep.
+func wrapLocked(page []byte, srkPub *ecdh.PublicKey, parentName, data []byte) (*Duplicate, error) {
+	defer clear(page)
+	scratch := page[dupOffScratch:]
+	inner := page[dupOffInner : dupOffInner+sha256Size]
+
+	// TPM2B_SENSITIVE: size, then TPMT_SENSITIVE: sensitiveType
+	// (keyedHash), authValue (empty), seedValue (the obfuscation value),
+	// sensitive (TPM2B_SENSITIVE_DATA: the data).
+	const obfOff = 2 + 2 + 2 + 2
+	sens := page[dupOffSensitive : dupOffSensitive+obfOff+sha256Size+2+len(data)]
+	binary.BigEndian.PutUint16(sens[0:], uint16(len(sens)-2))
+	binary.BigEndian.PutUint16(sens[2:], uint16(tpm2.TPMAlgKeyedHash))
+	binary.BigEndian.PutUint16(sens[4:], 0)
+	binary.BigEndian.PutUint16(sens[6:], sha256Size)
 	// The obfuscation value hides the data from the unique field, which is
 	// public; it is as secret as the data.
-	obfuscation := make([]byte, sha256Size)
-	defer secmem.Wipe(obfuscation)
+	obfuscation := sens[obfOff : obfOff+sha256Size]
 	if _, err := rand.Read(obfuscation); err != nil {
-		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+		return nil, err
 	}
-	h := sha256.New()
-	h.Write(obfuscation)
-	h.Write(data)
-	pub := duplicateTemplate(h.Sum(nil))
+	binary.BigEndian.PutUint16(sens[obfOff+sha256Size:], uint16(len(data)))
+	copy(sens[obfOff+sha256Size+2:], data)
+
+	// unique = SHA-256(obfuscation || data).
+	in := scratch[:sha256Size+len(data)]
+	copy(in, obfuscation)
+	copy(in[sha256Size:], data)
+	unique := sha256.Sum256(in)
+	clear(in)
+	pub := duplicateTemplate(unique[:])
 	name, err := tpm2.ObjectName(&pub)
 	if err != nil {
-		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+		return nil, err
 	}
 
-	sensitive := tpm2.Marshal(tpm2.TPMTSensitive{
-		SensitiveType: tpm2.TPMAlgKeyedHash,
-		SeedValue:     tpm2.TPM2BDigest{Buffer: obfuscation},
-		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgKeyedHash, &tpm2.TPM2BSensitiveData{Buffer: data}),
-	})
-	defer secmem.Wipe(sensitive)
-	dup, seed, err := tpm2.CreateDuplicate(rand.Reader, key, name.Buffer, sensitive)
+	// The outer wrapper's seed, from an ephemeral key agreement.
+	eph, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("sealstore: wrap: %w", err)
+		return nil, err
 	}
+	z, err := eph.ECDH(srkPub)
+	if err != nil {
+		return nil, err
+	}
+	n := copy(page[dupOffZ:dupOffZ+sha256Size], z)
+	secmem.Wipe(z)
+	if n != sha256Size {
+		return nil, fmt.Errorf("ecdh: %d-byte shared secret", n)
+	}
+	ephPoint, srkPoint := eph.PublicKey().Bytes(), srkPub.Bytes()
+	if len(ephPoint) != 1+2*sha256Size || len(srkPoint) != 1+2*sha256Size {
+		return nil, errors.New("ecdh: not an uncompressed P-256 point")
+	}
+	ephX, ephY, srkX := ephPoint[1:1+sha256Size], ephPoint[1+sha256Size:], srkPoint[1:1+sha256Size]
+	seed := (*[sha256Size]byte)(page[dupOffSeed : dupOffSeed+sha256Size])
+	if err := seccrypt.KDFe(seed, page[dupOffZ:dupOffZ+sha256Size], "DUPLICATE", ephX, srkX, scratch); err != nil {
+		return nil, err
+	}
+	clear(page[dupOffZ : dupOffZ+sha256Size])
+	aesKey := page[dupOffAESKey : dupOffAESKey+16]
+	hmacKey := page[dupOffHMACKey : dupOffHMACKey+sha256Size]
+	if err := seccrypt.KDFa(aesKey, seed[:], "STORAGE", name.Buffer, nil, scratch, inner); err != nil {
+		return nil, err
+	}
+	if err := seccrypt.KDFa(hmacKey, seed[:], "INTEGRITY", nil, nil, scratch, inner); err != nil {
+		return nil, err
+	}
+	clear(seed[:])
+
+	// Encrypt the whole TPM2B_SENSITIVE, size included, in place; from
+	// here on it holds nothing in clear.
+	var iv [16]byte
+	if err := seccrypt.CFB(sens, aesKey, iv[:], page[dupOffCFB:dupOffCFB+32], true); err != nil {
+		return nil, err
+	}
+	var outerHMAC [sha256Size]byte
+	if err := seccrypt.HMAC(outerHMAC[:], hmacKey, scratch, inner, sens, name.Buffer); err != nil {
+		return nil, err
+	}
+	dup := make([]byte, 0, 2+sha256Size+len(sens))
+	dup = binary.BigEndian.AppendUint16(dup, sha256Size)
+	dup = append(dup, outerHMAC[:]...)
+	dup = append(dup, sens...)
+	encSeed := tpm2.Marshal(tpm2.TPMSECCPoint{
+		X: tpm2.TPM2BECCParameter{Buffer: ephX},
+		Y: tpm2.TPM2BECCParameter{Buffer: ephY},
+	})
 	return &Duplicate{
-		ParentName:    bytes.Clone(target.Name),
+		ParentName:    bytes.Clone(parentName),
 		Public:        tpm2.Marshal(tpm2.New2B(pub)),
 		Private:       tpm2.Marshal(tpm2.TPM2BPrivate{Buffer: dup}),
-		EncryptedSeed: tpm2.Marshal(tpm2.TPM2BEncryptedSecret{Buffer: seed}),
+		EncryptedSeed: tpm2.Marshal(tpm2.TPM2BEncryptedSecret{Buffer: encSeed}),
 	}, nil
 }
 

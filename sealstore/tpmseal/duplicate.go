@@ -9,7 +9,6 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
-	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
 )
@@ -32,7 +31,8 @@ func ReadSRK(ctx context.Context, t TPM) (*sealstore.SRKPublic, error) {
 // it into dst and flushes it; the imported object is never kept. dst must
 // be exactly as long as the wrapped data (callers pass locked memory). The
 // data crosses back from the TPM encrypted (a policy session salted to the
-// SRK, with response encryption).
+// SRK, with response encryption) and is decrypted in dst: it is in clear
+// nowhere else (the session is run by hand, see unseal_session.go).
 //
 // If d was wrapped for another SRK the error wraps sealstore.ErrNotForThisTPM and
 // the TPM is not asked. If the TPM refuses the import (d altered, or its
@@ -82,30 +82,15 @@ func UnsealDuplicate(ctx context.Context, t TPM, d *sealstore.Duplicate, dst []b
 
 // unsealDuplicateLocked satisfies the wrapped object's policy,
 // PolicyCommandCode(Unseal), in a one-off policy session salted to the SRK
-// and unseals with the response encrypted.
+// and unseals with the response encrypted, decrypting it in dst only: the
+// session is run by hand, as UnsealWith's (unseal_session.go).
 func unsealDuplicateLocked(tpm transport.TPM, srk *tpmdev.SRK, obj tpm2.NamedHandle, dst []byte) error {
-	sess := tpm2.Policy(tpm2.TPMAlgSHA256, 16,
-		func(tpm transport.TPM, h tpm2.TPMISHPolicy, _ tpm2.TPM2BNonce) error {
-			if _, err := (tpm2.PolicyCommandCode{PolicySession: h, Code: tpm2.TPMCCUnseal}).Execute(tpm); err != nil {
-				// go-tpm does not flush a session whose policy callback
-				// fails.
-				tpm2.FlushContext{FlushHandle: h}.Execute(tpm)
-				return err
-			}
-			return nil
-		},
-		tpm2.Salted(srk.Handle, srk.Public),
-		tpm2.AESEncryption(128, tpm2.EncryptOut))
-	rsp, err := tpm2.Unseal{
-		ItemHandle: tpm2.AuthHandle{Handle: obj.Handle, Name: obj.Name, Auth: sess},
-	}.Execute(tpm)
+	err := unsealInSession(tpm, srk, nil, func(h tpm2.TPMISHPolicy) error {
+		_, err := tpm2.PolicyCommandCode{PolicySession: h, Code: tpm2.TPMCCUnseal}.Execute(tpm)
+		return err
+	}, obj.Handle, obj.Name, dst)
 	if err != nil {
 		return fmt.Errorf("unseal imported object: %w", err)
 	}
-	defer secmem.Wipe(rsp.OutData.Buffer)
-	if len(rsp.OutData.Buffer) != len(dst) {
-		return fmt.Errorf("wrapped object holds %d bytes, want %d", len(rsp.OutData.Buffer), len(dst))
-	}
-	copy(dst, rsp.OutData.Buffer)
 	return nil
 }

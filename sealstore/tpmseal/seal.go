@@ -458,17 +458,28 @@ func (u *unsealer) once(tpm transport.TPM, srk *tpmdev.SRK) error {
 
 	p := u.b.Policy
 	sel := tpmdev.Selection(p.Bank, p.Indexes())
-	sess, err := startSession(tpm, srk, tpm2.TPMSEPolicy, u.pin)
+	return unsealInSession(tpm, srk, u.pin, func(h tpm2.TPMISHPolicy) error {
+		return policyLocked(tpm, h, sel, p.PIN, approved, u.signer, ticket)
+	}, load.ObjectHandle, load.Name, u.dst)
+}
+
+// unsealInSession unseals the loaded sealed object (handle, name) into dst
+// (locked memory, as long as the data) in a one-off policy session salted
+// to the SRK, with response encryption, run by hand (startSession, then
+// policy, which runs the object's policy commands in the session, then
+// TPM2_Unseal). pin is the PIN of a PIN object, nil otherwise.
+func unsealInSession(tpm transport.TPM, srk *tpmdev.SRK, pin []byte, policy func(tpm2.TPMISHPolicy) error, handle tpm2.TPMHandle, name tpm2.TPM2BName, dst []byte) error {
+	sess, err := startSession(tpm, srk, tpm2.TPMSEPolicy, pin)
 	if err != nil {
 		return err
 	}
 	// Flushes the session unless the TPM did (it does once Unseal is
 	// authorized), and wipes the session's keys.
 	defer sess.close(tpm)
-	if err := policyLocked(tpm, tpm2.TPMISHPolicy(sess.handle), sel, p.PIN, approved, u.signer, ticket); err != nil {
+	if err := policy(tpm2.TPMISHPolicy(sess.handle)); err != nil {
 		return fmt.Errorf("executing policy: %w", err)
 	}
-	return sess.unseal(tpm, load.ObjectHandle, load.Name, u.dst)
+	return sess.unseal(tpm, handle, name, dst)
 }
 
 // policyLocked runs the policy commands of a sealed object's policy in

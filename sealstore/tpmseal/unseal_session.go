@@ -10,14 +10,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"reflect"
-	"runtime"
-	"unsafe"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/icn/icn-agent/internal/edlocked"
+	"github.com/icn/icn-agent/internal/seccrypt"
 	"github.com/icn/icn-agent/internal/secmem"
 	"github.com/icn/icn-agent/internal/tpmdev"
 	"github.com/icn/icn-agent/sealstore"
@@ -48,6 +46,9 @@ import (
 //     buffer is wiped. The plaintext seed is never in Go heap memory.
 //   - The AES key schedule that crypto/aes puts on the heap is zeroed after
 //     use (see wipeBlock).
+//
+// UnsealDuplicate unseals an imported migration object in the same
+// session (unsealInSession), with its own policy, PolicyCommandCode(Unseal).
 //
 // Sealing runs TPM2_Create the same way, in an HMAC session started by
 // startSession and kept in the same kind of locked page, with the sensitive
@@ -197,13 +198,15 @@ func (s *unsealSession) close(tpm transport.TPM) {
 }
 
 // unseal runs TPM2_Unseal on the loaded sealed object (handle, name) in
-// the session, whose policy the caller has run, and writes the seed to dst
-// (SeedSize bytes of locked memory). On failure dst is zeroed. A TPM error
-// is returned as the tpm2.TPMRC go-tpm would return, so errors.Is with
-// tpm2.TPMRCPolicyFail and the like works as with go-tpm's Unseal.
+// the session, whose policy the caller has run, and writes the sealed data
+// to dst (locked memory, exactly as long as the data: SeedSize bytes for a
+// seed, up to MaxDuplicateData for a wrapped object). On failure dst is
+// zeroed. A TPM error is returned as the tpm2.TPMRC go-tpm would return,
+// so errors.Is with tpm2.TPMRCPolicyFail and the like works as with
+// go-tpm's Unseal.
 func (s *unsealSession) unseal(tpm transport.TPM, handle tpm2.TPMHandle, name tpm2.TPM2BName, dst []byte) (err error) {
-	if len(dst) != sealstore.SeedSize {
-		return fmt.Errorf("unseal buffer is %d bytes, want %d", len(dst), sealstore.SeedSize)
+	if len(dst) == 0 || len(dst) > sealstore.MaxDuplicateData {
+		return fmt.Errorf("unseal buffer is %d bytes, want 1 to %d", len(dst), sealstore.MaxDuplicateData)
 	}
 	defer func() {
 		if err != nil {
@@ -334,8 +337,8 @@ func (s *unsealSession) finishUnseal(rsp []byte, name tpm2.TPM2BName, dst []byte
 	if !hmac.Equal(want[:], mac) {
 		return errResponseHMAC
 	}
-	if len(outData) != sealstore.SeedSize {
-		return fmt.Errorf("sealed object holds %d bytes, want %d", len(outData), sealstore.SeedSize)
+	if len(outData) != len(dst) {
+		return fmt.Errorf("sealed object holds %d bytes, want %d", len(outData), len(dst))
 	}
 	if attrs&attrEncrypt == 0 {
 		return errors.New("the TPM did not encrypt the response")
@@ -377,30 +380,9 @@ func (s *unsealSession) cfbEncrypt(data, key, iv []byte) error {
 // cfb runs AES-CFB over data in place, with its feedback and key stream in
 // the session's locked page, which it clears, and wipes the key schedule.
 func (s *unsealSession) cfb(data, key, iv []byte, encrypt bool) error {
-	block, err := aes.NewCipher(key)
-	if err != nil {
+	if err := seccrypt.CFB(data, key, iv, s.sec.Bytes()[offBlock:offBlock+2*aes.BlockSize], encrypt); err != nil {
 		return fmt.Errorf("parameter encryption: %w", err)
 	}
-	defer wipeBlock(block)
-	fb := s.sec.Bytes()[offBlock : offBlock+aes.BlockSize]                 // feedback: IV, then ciphertext
-	ks := s.sec.Bytes()[offBlock+aes.BlockSize : offBlock+2*aes.BlockSize] // key stream
-	copy(fb, iv)
-	for len(data) > 0 {
-		block.Encrypt(ks, fb)
-		n := min(len(data), aes.BlockSize)
-		if !encrypt {
-			copy(fb, data[:n]) // the next feedback is this ciphertext block
-		}
-		for i := range n {
-			data[i] ^= ks[i]
-		}
-		if encrypt {
-			copy(fb, data[:n])
-		}
-		data = data[n:]
-	}
-	clear(fb)
-	clear(ks)
 	return nil
 }
 
@@ -415,90 +397,22 @@ func (s *unsealSession) hmac(out []byte, msg ...[]byte) error {
 
 // hmacLocked writes HMAC-SHA256(key, msg...) to out, with key at most one
 // block, using scratch for the pads and message and inner for the inner
-// digest (both locked memory), which it clears.
+// digest (both locked memory), which it clears (seccrypt.HMAC).
 func hmacLocked(out, key, scratch, inner []byte, msg ...[]byte) error {
-	n := 0
-	for _, m := range msg {
-		n += len(m)
-	}
-	if len(key) > sha256.BlockSize || n > len(scratch)-sha256.BlockSize {
-		return fmt.Errorf("internal error: HMAC of %d bytes with a %d-byte key", n, len(key))
-	}
-	defer clear(scratch[:sha256.BlockSize+max(n, sha256.Size)])
-	defer clear(inner)
-	pad := scratch[:sha256.BlockSize]
-	clear(pad)
-	copy(pad, key)
-	for i := range pad {
-		pad[i] ^= 0x36
-	}
-	off := sha256.BlockSize
-	for _, m := range msg {
-		off += copy(scratch[off:], m)
-	}
-	sum := sha256.Sum256(scratch[:off])
-	copy(inner, sum[:])
-	clear(pad)
-	copy(pad, key)
-	for i := range pad {
-		pad[i] ^= 0x5c
-	}
-	copy(scratch[sha256.BlockSize:], inner)
-	sum = sha256.Sum256(scratch[:sha256.BlockSize+sha256.Size])
-	copy(out, sum[:])
-	clear(sum[:])
-	runtime.KeepAlive(&sum)
-	return nil
+	return seccrypt.HMAC(out, key, scratch, inner, msg...)
 }
 
 // kdfa writes KDFa(SHA-256, key, label, contextU, contextV, 8*len(out))
 // to out (Part 1, 11.4.10.2), for len(out) of at most one digest: one HMAC
 // over counter 1 || label || 0 || contextU || contextV || bits.
 func (s *unsealSession) kdfa(out, key []byte, label string, contextU, contextV []byte) {
-	var counter, bits [4]byte
-	binary.BigEndian.PutUint32(counter[:], 1)
-	binary.BigEndian.PutUint32(bits[:], uint32(8*len(out)))
-	var full [sha256.Size]byte
 	// The inputs are bounded by the callers (32-byte keys, 16-byte nonces).
-	_ = hmacLocked(full[:], key, s.sec.Bytes()[offScratch:], s.sec.Bytes()[offInner:offInner+sha256.Size],
-		counter[:], []byte(label), []byte{0}, contextU, contextV, bits[:])
-	copy(out, full[:])
-	clear(full[:])
-	runtime.KeepAlive(&full)
+	_ = seccrypt.KDFa(out, key, label, contextU, contextV, s.sec.Bytes()[offScratch:], s.sec.Bytes()[offInner:offInner+sha256.Size])
 }
 
-// wipeBlock zeroes the memory of an AES cipher.Block: crypto/aes keeps the
-// expanded key schedule in a heap object it never clears, and the schedule
-// gives the key back. The object is a pointer to a struct of integers
-// (crypto/internal/fips140/aes.Block); wipeBlock checks that through
-// reflection and zeroes exactly that struct, and does nothing for any other
-// shape (which TestWipeBlock would report after a Go upgrade).
+// wipeBlock zeroes the memory of an AES cipher.Block (seccrypt.WipeBlock):
+// crypto/aes keeps the expanded key schedule in a heap object it never
+// clears, and the schedule gives the key back.
 func wipeBlock(b cipher.Block) bool {
-	v := reflect.ValueOf(b)
-	if v.Kind() != reflect.Pointer || v.IsNil() || !pointerFree(v.Type().Elem()) {
-		return false
-	}
-	clear(unsafe.Slice((*byte)(v.UnsafePointer()), v.Type().Elem().Size()))
-	return true
-}
-
-// pointerFree reports whether values of t hold no pointers, so that
-// overwriting them with zeroes cannot confuse the garbage collector.
-func pointerFree(t reflect.Type) bool {
-	switch t.Kind() {
-	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
-		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
-		return true
-	case reflect.Array:
-		return pointerFree(t.Elem())
-	case reflect.Struct:
-		for i := range t.NumField() {
-			if !pointerFree(t.Field(i).Type) {
-				return false
-			}
-		}
-		return true
-	}
-	return false
+	return seccrypt.WipeBlock(b)
 }
