@@ -1,7 +1,6 @@
 package tpmseal
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -157,62 +156,12 @@ func (s *unsealSession) createCommand(srk *tpmdev.SRK, seed, pin, inPublic []byt
 // TPM error is returned as the tpm2.TPMRC go-tpm would return. It runs
 // inside edlocked.Deep, for the HMAC.
 func (s *unsealSession) finishCreate(rsp []byte) (pub, priv []byte, err error) {
-	if len(rsp) < 10 {
-		return nil, nil, fmt.Errorf("%w: response to TPM2_Create is %d bytes", tpmdev.ErrMalformedResponse, len(rsp))
-	}
-	tag := tpm2.TPMST(binary.BigEndian.Uint16(rsp[0:]))
-	size := binary.BigEndian.Uint32(rsp[2:])
-	rc := tpm2.TPMRC(binary.BigEndian.Uint32(rsp[6:]))
-	if uint64(size) != uint64(len(rsp)) {
-		return nil, nil, fmt.Errorf("%w: response to TPM2_Create is %d bytes, its header says %d", tpmdev.ErrMalformedResponse, len(rsp), size)
-	}
-	if rc != tpm2.TPMRCSuccess {
-		// The session was not used and is still loaded; close flushes it.
-		return nil, nil, rc
-	}
-	// The TPM authorized the command, so it has flushed the session.
-	s.flushed = true
-	if tag != tpm2.TPMSTSessions {
-		return nil, nil, fmt.Errorf("%w: response to TPM2_Create has tag %#x, want TPM_ST_SESSIONS", tpmdev.ErrMalformedResponse, uint16(tag))
-	}
-
-	// parameterSize, the parameters (outPrivate, outPublic, creationData,
-	// creationHash, creationTicket), then one TPMS_AUTH_RESPONSE.
-	r := rsp[10:]
-	if len(r) < 4 {
-		return nil, nil, fmt.Errorf("%w: no parameter size", tpmdev.ErrMalformedResponse)
-	}
-	paramSize := binary.BigEndian.Uint32(r)
-	r = r[4:]
-	if uint64(paramSize) > uint64(len(r)) {
-		return nil, nil, fmt.Errorf("%w: parameter size %d", tpmdev.ErrMalformedResponse, paramSize)
-	}
-	params, r := r[:paramSize], r[paramSize:]
-	nonce, r, ok := cutTPM2B(r)
-	if !ok || len(r) < 1 {
-		return nil, nil, fmt.Errorf("%w: no response nonce", tpmdev.ErrMalformedResponse)
-	}
-	attrs := r[0]
-	mac, r, ok := cutTPM2B(r[1:])
-	if !ok || len(r) != 0 {
-		return nil, nil, fmt.Errorf("%w: authorization area", tpmdev.ErrMalformedResponse)
-	}
-	// rpHash = SHA-256(responseCode || commandCode || parameters); the
-	// HMAC has the nonces in the response's order (Part 1, 19.6.5).
-	var hdr [8]byte
-	binary.BigEndian.PutUint32(hdr[0:], uint32(tpm2.TPMRCSuccess))
-	binary.BigEndian.PutUint32(hdr[4:], uint32(tpm2.TPMCCCreate))
-	rpHash := sha256.New()
-	rpHash.Write(hdr[:])
-	rpHash.Write(params)
-	var want [sha256.Size]byte
-	if err := s.hmac(want[:], rpHash.Sum(nil), nonce, s.nonceCaller[:], []byte{attrs}); err != nil {
+	// The parameters: outPrivate, outPublic, creationData, creationHash,
+	// creationTicket.
+	params, _, _, err := s.checkResponse(rsp, tpm2.TPMCCCreate, "TPM2_Create")
+	if err != nil {
 		return nil, nil, err
 	}
-	if !hmac.Equal(want[:], mac) {
-		return nil, nil, errResponseHMAC
-	}
-
 	privBuf, rest, ok := cutTPM2B(params)
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: outPrivate", tpmdev.ErrMalformedResponse)

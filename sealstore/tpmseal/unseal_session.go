@@ -272,71 +272,15 @@ func (s *unsealSession) unsealCommand(handle tpm2.TPMHandle, name tpm2.TPM2BName
 // decrypts its outData into dst. It runs inside edlocked.Deep: the HMAC and
 // AES work leave key material in stack frames that are scrubbed.
 func (s *unsealSession) finishUnseal(rsp []byte, name tpm2.TPM2BName, dst []byte) error {
-	if len(rsp) < 10 {
-		return fmt.Errorf("%w: response to TPM2_Unseal is %d bytes", tpmdev.ErrMalformedResponse, len(rsp))
-	}
-	tag := tpm2.TPMST(binary.BigEndian.Uint16(rsp[0:]))
-	size := binary.BigEndian.Uint32(rsp[2:])
-	rc := tpm2.TPMRC(binary.BigEndian.Uint32(rsp[6:]))
-	if uint64(size) != uint64(len(rsp)) {
-		return fmt.Errorf("%w: response to TPM2_Unseal is %d bytes, its header says %d", tpmdev.ErrMalformedResponse, len(rsp), size)
-	}
-	if rc != tpm2.TPMRCSuccess {
-		// The TPM refused (a PCR or PIN mismatch, a lockout...): the
-		// session was not used and is still loaded; the caller's close
-		// flushes it. The code is the error, as go-tpm returns it.
-		return rc
-	}
-	// The TPM authorized the command, so it has flushed the session
-	// (continueSession is clear), whatever the rest of the response says.
-	s.flushed = true
-	if tag != tpm2.TPMSTSessions {
-		return fmt.Errorf("%w: response to TPM2_Unseal has tag %#x, want TPM_ST_SESSIONS", tpmdev.ErrMalformedResponse, uint16(tag))
-	}
-
-	// parameterSize, then the parameters: outData, a TPM2B whose buffer
-	// is encrypted. Then the authorization area: one TPMS_AUTH_RESPONSE
-	// (nonceTPM, attributes, HMAC).
-	r := rsp[10:]
-	if len(r) < 4 {
-		return fmt.Errorf("%w: no parameter size", tpmdev.ErrMalformedResponse)
-	}
-	paramSize := binary.BigEndian.Uint32(r)
-	r = r[4:]
-	if uint64(paramSize) > uint64(len(r)) || paramSize < 2 {
-		return fmt.Errorf("%w: parameter size %d", tpmdev.ErrMalformedResponse, paramSize)
-	}
-	params, r := r[:paramSize], r[paramSize:]
-	if n := int(binary.BigEndian.Uint16(params)); n+2 != len(params) {
-		return fmt.Errorf("%w: outData of %d bytes in %d bytes of parameters", tpmdev.ErrMalformedResponse, n, len(params))
-	}
-	outData := params[2:]
-	nonce, r, ok := cutTPM2B(r)
-	if !ok || len(r) < 1 {
-		return fmt.Errorf("%w: no response nonce", tpmdev.ErrMalformedResponse)
-	}
-	attrs := r[0]
-	mac, r, ok := cutTPM2B(r[1:])
-	if !ok || len(r) != 0 {
-		return fmt.Errorf("%w: authorization area", tpmdev.ErrMalformedResponse)
-	}
-
-	// rpHash = SHA-256(responseCode || commandCode || parameters), the
-	// parameters as sent, encrypted; the HMAC is keyed as the command's
-	// with the nonces in the other order (Part 1, 19.6.5).
-	var hdr [8]byte
-	binary.BigEndian.PutUint32(hdr[0:], uint32(tpm2.TPMRCSuccess))
-	binary.BigEndian.PutUint32(hdr[4:], uint32(tpm2.TPMCCUnseal))
-	rpHash := sha256.New()
-	rpHash.Write(hdr[:])
-	rpHash.Write(params)
-	var want [sha256.Size]byte
-	if err := s.hmac(want[:], rpHash.Sum(nil), nonce, s.nonceCaller[:], []byte{attrs}); err != nil {
+	params, nonce, attrs, err := s.checkResponse(rsp, tpm2.TPMCCUnseal, "TPM2_Unseal")
+	if err != nil {
 		return err
 	}
-	if !hmac.Equal(want[:], mac) {
-		return errResponseHMAC
+	// The parameters: outData, a TPM2B whose buffer is encrypted.
+	if len(params) < 2 || int(binary.BigEndian.Uint16(params))+2 != len(params) {
+		return fmt.Errorf("%w: outData does not fill its %d bytes of parameters", tpmdev.ErrMalformedResponse, len(params))
 	}
+	outData := params[2:]
 	if len(outData) != len(dst) {
 		return fmt.Errorf("sealed object holds %d bytes, want %d", len(outData), len(dst))
 	}
@@ -350,6 +294,72 @@ func (s *unsealSession) finishUnseal(rsp []byte, name tpm2.TPM2BName, dst []byte
 	cfb := s.sec.Bytes()[offCFB : offCFB+32]
 	s.kdfa(cfb, s.key(), "CFB", nonce, s.nonceCaller[:])
 	return s.cfbDecrypt(dst, cfb[:16], cfb[16:])
+}
+
+// checkResponse checks the response to command cc (named what) sent in
+// this session: its framing and code, then the response HMAC over its
+// parameters (Part 1, 19.6.5: rpHash = SHA-256(responseCode ||
+// commandCode || parameters), keyed as the command's, with the nonces in
+// the response's order). It returns the parameters as sent (encrypted,
+// if they are), the TPM's new nonce and the session attributes. A TPM
+// error is returned as the tpm2.TPMRC go-tpm would return; the session
+// was not used then, and close flushes it. It runs inside edlocked.Deep,
+// for the HMAC.
+func (s *unsealSession) checkResponse(rsp []byte, cc tpm2.TPMCC, what string) (params, nonce []byte, attrs byte, err error) {
+	if len(rsp) < 10 {
+		return nil, nil, 0, fmt.Errorf("%w: response to %s is %d bytes", tpmdev.ErrMalformedResponse, what, len(rsp))
+	}
+	tag := tpm2.TPMST(binary.BigEndian.Uint16(rsp[0:]))
+	size := binary.BigEndian.Uint32(rsp[2:])
+	rc := tpm2.TPMRC(binary.BigEndian.Uint32(rsp[6:]))
+	if uint64(size) != uint64(len(rsp)) {
+		return nil, nil, 0, fmt.Errorf("%w: response to %s is %d bytes, its header says %d", tpmdev.ErrMalformedResponse, what, len(rsp), size)
+	}
+	if rc != tpm2.TPMRCSuccess {
+		// The TPM refused (a PCR or PIN mismatch, a lockout...).
+		return nil, nil, 0, rc
+	}
+	// The TPM authorized the command, so it has flushed the session
+	// (continueSession is clear), whatever the rest of the response says.
+	s.flushed = true
+	if tag != tpm2.TPMSTSessions {
+		return nil, nil, 0, fmt.Errorf("%w: response to %s has tag %#x, want TPM_ST_SESSIONS", tpmdev.ErrMalformedResponse, what, uint16(tag))
+	}
+	// parameterSize, the parameters, then one TPMS_AUTH_RESPONSE
+	// (nonceTPM, attributes, HMAC).
+	r := rsp[10:]
+	if len(r) < 4 {
+		return nil, nil, 0, fmt.Errorf("%w: no parameter size", tpmdev.ErrMalformedResponse)
+	}
+	paramSize := binary.BigEndian.Uint32(r)
+	r = r[4:]
+	if uint64(paramSize) > uint64(len(r)) {
+		return nil, nil, 0, fmt.Errorf("%w: parameter size %d", tpmdev.ErrMalformedResponse, paramSize)
+	}
+	params, r = r[:paramSize], r[paramSize:]
+	nonce, r, ok := cutTPM2B(r)
+	if !ok || len(r) < 1 {
+		return nil, nil, 0, fmt.Errorf("%w: no response nonce", tpmdev.ErrMalformedResponse)
+	}
+	attrs = r[0]
+	mac, r, ok := cutTPM2B(r[1:])
+	if !ok || len(r) != 0 {
+		return nil, nil, 0, fmt.Errorf("%w: authorization area", tpmdev.ErrMalformedResponse)
+	}
+	var hdr [8]byte
+	binary.BigEndian.PutUint32(hdr[0:], uint32(tpm2.TPMRCSuccess))
+	binary.BigEndian.PutUint32(hdr[4:], uint32(cc))
+	rpHash := sha256.New()
+	rpHash.Write(hdr[:])
+	rpHash.Write(params)
+	var want [sha256.Size]byte
+	if err := s.hmac(want[:], rpHash.Sum(nil), nonce, s.nonceCaller[:], []byte{attrs}); err != nil {
+		return nil, nil, 0, err
+	}
+	if !hmac.Equal(want[:], mac) {
+		return nil, nil, 0, errResponseHMAC
+	}
+	return params, nonce, attrs, nil
 }
 
 // cutTPM2B splits a TPM2B off the front of b.
